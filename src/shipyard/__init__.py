@@ -1,0 +1,6 @@
+"""Shipyard: a release-pipeline runner."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]
