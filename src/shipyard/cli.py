@@ -1,0 +1,57 @@
+"""The `shipyard` console script: an invoke Program over the same collection as `inv`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from invoke import Exit, ParseError, Program
+
+from shipyard import __version__, commands
+from shipyard.errors import ExitCode, ShipyardError
+from shipyard.tasks import namespace
+
+
+class ShipyardProgram(Program):
+    """invoke's Program, but a usage mistake exits 2 (invoke's own `inv` exits 1)."""
+
+    def parse_core(self, argv: list[str] | None) -> None:
+        with _usage_errors():
+            super().parse_core(argv)
+
+    def parse_tasks(self) -> None:
+        with _usage_errors():
+            super().parse_tasks()
+
+
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except (ParseError, ValueError) as error:
+        raise Exit(f"shipyard: {error}", int(ExitCode.USAGE)) from None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) > 1 and argv[1] == "heartbeat":
+        sys.exit(_heartbeat(argv[2:]))
+    program = ShipyardProgram(namespace=namespace(), name="Shipyard", binary="shipyard", version=__version__)
+    try:
+        program.run(argv)
+    except BrokenPipeError:
+        sys.stderr.close()  # `shipyard --list | head`: the reader left, nothing to report
+        sys.exit(int(ExitCode.STEP_FAILED))
+
+
+def _heartbeat(args: list[str]) -> int:
+    """`shipyard heartbeat AGENT -- CMD...` with the command's argv kept exactly (no re-quoting)."""
+    if len(args) < 2 or args[1] != "--":
+        print("usage: shipyard heartbeat AGENT -- CMD...", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    try:
+        return commands.heartbeat(args[0], args[2:])
+    except ShipyardError as error:
+        print(error.message, file=sys.stderr)
+        return int(error.exit_code)

@@ -1,0 +1,184 @@
+"""One function per user command, returning its exit code; invoke tasks call these."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from shipyard import config as config_module
+from shipyard import evidence, pipeline
+from shipyard.config import DEFAULT_HEARTBEAT_INTERVAL, Config, Step
+from shipyard.console import PassthroughConsole, make_console
+from shipyard.errors import ConfigError, ExitCode, UsageError
+from shipyard.redact import Redactor
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_AGENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    argv = list(sys.argv if argv is None else argv)
+    return shlex.join([Path(argv[0]).name, *argv[1:]]) if argv else "shipyard"
+
+
+def gates(config: Config, *, jobs: str = "auto", fail_fast: bool = False) -> int:
+    """Run every configured gate (in parallel), report all failures."""
+    if not config.gates:
+        raise UsageError(f"{config.path.name}: no gates configured (add a 'gates:' list)")
+    workers = parse_jobs(jobs)
+    steps = [config.steps[name] for name in config.gates]
+    return _run(config, steps, jobs=workers, fail_fast=fail_fast)
+
+
+def step(config: Config, name: str) -> int:
+    """Run one configured step."""
+    return _run(config, [find_step(config, name)], jobs=1, fail_fast=False)
+
+
+def build(config: Config) -> int:
+    """Run the `build` step."""
+    if "build" not in config.steps:
+        raise UsageError(f"{config.path.name}: no 'build' step configured")
+    return step(config, "build")
+
+
+def _run(config: Config, steps: Sequence[Step], *, jobs: int, fail_fast: bool) -> int:
+    run = pipeline.Run.for_config(config, command=command_line())
+    _, code = pipeline.execute(run, steps, jobs=jobs, fail_fast=fail_fast, console=make_console(jobs=jobs))
+    return code
+
+
+def find_step(config: Config, name: str) -> Step:
+    if name in config.steps:
+        return config.steps[name]
+    close = difflib.get_close_matches(name, list(config.steps), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    known = ", ".join(config.steps) or "none"
+    raise UsageError(f"unknown step '{name}'{hint}; configured steps: {known}")
+
+
+def parse_jobs(jobs: str | int) -> int:
+    text = str(jobs).strip().lower()
+    if text in ("", "auto", "0"):
+        return os.cpu_count() or 1
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise UsageError(f"--jobs: expected a positive number or 'auto', got '{jobs}'")
+
+
+def verify_evidence(root: Path, agent: str, date: str = "") -> int:
+    """Re-hash a day's bundle against its manifest; name every added, missing or changed file."""
+    date = date or f"{datetime.now(timezone.utc):%Y-%m-%d}"
+    if not _DATE.fullmatch(date):
+        raise UsageError(f"--date: expected YYYY-MM-DD, got '{date}'")
+    bundle = evidence.Bundle(root, agent, date)
+    shown = bundle.dir.relative_to(root).as_posix()
+    if not bundle.dir.is_dir():
+        raise UsageError(f"no evidence for {date}: {shown}/ does not exist")
+    if not bundle.manifest_path.is_file():
+        print(f"missing: {evidence.MANIFEST_NAME}\nevidence: {shown}/ has no manifest")
+        return int(ExitCode.STEP_FAILED)
+    result = evidence.verify(bundle)
+    for line in result.lines():
+        print(line)
+    if result.ok:
+        print(f"evidence: {shown}/ matches {evidence.MANIFEST_NAME}")
+        return int(ExitCode.OK)
+    print(f"evidence: {len(result.lines())} difference(s) in {shown}/")
+    return int(ExitCode.STEP_FAILED)
+
+
+def heartbeat(agent: str, argv: Sequence[str], *, environ: Mapping[str, str] = os.environ) -> int:
+    """Run `argv` as one heartbeat-instrumented step; return its own exit status."""
+    if not _AGENT.fullmatch(agent):
+        raise UsageError(f"heartbeat: agent must match {_AGENT.pattern}, got '{agent}'")
+    if not argv:
+        raise UsageError("heartbeat: nothing to run (usage: shipyard heartbeat AGENT -- CMD...)")
+    config = optional_config(environ=environ)
+    run = pipeline.Run(
+        root=config.root if config else Path.cwd(),
+        agent=agent,
+        heartbeat_interval=_heartbeat_interval(config, environ),
+        command=shlex.join(["shipyard", "heartbeat", agent, "--", *argv]),
+        redactor=Redactor.from_environ(environ, config.secrets if config else ()),
+    )
+    wrapped = Step(name=Path(argv[0]).name, run=shlex.join(argv))
+    console = PassthroughConsole(sys.stdout, live_output=True)
+    with pipeline.stop_on_signals(run.stop):
+        results = pipeline.run_steps(run, [wrapped], jobs=1, fail_fast=False, console=console)
+    exit_code = results[0].exit_code
+    pipeline.finish(run, results, exit_code=exit_code, with_feedback=False)
+    return int(ExitCode.INTERRUPTED) if exit_code is None else exit_code
+
+
+def _heartbeat_interval(config: Config | None, environ: Mapping[str, str]) -> float:
+    override = environ.get("SHIPYARD_HEARTBEAT_INTERVAL")
+    if override:
+        try:
+            return config_module.parse_duration(override)
+        except ValueError as error:
+            raise UsageError(f"SHIPYARD_HEARTBEAT_INTERVAL: {error}") from None
+    return config.heartbeat_interval if config else DEFAULT_HEARTBEAT_INTERVAL
+
+
+def optional_config(
+    explicit: str | None = None, *, environ: Mapping[str, str] = os.environ
+) -> Config | None:
+    """The config when one is given or found; None when there is none. A broken one is an error."""
+    try:
+        path = config_module.find_config(explicit or None, environ=environ)
+    except ConfigError:
+        if explicit or environ.get("SHIPYARD_CONFIG"):
+            raise
+        return None
+    return config_module.load_config(path)
+
+
+def scan(
+    root: Path,
+    agent: str,
+    *,
+    baseline: str = "",
+    write_baseline: bool = False,
+    environ: Mapping[str, str] = os.environ,
+) -> int:
+    """Secret-scan the tracked files; SARIF into the evidence bundle; exit 1 on findings."""
+    from shipyard import scan as scanner  # detect-secrets is only imported when scanning
+
+    baseline_path = root / (baseline or scanner.DEFAULT_BASELINE)
+    if write_baseline:
+        count = scanner.write_baseline(root, baseline_path, scanner.scan(root))
+        print(f"scan: wrote {baseline_path.relative_to(root)} accepting {count} finding(s)")
+        return int(ExitCode.OK)
+    result = scanner.scan(root, baseline=baseline_path)
+    for line in scanner.format_findings(result):
+        print(line)
+    report = _write_scan_report(root, agent, scanner.to_sarif(result), environ)
+    print(
+        f"scan: {len(result.findings)} finding(s) in {result.files_scanned} file(s), "
+        f"{result.allowlisted} allowlisted ({', '.join(result.engines)}); SARIF: {report}"
+    )
+    return int(ExitCode.STEP_FAILED if result.findings else ExitCode.OK)
+
+
+def _write_scan_report(root: Path, agent: str, sarif: dict, environ: Mapping[str, str]) -> str:
+    """Into the bundle of the run that called us, or of a run of its own when standalone."""
+    nested = environ.get("SHIPYARD_EVIDENCE_DIR") and environ.get("SHIPYARD_RUN_ID")
+    if nested:
+        date_dir = Path(environ["SHIPYARD_EVIDENCE_DIR"])
+        bundle = evidence.Bundle(date_dir.parents[2], date_dir.parent.name, date_dir.name)
+        run_id = environ["SHIPYARD_RUN_ID"]
+    else:
+        now = datetime.now(timezone.utc)
+        bundle, run_id = evidence.Bundle.for_moment(root, agent, now), evidence.new_run_id(now)
+    path = bundle.report_dir(run_id) / "secret-scan.sarif"
+    evidence.write_json(bundle, path, sarif, Redactor.from_environ(environ))
+    if not nested:
+        evidence.write_manifest(bundle)
+    return os.path.relpath(path, Path.cwd())

@@ -1,0 +1,86 @@
+"""The feedback entry: one Markdown section per run, appended to `feedback/<agent>/<date>.md`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from shipyard.evidence import Bundle, locked
+from shipyard.redact import Redactor
+from shipyard.runner import StepResult, StepStatus
+
+TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    command: str
+    started: str
+    outcome: str  # "ok", "failed", "timeout", "interrupted"
+    exit_code: int
+    git_sha: str | None
+    results: Sequence[StepResult]
+    manifest_digest: str
+
+
+def render(summary: RunSummary, bundle: Bundle) -> str:
+    evidence = bundle.dir.relative_to(bundle.root).as_posix()
+    parts = [
+        f"## {summary.started} · `{summary.command}` · {summary.outcome} (exit {summary.exit_code})",
+        "",
+        f"- run: `{summary.run_id}`, git: `{summary.git_sha or 'unknown'}`",
+        f"- evidence: `{evidence}/` (run record `runs/{summary.run_id}.json`)",
+        f"- manifest sha256: `{summary.manifest_digest}`",
+        "",
+        "| step | status | exit | attempts | duration |",
+        "|---|---|---|---|---|",
+        *(_row(result) for result in summary.results),
+        "",
+    ]
+    for result in summary.results:
+        if result.status not in (StepStatus.OK, StepStatus.SKIPPED):
+            parts += _failure(result)
+    return "\n".join(parts) + "\n"
+
+
+def _row(result: StepResult) -> str:
+    exit_code = "" if result.exit_code is None else str(result.exit_code)
+    attempts = len(result.attempts)
+    return f"| {result.name} | {result.status.value} | {exit_code} | {attempts} | {result.duration:.1f}s |"
+
+
+def _failure(result: StepResult) -> list[str]:
+    return [
+        f"### {result.name}: {result.status.value} (exit {result.exit_code})",
+        "",
+        "```text",
+        *tail(result.log_path, TAIL_LINES),
+        "```",
+        "",
+    ]
+
+
+def tail(path: Path, count: int) -> list[str]:
+    """The last `count` lines of a (masked) log, read from its end so big logs stay cheap."""
+    if not path.exists():
+        return []
+    with path.open("rb") as handle:
+        handle.seek(0, 2)
+        size = handle.tell()
+        handle.seek(max(0, size - 64 * 1024))
+        lines = handle.read().decode("utf-8", "replace").splitlines()
+    return [line.replace("```", "'''") for line in lines[-count:]]
+
+
+def append(summary: RunSummary, bundle: Bundle, redactor: Redactor) -> Path:
+    path = bundle.feedback_path
+    section = redactor.mask(render(summary, bundle))
+    with locked(bundle):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as handle:
+            if handle.tell() == 0:
+                handle.write(f"# Feedback: {bundle.agent}, {bundle.date}\n\n")
+            handle.write(section + "\n")
+    return path

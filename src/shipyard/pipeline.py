@@ -1,0 +1,241 @@
+"""One Shipyard run: steps in parallel or in order, then the run record, manifest and feedback.
+
+Core functions, no CLI: invoke tasks and nox sessions are thin layers over `execute`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from shipyard import __version__, evidence, feedback
+from shipyard.config import Config, Step
+from shipyard.console import PlainConsole, make_console
+from shipyard.errors import ExitCode
+from shipyard.evidence import Bundle
+from shipyard.heartbeat import Heartbeat, iso_timestamp
+from shipyard.redact import Redactor
+from shipyard.runner import StepContext, StepResult, StepStatus, run_step, skipped_result
+
+
+@dataclass
+class Run:
+    """Everything one invocation shares: its id, evidence bundle, redactor and stop signal."""
+
+    root: Path
+    agent: str
+    heartbeat_interval: float
+    command: str
+    redactor: Redactor
+    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.run_id = evidence.new_run_id(self.started)
+        self.bundle = Bundle.for_moment(self.root, self.agent, self.started)
+        self.heartbeat = Heartbeat(
+            self.bundle.heartbeat_path, agent=self.agent, run_id=self.run_id, redactor=self.redactor
+        )
+
+    @classmethod
+    def for_config(cls, config: Config, *, command: str, environ: Mapping[str, str] = os.environ) -> Run:
+        return cls(
+            root=config.root,
+            agent=config.agent,
+            heartbeat_interval=config.heartbeat_interval,
+            command=command,
+            redactor=Redactor.from_environ(environ, config.secrets),
+        )
+
+    def step_environ(self, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+        """The environment of every step: the caller's, with this Python's tools first on PATH."""
+        tools = str(Path(sys.executable).parent)
+        return {
+            **environ,
+            "PATH": os.pathsep.join([tools, environ.get("PATH", os.defpath)]),
+            "PYTHONUNBUFFERED": environ.get("PYTHONUNBUFFERED", "1"),
+            "SHIPYARD_AGENT": self.agent,
+            "SHIPYARD_RUN_ID": self.run_id,
+            "SHIPYARD_EVIDENCE_DIR": str(self.bundle.dir),
+        }
+
+
+def execute(
+    run: Run,
+    steps: Sequence[Step],
+    *,
+    jobs: int = 1,
+    fail_fast: bool = False,
+    console: PlainConsole | None = None,
+) -> tuple[list[StepResult], int]:
+    """Run `steps`, write the evidence (also when interrupted) and return the exit code."""
+    console = console or make_console(jobs=jobs)
+    try:
+        with stop_on_signals(run.stop):
+            results = run_steps(run, steps, jobs=jobs, fail_fast=fail_fast, console=console)
+    finally:
+        console.close()
+    return results, finish(run, results, console=console)
+
+
+def run_steps(
+    run: Run, steps: Sequence[Step], *, jobs: int, fail_fast: bool, console: PlainConsole
+) -> list[StepResult]:
+    context = StepContext(
+        root=run.root,
+        environ=run.step_environ(),
+        redactor=run.redactor,
+        heartbeat=run.heartbeat,
+        log_dir=run.bundle.log_dir(run.run_id),
+        heartbeat_interval=run.heartbeat_interval,
+        stop=run.stop,
+        listener=console,
+    )
+    halt = threading.Event()
+
+    def one(step: Step) -> StepResult:
+        if halt.is_set() or run.stop.is_set():
+            run.heartbeat.emit(step.name, "end", status=StepStatus.SKIPPED.value)
+            result = skipped_result(step.name, context.log_dir)
+        else:
+            result = run_step(step, context)
+        if fail_fast and not result.ok:
+            halt.set()
+        console.step_finished(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="step") as pool:
+        return list(pool.map(one, steps))
+
+
+def outcome(results: Sequence[StepResult], *, interrupted: bool) -> tuple[str, int]:
+    """The run's verdict, most severe first: interrupted, timeout, failed, ok."""
+    statuses = {result.status for result in results}
+    if interrupted or StepStatus.INTERRUPTED in statuses:
+        return "interrupted", int(ExitCode.INTERRUPTED)
+    if StepStatus.TIMEOUT in statuses:
+        return "timeout", int(ExitCode.TIMEOUT)
+    if StepStatus.FAILED in statuses:
+        return "failed", int(ExitCode.STEP_FAILED)
+    return "ok", int(ExitCode.OK)
+
+
+def finish(
+    run: Run,
+    results: Sequence[StepResult],
+    *,
+    console: PlainConsole | None = None,
+    exit_code: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+    with_feedback: bool = True,
+) -> int:
+    """Write the run record, the manifest and the feedback entry; return the exit code."""
+    verdict, code = outcome(results, interrupted=run.stop.is_set())
+    code = code if exit_code is None else exit_code
+    sha = git_sha(run.root)
+    record = run_record(run, results, verdict=verdict, exit_code=code, git_sha=sha, extra=extra)
+    evidence.write_json(run.bundle, run.bundle.run_record_path(run.run_id), record, run.redactor)
+    digest = evidence.write_manifest(run.bundle)
+    if with_feedback:
+        summary = feedback.RunSummary(
+            run.run_id, run.command, record["started"], verdict, code, sha, results, digest
+        )
+        feedback.append(summary, run.bundle, run.redactor)
+    if console is not None:
+        where = run.bundle.dir.relative_to(run.root).as_posix()
+        console.run_finished(results, f"{verdict}: evidence in {where}/ (run {run.run_id})")
+    return code
+
+
+def run_record(
+    run: Run,
+    results: Sequence[StepResult],
+    *,
+    verdict: str,
+    exit_code: int,
+    git_sha: str | None,
+    extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    finished = datetime.now(timezone.utc)
+    return {
+        "run_id": run.run_id,
+        "command": run.command,
+        "agent": run.agent,
+        "started": iso_timestamp(run.started),
+        "finished": iso_timestamp(finished),
+        "duration": round((finished - run.started).total_seconds(), 3),
+        "outcome": verdict,
+        "exit_code": exit_code,
+        "git_sha": git_sha,
+        "user": _user(),
+        "host": socket.gethostname(),
+        "shipyard_version": __version__,
+        "steps": [_step_record(run, result) for result in results],
+        **(extra or {}),
+    }
+
+
+def _step_record(run: Run, result: StepResult) -> dict[str, Any]:
+    return {
+        "name": result.name,
+        "status": result.status.value,
+        "exit_code": result.exit_code,
+        "started": result.started,
+        "duration": round(result.duration, 3),
+        "attempts": [
+            {
+                "number": a.number,
+                "status": a.status.value,
+                "exit_code": a.exit_code,
+                "started": a.started,
+                "duration": round(a.duration, 3),
+                "out_bytes": a.out_bytes,
+            }
+            for a in result.attempts
+        ],
+        "log": result.log_path.relative_to(run.bundle.dir).as_posix() if result.attempts else None,
+    }
+
+
+def git_sha(root: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` (steps then end their process groups) instead of raising."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = lambda signum, frame: stop.set()  # noqa: E731
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

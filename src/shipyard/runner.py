@@ -1,0 +1,218 @@
+"""Run one configured step: its own process group, masked streaming output, heartbeat,
+timeout, interruption and opt-in retries."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import IO, Protocol
+
+from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential_jitter
+
+from shipyard.config import Step, log_name
+from shipyard.errors import ExitCode
+from shipyard.heartbeat import Heartbeat, iso_timestamp
+from shipyard.process import exit_status, spawn_shell, terminate_group
+from shipyard.redact import Redactor, StreamMasker
+
+_POLL_SECONDS = 0.05
+_READ_SIZE = 65536
+_PUMP_JOIN_SECONDS = 5.0
+
+
+class StepStatus(str, Enum):
+    OK = "ok"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    INTERRUPTED = "interrupted"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    status: StepStatus
+    exit_code: int | None
+    started: str
+    duration: float
+    out_bytes: int
+
+
+@dataclass(frozen=True)
+class StepResult:
+    name: str
+    status: StepStatus
+    exit_code: int | None
+    started: str | None
+    duration: float
+    attempts: tuple[Attempt, ...]
+    log_path: Path
+
+    @property
+    def ok(self) -> bool:
+        return self.status is StepStatus.OK
+
+
+class StepListener(Protocol):
+    """Where a step's progress is shown (the console); called from worker threads."""
+
+    def step_started(self, step: str, attempt: int) -> None: ...
+    def step_output(self, step: str, text: str) -> None: ...
+    def step_beat(self, step: str, elapsed: float, quiet: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class StepContext:
+    root: Path
+    environ: Mapping[str, str]
+    redactor: Redactor
+    heartbeat: Heartbeat
+    log_dir: Path
+    heartbeat_interval: float
+    stop: threading.Event
+    listener: StepListener
+
+
+def step_log_path(log_dir: Path, step_name: str) -> Path:
+    return log_dir / f"{log_name(step_name)}.log"
+
+
+def run_step(step: Step, ctx: StepContext) -> StepResult:
+    """Run `step` (retrying failures when it opts in) and return what happened."""
+    log_path = step_log_path(ctx.log_dir, step.name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    attempts: list[Attempt] = []
+    with log_path.open("w", encoding="utf-8", errors="replace") as log:
+
+        def attempt_once() -> Attempt:
+            attempts.append(_run_attempt(step, ctx, log, len(attempts) + 1))
+            return attempts[-1]
+
+        _retrying(step, ctx)(attempt_once)
+    last = attempts[-1]
+    return StepResult(
+        name=step.name,
+        status=last.status,
+        exit_code=last.exit_code,
+        started=attempts[0].started,
+        duration=sum(a.duration for a in attempts),
+        attempts=tuple(attempts),
+        log_path=log_path,
+    )
+
+
+def skipped_result(step_name: str, log_dir: Path) -> StepResult:
+    return StepResult(step_name, StepStatus.SKIPPED, None, None, 0.0, (), step_log_path(log_dir, step_name))
+
+
+def _retrying(step: Step, ctx: StepContext) -> Retrying:
+    def worth_retrying(attempt: Attempt) -> bool:
+        return attempt.status is StepStatus.FAILED and not ctx.stop.is_set()
+
+    return Retrying(
+        stop=stop_after_attempt(step.retries + 1),
+        wait=wait_exponential_jitter(initial=0.5, max=10),
+        retry=retry_if_result(worth_retrying),
+        sleep=ctx.stop.wait,
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+    )
+
+
+def _run_attempt(step: Step, ctx: StepContext, log: IO[str], number: int) -> Attempt:
+    started, began = iso_timestamp(), time.monotonic()
+    attempt_field = {"attempt": number} if step.retries else {}
+    if step.retries:
+        log.write(f"--- attempt {number} of {step.retries + 1} ---\n")
+    process = spawn_shell(step.run, cwd=_step_cwd(step, ctx), env=_step_env(step, ctx))
+    ctx.heartbeat.emit(step.name, "start", pid=process.pid, **attempt_field, cmd=step.run)
+    ctx.listener.step_started(step.name, number)
+    pump = OutputPump(process.stdout, ctx.redactor.stream(), _tee(log, step.name, ctx.listener))
+    pump.start()
+    status = _supervise(process, step, ctx, pump, began)
+    terminate_group(process, grace=step.grace)  # whatever the step left running goes too
+    pump.join(_PUMP_JOIN_SECONDS)
+    if not pump.is_alive() and process.stdout is not None:
+        process.stdout.close()
+    exit_code = _exit_code(status, process.wait())
+    elapsed = time.monotonic() - began
+    end_fields = {"status": status.value, "exit": exit_code, "elapsed": elapsed}
+    ctx.heartbeat.emit(step.name, "end", **attempt_field, **end_fields)
+    return Attempt(number, status, exit_code, started, elapsed, pump.out_bytes)
+
+
+def _supervise(process, step: Step, ctx: StepContext, pump: OutputPump, began: float) -> StepStatus:
+    """Wait for the step while beating; stop its group on timeout or interruption."""
+    deadline = began + step.timeout if step.timeout else None
+    next_beat = began + ctx.heartbeat_interval
+    while process.poll() is None:
+        now = time.monotonic()
+        if ctx.stop.is_set() or (deadline is not None and now >= deadline):
+            terminate_group(process, grace=step.grace)
+            return StepStatus.INTERRUPTED if ctx.stop.is_set() else StepStatus.TIMEOUT
+        if now >= next_beat:
+            _beat(step, ctx, pump, now - began, now - (pump.last_output or began))
+            next_beat += ctx.heartbeat_interval
+        ctx.stop.wait(_POLL_SECONDS)
+    return StepStatus.OK if process.returncode == 0 else StepStatus.FAILED
+
+
+def _beat(step: Step, ctx: StepContext, pump: OutputPump, elapsed: float, quiet: float) -> None:
+    fields = {"elapsed": elapsed, "quiet": quiet, "out_bytes": pump.out_bytes}
+    ctx.heartbeat.emit(step.name, "beat", **fields)
+    ctx.listener.step_beat(step.name, elapsed, quiet)
+
+
+def _exit_code(status: StepStatus, returncode: int) -> int:
+    if status is StepStatus.TIMEOUT:
+        return int(ExitCode.TIMEOUT)
+    if status is StepStatus.INTERRUPTED:
+        return int(ExitCode.INTERRUPTED)
+    return exit_status(returncode)
+
+
+def _step_cwd(step: Step, ctx: StepContext) -> Path:
+    return ctx.root / step.cwd if step.cwd else ctx.root
+
+
+def _step_env(step: Step, ctx: StepContext) -> dict[str, str]:
+    return {**ctx.environ, **step.env, "SHIPYARD_STEP": step.name}
+
+
+def _tee(log: IO[str], step_name: str, listener: StepListener) -> Callable[[str], None]:
+    def write(text: str) -> None:
+        log.write(text)
+        log.flush()
+        listener.step_output(step_name, text)
+
+    return write
+
+
+class OutputPump(threading.Thread):
+    """Reads a pipe to its end, masking on the way; memory stays flat whatever is printed."""
+
+    def __init__(self, pipe: IO[bytes] | None, masker: StreamMasker, sink: Callable[[str], None]):
+        super().__init__(daemon=True)
+        self._fd = pipe.fileno() if pipe is not None else -1
+        self._masker = masker
+        self._sink = sink
+        self.out_bytes = 0
+        self.last_output: float | None = None
+
+    def run(self) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        while chunk := os.read(self._fd, _READ_SIZE):
+            self.out_bytes += len(chunk)
+            self.last_output = time.monotonic()
+            self._emit(self._masker.feed(decoder.decode(chunk)))
+        self._emit(self._masker.feed(decoder.decode(b"", final=True)) + self._masker.flush())
+
+    def _emit(self, text: str) -> None:
+        if text:
+            self._sink(text)
+
