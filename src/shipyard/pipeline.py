@@ -43,11 +43,23 @@ class Run:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self.run_id = evidence.new_run_id(self.started)
         self.bundle = Bundle.for_moment(self.root, self.agent, self.started)
+        self.run_id = self._claim_run_id()
         self.heartbeat = Heartbeat(
             self.bundle.heartbeat_path, agent=self.agent, run_id=self.run_id, redactor=self.redactor
         )
+
+    def _claim_run_id(self) -> str:
+        """A fresh id whose log folder this run creates first, so concurrent runs never share one."""
+        while True:
+            run_id = evidence.new_run_id(self.started)
+            log_dir = self.bundle.log_dir(run_id)
+            log_dir.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                log_dir.mkdir()
+            except FileExistsError:
+                continue
+            return run_id
 
     @classmethod
     def for_config(cls, config: Config, *, command: str, environ: Mapping[str, str] = os.environ) -> Run:
