@@ -36,7 +36,13 @@ def cli_env(**extra: str) -> dict[str, str]:
 def run_cli(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, timeout: float = 120):
     """Run `inv`/`shipyard`/a script as a user would: a real subprocess, output captured."""
     return subprocess.run(
-        args, cwd=cwd, env=env or cli_env(), capture_output=True, text=True, timeout=timeout, check=False
+        args,
+        cwd=cwd,
+        env=env or cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -49,7 +55,11 @@ def evidence_dir(root: Path, agent: str = "devops") -> Path:
 def sha256sum_check(day: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["sha256sum", "-c", "--strict", "sha256_manifest.txt"],
-        cwd=day, capture_output=True, text=True, check=False,
+        cwd=day,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
     )
 
 

@@ -62,13 +62,21 @@ def test_gates_run_all_report_all_failures_and_leave_verified_evidence(project):
     record = json.loads(next((day / "runs").glob("*.json")).read_text())
     assert record["outcome"] == "failed" and record["exit_code"] == 1
     assert {s["name"]: s["status"] for s in record["steps"]} == {
-        "fmt": "ok", "lint": "failed", "test:ci": "ok", "scan": "ok"}
+        "fmt": "ok",
+        "lint": "failed",
+        "test:ci": "ok",
+        "scan": "ok",
+    }
     feedback = (root / "feedback" / "devops" / f"{day.name}.md").read_text()
     assert f"`{record['run_id']}`" in feedback
     assert "| lint | failed | 1 |" in feedback
     assert "lint broke" in feedback  # the failing step's log tail
-    everything = done.stdout + done.stderr + feedback + "".join(
-        p.read_text(errors="replace") for p in day.rglob("*") if p.is_file())
+    everything = (
+        done.stdout
+        + done.stderr
+        + feedback
+        + "".join(p.read_text(errors="replace") for p in day.rglob("*") if p.is_file())
+    )
     assert secret not in everything
 
 
@@ -91,7 +99,10 @@ def test_timeout_exits_124_quickly_and_leaves_no_process(project):
     assert done.returncode == 124, done.stdout + done.stderr
     assert time.monotonic() - began < 20
     pid = int((root / "sleeper.pid").read_text())
-    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
+    assert (
+        not Path(f"/proc/{pid}").exists()
+        or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
+    )
     assert "status=timeout exit=124" in "\n".join(heartbeat_lines(root))
 
 
@@ -103,7 +114,12 @@ def test_signal_stops_steps_writes_evidence_and_exits_130(project, signum):
           long: {run: "echo started; sleep 60"}
     """)
     process = subprocess.Popen(
-        inv("step", "long"), cwd=root, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        inv("step", "long"),
+        cwd=root,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert process.stdout.readline().startswith("==> long")
     assert process.stdout.readline() == "started\n"
@@ -112,7 +128,10 @@ def test_signal_stops_steps_writes_evidence_and_exits_130(project, signum):
     assert process.returncode == 130, out + err
     assert "status=interrupted exit=130" in "\n".join(heartbeat_lines(root))
     assert sha256sum_check(evidence_dir(root)).returncode == 0
-    assert "interrupted" in (root / "feedback" / "devops" / f"{evidence_dir(root).name}.md").read_text()
+    assert (
+        "interrupted"
+        in (root / "feedback" / "devops" / f"{evidence_dir(root).name}.md").read_text()
+    )
 
 
 def test_bad_config_exits_2_with_one_line_and_runs_nothing(project):
@@ -142,7 +161,9 @@ def test_config_flag_and_env_var_point_at_a_config_elsewhere(project, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     by_flag = run_cli(shipyard("step", "fmt", "--config", str(root / "shipyard.yaml")), elsewhere)
-    by_env = run_cli(shipyard("step", "fmt"), elsewhere, env=cli_env(SHIPYARD_CONFIG=str(root / "shipyard.yaml")))
+    by_env = run_cli(
+        shipyard("step", "fmt"), elsewhere, env=cli_env(SHIPYARD_CONFIG=str(root / "shipyard.yaml"))
+    )
     assert (by_flag.returncode, by_env.returncode) == (0, 0), by_flag.stderr + by_env.stderr
     assert "formatted" in by_flag.stdout and "formatted" in by_env.stdout
 
@@ -180,12 +201,17 @@ def test_heartbeat_wrapper_keeps_exit_code_and_argv(tmp_path, wrapper):
         else [str(REPO / "scripts" / "policy" / "with-heartbeat.sh"), "release-bot", "--"]
     )
     script = 'printf "%s|" "$@"; exit 7'
-    done = run_cli([*command, "bash", "-c", script, "x", "a b", "--flag", "*"], tmp_path,
-                   env=cli_env(SHIPYARD_HEARTBEAT_INTERVAL="100ms"))
+    done = run_cli(
+        [*command, "bash", "-c", script, "x", "a b", "--flag", "*"],
+        tmp_path,
+        env=cli_env(SHIPYARD_HEARTBEAT_INTERVAL="100ms"),
+    )
     assert done.returncode == 7, done.stderr
     assert done.stdout == "a b|--flag|*|"
     lines = heartbeat_lines_for(tmp_path, "release-bot")
-    assert re.match(ISO + r" agent=release-bot run=\S+ step=bash event=start pid=\d+ cmd=", lines[0])
+    assert re.match(
+        ISO + r" agent=release-bot run=\S+ step=bash event=start pid=\d+ cmd=", lines[0]
+    )
     assert re.search(r" event=end status=failed exit=7 elapsed=", lines[-1])
     assert sha256sum_check(evidence_dir(tmp_path, "release-bot")).returncode == 0
 
@@ -219,8 +245,15 @@ def test_parallel_output_blocks_do_not_interleave(project):
 
 def test_no_traceback_when_piped_output_closes(project):
     root = project(GATES)
-    listing = subprocess.run(f"{BIN / 'shipyard'} --list | head -1", shell=True, cwd=root,
-                             env=cli_env(), capture_output=True, text=True, check=False)
+    listing = subprocess.run(
+        f"{BIN / 'shipyard'} --list | head -1",
+        shell=True,
+        cwd=root,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert "Traceback" not in listing.stderr
 
 

@@ -11,7 +11,14 @@ from shipyard import evidence
 from shipyard.evidence import Bundle, manifest_line, parse_manifest, verify, write_manifest
 from shipyard.redact import Redactor
 
-ODD_NAMES = ["plain.log", "with space.txt", "back\\slash", "new\nline", "carriage\rreturn", "ünïcode.md"]
+ODD_NAMES = [
+    "plain.log",
+    "with space.txt",
+    "back\\slash",
+    "new\nline",
+    "carriage\rreturn",
+    "ünïcode.md",
+]
 
 
 @pytest.fixture
@@ -41,7 +48,9 @@ def test_manifest_lines_match_what_sha256sum_prints(bundle):
     fill(bundle)
     write_manifest(bundle)
     names = [os.path.join("logs", name) for name in ODD_NAMES]
-    expected = subprocess.run(["sha256sum", *names], cwd=bundle.dir, capture_output=True, check=True).stdout
+    expected = subprocess.run(
+        ["sha256sum", *names], cwd=bundle.dir, capture_output=True, check=True
+    ).stdout
     assert sorted(bundle.manifest_path.read_bytes().splitlines()) == sorted(expected.splitlines())
 
 
@@ -62,7 +71,11 @@ def test_verify_names_every_changed_missing_and_added_file(bundle):
     assert result.changed == ("logs/change.log",)
     assert result.missing == ("logs/remove.log",)
     assert result.added == ("logs/new\\nfile.log",)
-    assert result.lines() == ["changed: logs/change.log", "missing: logs/remove.log", "added: logs/new\\nfile.log"]
+    assert result.lines() == [
+        "changed: logs/change.log",
+        "missing: logs/remove.log",
+        "added: logs/new\\nfile.log",
+    ]
 
 
 def test_symlinks_are_not_followed(bundle, tmp_path):
@@ -85,7 +98,9 @@ def test_manifest_is_replaced_atomically_leaving_no_temp_files(bundle):
 def test_run_record_is_masked(bundle):
     secret = random_secret()
     path = bundle.run_record_path("r1")
-    evidence.write_json(bundle, path, {"command": f"deploy {secret}", "quoted": f'"{secret}"'}, Redactor([secret]))
+    evidence.write_json(
+        bundle, path, {"command": f"deploy {secret}", "quoted": f'"{secret}"'}, Redactor([secret])
+    )
     assert secret not in path.read_text()
 
 

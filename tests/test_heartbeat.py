@@ -18,10 +18,16 @@ def test_timestamp_is_utc_iso_with_milliseconds():
 
 def test_line_matches_the_design_format():
     moment = datetime(2026, 11, 30, 6, 38, 8, 123000, tzinfo=timezone.utc)
-    fields = {"agent": "devops", "run": "20261130T063808Z-4f2a", "step": "build", "event": "start",
-              "pid": 4121, "cmd": "npm run build"}
+    fields = {
+        "agent": "devops",
+        "run": "20261130T063808Z-4f2a",
+        "step": "build",
+        "event": "start",
+        "pid": 4121,
+        "cmd": "npm run build",
+    }
     assert format_line(fields, moment) == (
-        '2026-11-30T06:38:08.123Z agent=devops run=20261130T063808Z-4f2a step=build '
+        "2026-11-30T06:38:08.123Z agent=devops run=20261130T063808Z-4f2a step=build "
         'event=start pid=4121 cmd="npm run build"\n'
     )
 

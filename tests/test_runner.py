@@ -52,7 +52,10 @@ def context(tmp_path: Path, *, secrets=(), interval=15.0, stop=None, listener=No
 
 
 def events(tmp_path: Path) -> list[str]:
-    return [line.split(" event=")[1].split()[0] for line in (tmp_path / "heartbeat.log").read_text().splitlines()]
+    return [
+        line.split(" event=")[1].split()[0]
+        for line in (tmp_path / "heartbeat.log").read_text().splitlines()
+    ]
 
 
 def alive(pid: int) -> bool:
@@ -65,7 +68,9 @@ def alive(pid: int) -> bool:
 
 def test_output_streams_to_log_and_listener_and_exit_code_decides(tmp_path):
     listener = Recorder()
-    result = run_step(Step("say", "echo out; echo err >&2; exit 3"), context(tmp_path, listener=listener))
+    result = run_step(
+        Step("say", "echo out; echo err >&2; exit 3"), context(tmp_path, listener=listener)
+    )
     assert (result.status, result.exit_code) == (StepStatus.FAILED, 3)
     assert result.log_path.read_text() == "out\nerr\n"
     assert "".join(listener.output) == "out\nerr\n"
@@ -79,7 +84,11 @@ def test_secret_is_masked_in_log_listener_and_heartbeat(tmp_path):
     ctx = context(tmp_path, secrets=[secret], listener=listener)
     result = run_step(Step("leak", f"echo token={secret}"), ctx)
     assert result.ok
-    for text in (result.log_path.read_text(), "".join(listener.output), (tmp_path / "heartbeat.log").read_text()):
+    for text in (
+        result.log_path.read_text(),
+        "".join(listener.output),
+        (tmp_path / "heartbeat.log").read_text(),
+    ):
         assert secret not in text
         assert "***" in text
 
@@ -88,7 +97,11 @@ def test_step_longer_than_the_interval_beats(tmp_path):
     listener = Recorder()
     run_step(Step("slow", "sleep 0.7"), context(tmp_path, interval=0.2, listener=listener))
     assert events(tmp_path).count("beat") >= 2
-    beat = next(line for line in (tmp_path / "heartbeat.log").read_text().splitlines() if "event=beat" in line)
+    beat = next(
+        line
+        for line in (tmp_path / "heartbeat.log").read_text().splitlines()
+        if "event=beat" in line
+    )
     assert all(f" {field}=" in beat for field in ("elapsed", "quiet", "out_bytes"))
     assert listener.beats >= 2
 
@@ -96,7 +109,8 @@ def test_step_longer_than_the_interval_beats(tmp_path):
 STUBBORN = """
 import os, signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-grandchild = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
+code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+grandchild = subprocess.Popen([sys.executable, "-c", code])
 open(sys.argv[1], "w").write(f"{os.getpid()} {grandchild.pid}")
 print("ready", flush=True)
 time.sleep(60)
@@ -134,11 +148,17 @@ def test_stop_event_interrupts_with_130(tmp_path):
 
 def test_retries_record_every_attempt_in_result_and_heartbeat(tmp_path):
     counter = tmp_path / "count"
-    command = f"n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}; [ $n -ge 3 ]"
+    command = (
+        f"n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}; [ $n -ge 3 ]"
+    )
     listener = Recorder()
     result = run_step(Step("flaky", command, retries=3), context(tmp_path, listener=listener))
     assert result.ok
-    assert [a.status for a in result.attempts] == [StepStatus.FAILED, StepStatus.FAILED, StepStatus.OK]
+    assert [a.status for a in result.attempts] == [
+        StepStatus.FAILED,
+        StepStatus.FAILED,
+        StepStatus.OK,
+    ]
     log = (tmp_path / "heartbeat.log").read_text()
     assert [f"attempt={n}" in log for n in (1, 2, 3)] == [True, True, True]
     assert listener.started == [1, 2, 3]

@@ -37,7 +37,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     if len(argv) > 1 and argv[1] == "heartbeat":
         sys.exit(_heartbeat(argv[2:]))
-    program = ShipyardProgram(namespace=namespace(), name="Shipyard", binary="shipyard", version=__version__)
+    program = ShipyardProgram(
+        namespace=namespace(), name="Shipyard", binary="shipyard", version=__version__
+    )
     try:
         program.run(argv)
     except BrokenPipeError:

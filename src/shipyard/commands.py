@@ -50,7 +50,9 @@ def build(config: Config) -> int:
 
 def _run(config: Config, steps: Sequence[Step], *, jobs: int, fail_fast: bool) -> int:
     run = pipeline.Run.for_config(config, command=command_line())
-    _, code = pipeline.execute(run, steps, jobs=jobs, fail_fast=fail_fast, console=make_console(jobs=jobs))
+    _, code = pipeline.execute(
+        run, steps, jobs=jobs, fail_fast=fail_fast, console=make_console(jobs=jobs)
+    )
     return code
 
 

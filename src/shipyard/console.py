@@ -127,7 +127,9 @@ def wants_board(stream: TextIO, environ: Mapping[str, str]) -> bool:
     return is_tty and not environ.get("CI") and environ.get("TERM") != "dumb"
 
 
-def make_console(*, jobs: int, stream: TextIO | None = None, environ: Mapping[str, str] = os.environ) -> PlainConsole:
+def make_console(
+    *, jobs: int, stream: TextIO | None = None, environ: Mapping[str, str] = os.environ
+) -> PlainConsole:
     stream = stream or sys.stdout
     live_output = jobs <= 1
     if wants_board(stream, environ):

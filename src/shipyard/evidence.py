@@ -1,11 +1,11 @@
 """The evidence bundle: step logs, run records, reports, and a `sha256sum`-compatible manifest.
 
-    artifacts/<agent>/<YYYY-MM-DD>/logs/heartbeat.log
-    artifacts/<agent>/<YYYY-MM-DD>/logs/<run-id>/<step>.log
-    artifacts/<agent>/<YYYY-MM-DD>/runs/<run-id>.json
-    artifacts/<agent>/<YYYY-MM-DD>/reports/<run-id>/...
-    artifacts/<agent>/<YYYY-MM-DD>/sha256_manifest.txt
-    feedback/<agent>/<YYYY-MM-DD>.md
+artifacts/<agent>/<YYYY-MM-DD>/logs/heartbeat.log
+artifacts/<agent>/<YYYY-MM-DD>/logs/<run-id>/<step>.log
+artifacts/<agent>/<YYYY-MM-DD>/runs/<run-id>.json
+artifacts/<agent>/<YYYY-MM-DD>/reports/<run-id>/...
+artifacts/<agent>/<YYYY-MM-DD>/sha256_manifest.txt
+feedback/<agent>/<YYYY-MM-DD>.md
 """
 
 from __future__ import annotations
@@ -109,8 +109,8 @@ def write_atomic(bundle: Bundle, path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
+        Path(temp).chmod(0o644)
+        Path(temp).replace(path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
@@ -207,7 +207,11 @@ class Verification:
     def lines(self) -> list[str]:
         return [
             f"{kind}: {name}"
-            for kind, names in (("changed", self.changed), ("missing", self.missing), ("added", self.added))
+            for kind, names in (
+                ("changed", self.changed),
+                ("missing", self.missing),
+                ("added", self.added),
+            )
             for name in names
         ]
 

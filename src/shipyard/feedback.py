@@ -27,8 +27,9 @@ class RunSummary:
 
 def render(summary: RunSummary, bundle: Bundle) -> str:
     evidence = bundle.dir.relative_to(bundle.root).as_posix()
+    verdict = f"{summary.outcome} (exit {summary.exit_code})"
     parts = [
-        f"## {summary.started} · `{summary.command}` · {summary.outcome} (exit {summary.exit_code})",
+        f"## {summary.started} · `{summary.command}` · {verdict}",
         "",
         f"- run: `{summary.run_id}`, git: `{summary.git_sha or 'unknown'}`",
         f"- evidence: `{evidence}/` (run record `runs/{summary.run_id}.json`)",
@@ -47,8 +48,8 @@ def render(summary: RunSummary, bundle: Bundle) -> str:
 
 def _row(result: StepResult) -> str:
     exit_code = "" if result.exit_code is None else str(result.exit_code)
-    attempts = len(result.attempts)
-    return f"| {result.name} | {result.status.value} | {exit_code} | {attempts} | {result.duration:.1f}s |"
+    cells = [result.name, result.status.value, exit_code, str(len(result.attempts))]
+    return "| " + " | ".join([*cells, f"{result.duration:.1f}s"]) + " |"
 
 
 def _failure(result: StepResult) -> list[str]:

@@ -1,6 +1,7 @@
 """The heartbeat log: one ISO-timestamped logfmt line per step event, appended and flushed at once.
 
-    2026-11-30T06:38:08.123Z agent=devops run=20261130T063808Z-4f2a step=build event=start pid=4121 cmd="npm run build"
+2026-11-30T06:38:08.123Z agent=devops run=20261130T063808Z-4f2a step=build event=start
+  pid=4121 cmd="npm run build"        (one line, wrapped here)
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ def logfmt_value(value: object) -> str:
     text = f"{value:.1f}" if isinstance(value, float) else str(value)
     if _BARE_VALUE.fullmatch(text):
         return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    escaped = (
+        text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    )
     return f'"{escaped}"'
 
 

@@ -50,7 +50,7 @@ class Run:
         )
 
     def _claim_run_id(self) -> str:
-        """A fresh id whose log folder this run creates first, so concurrent runs never share one."""
+        """A fresh id whose log folder this run creates, so concurrent runs never share one."""
         while True:
             run_id = evidence.new_run_id(self.started)
             log_dir = self.bundle.log_dir(run_id)
@@ -62,7 +62,9 @@ class Run:
             return run_id
 
     @classmethod
-    def for_config(cls, config: Config, *, command: str, environ: Mapping[str, str] = os.environ) -> Run:
+    def for_config(
+        cls, config: Config, *, command: str, environ: Mapping[str, str] = os.environ
+    ) -> Run:
         return cls(
             root=config.root,
             agent=config.agent,
@@ -224,7 +226,12 @@ def _step_record(run: Run, result: StepResult) -> dict[str, Any]:
 def git_sha(root: Path) -> str | None:
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=False
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None

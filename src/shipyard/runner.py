@@ -13,7 +13,13 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Protocol
 
-from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    Retrying,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from shipyard.config import Step, log_name
 from shipyard.errors import ExitCode
@@ -108,7 +114,9 @@ def run_step(step: Step, ctx: StepContext) -> StepResult:
 
 
 def skipped_result(step_name: str, log_dir: Path) -> StepResult:
-    return StepResult(step_name, StepStatus.SKIPPED, None, None, 0.0, (), step_log_path(log_dir, step_name))
+    return StepResult(
+        step_name, StepStatus.SKIPPED, None, None, 0.0, (), step_log_path(log_dir, step_name)
+    )
 
 
 def _retrying(step: Step, ctx: StepContext) -> Retrying:
@@ -117,7 +125,7 @@ def _retrying(step: Step, ctx: StepContext) -> Retrying:
 
     return Retrying(
         stop=stop_after_attempt(step.retries + 1),
-        wait=wait_exponential_jitter(initial=0.5, max=10),
+        wait=wait_exponential(multiplier=0.5, max=10) + wait_random(0, 0.5),
         retry=retry_if_result(worth_retrying),
         sleep=ctx.stop.wait,
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
@@ -215,4 +223,3 @@ class OutputPump(threading.Thread):
     def _emit(self, text: str) -> None:
         if text:
             self._sink(text)
-

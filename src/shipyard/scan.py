@@ -91,7 +91,6 @@ def scan(
 
     A relative `baseline` is taken relative to `root`; a missing one accepts nothing.
     """
-    root = root.resolve()
     baseline_path = None if baseline is None else root / baseline
     accepted = _load_baseline(baseline_path)
     files = tracked_files(root, baseline=baseline_path)
@@ -258,7 +257,6 @@ def _run_gitleaks(root: Path) -> list[dict[str, Any]]:
         try:
             ran = subprocess.run(
                 command,
-                cwd=root,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
@@ -310,10 +308,10 @@ def _from_gitleaks_entry(entry: dict[str, Any], root: Path) -> Finding | None:
 
 
 def _relative_posix(file: str, root: Path) -> str | None:
-    path = Path(file)
-    if not path.is_absolute():
-        return path.as_posix()
-    return path.relative_to(root).as_posix() if path.is_relative_to(root) else None
+    """`file` as gitleaks reports it (joined onto the target as given, so absolute or
+    relative to the working directory) made relative to `root`; None when outside it."""
+    path, top = Path(file).resolve(), root.resolve()
+    return path.relative_to(top).as_posix() if path.is_relative_to(top) else None
 
 
 def _without_pragma_allowlisted(root: Path, findings: list[Finding]) -> list[Finding]:

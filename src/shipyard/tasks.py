@@ -24,7 +24,7 @@ CONFIG_HELP = "shipyard.yaml to use (default: $SHIPYARD_CONFIG, or found upwards
 
 
 def _exits(body: Callable[..., int]) -> Callable[..., None]:
-    """Turn a command's exit code, or a ShipyardError, into invoke's `Exit` (one line, no traceback)."""
+    """A command's exit code, or a ShipyardError, as invoke's `Exit`: one line, no traceback."""
 
     @functools.wraps(body)
     def wrapper(c: Context, *args: Any, **kwargs: Any) -> None:
@@ -38,8 +38,13 @@ def _exits(body: Callable[..., int]) -> Callable[..., None]:
     return wrapper
 
 
-@task(help={"config": CONFIG_HELP, "jobs": "parallel steps: a number or 'auto' (CPUs)",
-            "fail-fast": "start no further gate after the first failure"})
+@task(
+    help={
+        "config": CONFIG_HELP,
+        "jobs": "parallel steps: a number or 'auto' (CPUs)",
+        "fail-fast": "start no further gate after the first failure",
+    }
+)
 @_exits
 def gates(c: Context, config: str = "", jobs: str = "auto", fail_fast: bool = False) -> int:
     """Run every gate (fmt, lint, test:ci, scan, ...) in parallel and report all failures."""
@@ -60,8 +65,13 @@ def build(c: Context, config: str = "") -> int:
     return commands.build(load(config or None))
 
 
-@task(help={"config": CONFIG_HELP, "baseline": "allowlist file (default .secrets.baseline)",
-            "write-baseline": "accept every current finding into the baseline"})
+@task(
+    help={
+        "config": CONFIG_HELP,
+        "baseline": "allowlist file (default .secrets.baseline)",
+        "write-baseline": "accept every current finding into the baseline",
+    }
+)
 @_exits
 def scan(c: Context, config: str = "", baseline: str = "", write_baseline: bool = False) -> int:
     """Secret-scan the git-tracked files (detect-secrets, plus gitleaks when on PATH)."""
