@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from detect_secrets import SecretsCollection
 from detect_secrets.core import baseline as detect_secrets_baseline
+from detect_secrets.core import scan as detect_secrets_scan
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 from detect_secrets.core.potential_secret import PotentialSecret
 from detect_secrets.filters.allowlist import is_line_allowlisted
@@ -32,9 +33,9 @@ from detect_secrets.util.code_snippet import get_code_snippet
 from shipyard import __version__
 from shipyard.errors import StepFailed, UsageError
 
-DETECT_SECRETS = "detect-secrets"
+DETECT_SECRETS = "detect-secrets"  # pragma: allowlist secret
 GITLEAKS = "gitleaks"
-BASELINE_FILENAME = ".secrets.baseline"
+DEFAULT_BASELINE = ".secrets.baseline"
 # detect-secrets' own tools ignore unknown top-level keys, so gitleaks fingerprints live here.
 GITLEAKS_BASELINE_KEY = "gitleaks_fingerprints"
 EXCLUDED_TOP_DIRS = frozenset({"artifacts", "feedback", ".shipyard"})
@@ -46,6 +47,7 @@ SARIF_HELP = (
     "`# pragma: allowlist secret` to the line or accept it with `shipyard scan --write-baseline`."
 )
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+_GITLEAKS_LOG_PREFIX = re.compile(r"^\d{1,2}:\d{2}[AP]M [A-Z]{3} ")  # "7:39AM FTL "
 
 
 @dataclass(frozen=True)
@@ -69,14 +71,13 @@ def tracked_files(root: Path, *, baseline: Path | None = None) -> list[str]:
     """The files a scan reads, as sorted POSIX paths relative to `root`.
 
     In a git work tree these are `git ls-files`; elsewhere a walk of the tree. Evidence
-    directories, the baseline, symlinks and tracked-but-deleted files are left out.
+    directories, the baseline (relative to `root` unless absolute), symlinks and
+    tracked-but-deleted files are left out.
     """
     candidates = _git_files(root)
     if candidates is None:
         candidates = _walk_files(root)
-    excluded = {BASELINE_FILENAME}
-    if baseline is not None and baseline.resolve().is_relative_to(root.resolve()):
-        excluded.add(baseline.resolve().relative_to(root.resolve()).as_posix())
+    excluded = _excluded_files(root, baseline)
     return sorted(
         path
         for path in candidates
@@ -135,13 +136,13 @@ def to_sarif(result: ScanResult) -> dict[str, Any]:
     return {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}
 
 
-def write_baseline(root: Path, baseline: Path, findings: Iterable[Finding]) -> int:
-    """Write a detect-secrets baseline accepting `findings`; return how many it accepts.
+def write_baseline(root: Path, baseline: Path, accept: ScanResult | Iterable[Finding]) -> int:
+    """Write a detect-secrets baseline accepting `accept`'s findings; return how many.
 
-    Pass the findings of a scan made without a baseline, or what the old baseline accepted
-    is dropped. A relative `baseline` is taken relative to `root`.
+    Pass a scan made without a baseline, or what the old baseline accepted is dropped.
+    A relative `baseline` is taken relative to `root`.
     """
-    findings = tuple(findings)
+    findings = accept.findings if isinstance(accept, ScanResult) else tuple(accept)
     collection = SecretsCollection()
     for finding in findings:
         if finding.engine == DETECT_SECRETS:
@@ -178,6 +179,21 @@ def _walk_files(root: Path) -> list[str]:
     return found
 
 
+def _excluded_files(root: Path, baseline: Path | None) -> set[str]:
+    excluded = {DEFAULT_BASELINE}
+    relative = None if baseline is None else _relative_to_root(root / baseline, root)
+    if relative is not None:
+        excluded.add(relative)
+    return excluded
+
+
+def _relative_to_root(path: Path, root: Path) -> str | None:
+    """`path` (a relative one is taken from the working directory) as a POSIX path
+    relative to `root`, or None when it lies outside `root`."""
+    resolved, top = path.resolve(), root.resolve()
+    return resolved.relative_to(top).as_posix() if resolved.is_relative_to(top) else None
+
+
 def _is_excluded(path: str, excluded: set[str]) -> bool:
     return path in excluded or path.split("/", 1)[0] in EXCLUDED_TOP_DIRS
 
@@ -196,7 +212,7 @@ def _detect_secrets_findings(root: Path, files: list[str]) -> list[Finding]:
     collection = SecretsCollection(root=str(root))
     with default_settings():  # no verification filter, so no network calls
         for path in files:
-            collection.scan_file(path)
+            _scan_file(collection, root, path)
     return [
         Finding(
             path=path,
@@ -207,6 +223,25 @@ def _detect_secrets_findings(root: Path, files: list[str]) -> list[Finding]:
         )
         for path, secret in collection
     ]
+
+
+def _scan_file(collection: SecretsCollection, root: Path, path: str) -> None:
+    try:
+        collection.scan_file(path)
+    except Exception:  # a transformer that gave up: see _scan_plain_lines
+        _scan_plain_lines(collection, root, path)
+
+
+def _scan_plain_lines(collection: SecretsCollection, root: Path, path: str) -> None:
+    """Scan the file's lines as they are, as detect-secrets does when a transformer gives up.
+
+    It does so only for its own ParsingError; its YAML transformer lets PyYAML's ValueError
+    for a date like `2024-13-01` escape, which would otherwise end the whole scan.
+    """
+    with (root / path).open(encoding="utf-8", errors="replace") as handle:
+        lines = list(enumerate(handle.readlines(), start=1))
+    found = detect_secrets_scan._process_line_based_plugins(lines, filename=str(root / path))
+    collection[path].update(found)
 
 
 def _slug(secret_type: str) -> str:
@@ -271,8 +306,10 @@ def _run_gitleaks(root: Path) -> list[dict[str, Any]]:
 
 
 def _first_line(stderr: str, returncode: int) -> str:
+    """The first line gitleaks wrote to stderr, without colours or the log prefix."""
     lines = [line.strip() for line in _ANSI_ESCAPE.sub("", stderr).splitlines()]
-    return next((line for line in lines if line), f"exit status {returncode}")
+    first = next((line for line in lines if line), f"exit status {returncode}")
+    return _GITLEAKS_LOG_PREFIX.sub("", first)
 
 
 def _read_gitleaks_report(report: Path) -> list[dict[str, Any]]:
@@ -292,7 +329,8 @@ def _from_gitleaks_entry(entry: dict[str, Any], root: Path) -> Finding | None:
         raw_fingerprint = str(entry["Fingerprint"])
     except (KeyError, TypeError, ValueError) as error:
         raise StepFailed(f"gitleaks failed: unreadable report (bad finding: {error})") from error
-    path = _relative_posix(file, root)
+    # gitleaks joins each file onto the target as given: absolute, or relative to the cwd.
+    path = _relative_to_root(Path(file), root)
     if path is None:
         return None
     # gitleaks' fingerprint is "<File>:<RuleID>:<StartLine>"; with File made relative the
@@ -305,13 +343,6 @@ def _from_gitleaks_entry(entry: dict[str, Any], root: Path) -> Finding | None:
         engine=GITLEAKS,
         fingerprint=hashlib.sha256(fingerprint.encode()).hexdigest(),
     )
-
-
-def _relative_posix(file: str, root: Path) -> str | None:
-    """`file` as gitleaks reports it (joined onto the target as given, so absolute or
-    relative to the working directory) made relative to `root`; None when outside it."""
-    path, top = Path(file).resolve(), root.resolve()
-    return path.relative_to(top).as_posix() if path.is_relative_to(top) else None
 
 
 def _without_pragma_allowlisted(root: Path, findings: list[Finding]) -> list[Finding]:

@@ -47,21 +47,21 @@ def _exits(body: Callable[..., int]) -> Callable[..., None]:
 )
 @_exits
 def gates(c: Context, config: str = "", jobs: str = "auto", fail_fast: bool = False) -> int:
-    """Run every gate (fmt, lint, test:ci, scan, ...) in parallel and report all failures."""
+    """Run all gates in parallel and report every failure."""
     return commands.gates(load(config or None), jobs=jobs, fail_fast=fail_fast)
 
 
 @task(positional=["name"], help={"name": "a step from shipyard.yaml", "config": CONFIG_HELP})
 @_exits
 def step(c: Context, name: str, config: str = "") -> int:
-    """Run one configured step by name, heartbeat-instrumented, with evidence."""
+    """Run one configured step, with heartbeat and evidence."""
     return commands.step(load(config or None), name)
 
 
 @task(help={"config": CONFIG_HELP})
 @_exits
 def build(c: Context, config: str = "") -> int:
-    """Build the release artifact (the configured `build` step)."""
+    """Build the release artifact (the `build` step)."""
     return commands.build(load(config or None))
 
 
@@ -74,7 +74,7 @@ def build(c: Context, config: str = "") -> int:
 )
 @_exits
 def scan(c: Context, config: str = "", baseline: str = "", write_baseline: bool = False) -> int:
-    """Secret-scan the git-tracked files (detect-secrets, plus gitleaks when on PATH)."""
+    """Secret-scan the git-tracked files; SARIF into the evidence."""
     found = commands.optional_config(config or None)
     root, agent = _root_and_agent(found)
     return commands.scan(root, agent, baseline=baseline, write_baseline=write_baseline)
@@ -83,14 +83,14 @@ def scan(c: Context, config: str = "", baseline: str = "", write_baseline: bool 
 @task(positional=["agent"], help={"agent": "evidence folder name, e.g. devops"})
 @_exits
 def heartbeat(c: Context, agent: str) -> int:
-    """Wrap a command in the heartbeat: `heartbeat AGENT -- CMD...`, keeping its exit code."""
+    """Run `-- CMD...` in the heartbeat, keeping its exit code."""
     return commands.heartbeat(agent, shlex.split(c.remainder))
 
 
 @task(help={"date": "UTC day as YYYY-MM-DD (default today)", "config": CONFIG_HELP})
 @_exits
 def verify(c: Context, date: str = "", config: str = "") -> int:
-    """Re-hash a day's evidence bundle; name every added, missing or changed file."""
+    """Re-hash a day's evidence; name every file that differs."""
     found = commands.optional_config(config or None)
     root, agent = _root_and_agent(found)
     return commands.verify_evidence(root, agent, date)
