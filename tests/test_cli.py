@@ -270,3 +270,51 @@ def test_step_environment_has_this_python_first_on_path(project):
     done = run_cli([str(BIN / "inv"), "step", "which"], root, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert str(BIN / "shipyard") in done.stdout
+
+
+LEAKY_STEP = """
+import base64, json, os, sys, urllib.parse
+for name in ("DEPLOY_KEY", "MY_API_TOKEN"):
+    value = os.environ[name]
+    print(value)
+    print(base64.b64encode(("user:" + value).encode()).decode())
+    print(urllib.parse.quote(value, safe=""), json.dumps({"token": value}))
+    print(value[:9], end="", flush=True)
+    print(value[9:], file=sys.stderr, flush=True)
+"""
+
+
+def secret_forms(value: str) -> list[str]:
+    import base64
+    import json
+    import urllib.parse
+
+    return [
+        value,
+        base64.b64encode(("user:" + value).encode()).decode()[8:-4],
+        urllib.parse.quote(value, safe=""),
+        json.dumps(value)[1:-1],
+    ]
+
+
+def test_no_secret_form_reaches_terminal_logs_heartbeat_record_or_feedback(project):
+    root = project("""
+        version: 1
+        secrets: [DEPLOY_KEY]
+        steps:
+          leak: {run: "python leak.py; exit 1"}
+          "echo:cmd": {run: "echo $DEPLOY_KEY $MY_API_TOKEN"}
+        gates: [leak, "echo:cmd"]
+    """)
+    (root / "leak.py").write_text(LEAKY_STEP)
+    listed = random_secret() + '"&%+/ü'
+    by_name = random_secret()
+    done = run_cli(inv("gates"), root, env=cli_env(DEPLOY_KEY=listed, MY_API_TOKEN=by_name))
+    assert done.returncode == 1
+    written = [p for p in (root / "artifacts").rglob("*") if p.is_file()]
+    written += list((root / "feedback").rglob("*.md"))
+    assert len(written) >= 5
+    sinks = [done.stdout, done.stderr, *(p.read_text(errors="replace") for p in written)]
+    for form in secret_forms(listed) + secret_forms(by_name):
+        assert not any(form in sink for sink in sinks), form
+    assert "***" in done.stdout
