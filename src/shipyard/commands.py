@@ -114,9 +114,9 @@ def heartbeat(agent: str, argv: Sequence[str], *, environ: Mapping[str, str] = o
     console = PassthroughConsole(sys.stdout, live_output=True)
     with pipeline.stop_on_signals(run.stop):
         results = pipeline.run_steps(run, [wrapped], jobs=1, fail_fast=False, console=console)
-    exit_code = results[0].exit_code
-    pipeline.finish(run, results, exit_code=exit_code, with_feedback=False)
-    return int(ExitCode.INTERRUPTED) if exit_code is None else exit_code
+        exit_code = results[0].exit_code
+        exit_code = int(ExitCode.INTERRUPTED) if exit_code is None else exit_code
+        return pipeline.finish(run, results, exit_code=exit_code, with_feedback=False)
 
 
 def _heartbeat_interval(config: Config | None, environ: Mapping[str, str]) -> float:

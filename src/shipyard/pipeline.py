@@ -9,7 +9,6 @@ import getpass
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,6 +40,9 @@ class Run:
     redactor: Redactor
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     stop: threading.Event = field(default_factory=threading.Event)
+    bundle: Bundle = field(init=False)
+    run_id: str = field(init=False)
+    heartbeat: Heartbeat = field(init=False)
 
     def __post_init__(self) -> None:
         self.bundle = Bundle.for_moment(self.root, self.agent, self.started)
@@ -96,12 +98,12 @@ def execute(
 ) -> tuple[list[StepResult], int]:
     """Run `steps`, write the evidence (also when interrupted) and return the exit code."""
     console = console or make_console(jobs=jobs)
-    try:
-        with stop_on_signals(run.stop):
+    with stop_on_signals(run.stop):  # also while the evidence is written: a second ^C waits
+        try:
             results = run_steps(run, steps, jobs=jobs, fail_fast=fail_fast, console=console)
-    finally:
-        console.close()
-    return results, finish(run, results, console=console)
+        finally:
+            console.close()
+        return results, finish(run, results, console=console)
 
 
 def run_steps(
@@ -224,18 +226,15 @@ def _step_record(run: Run, result: StepResult) -> dict[str, Any]:
 
 
 def git_sha(root: Path) -> str | None:
+    """The commit checked out at `root`, or None outside a git work tree."""
+    from plumbum import local  # plumbum costs ~75 ms to import: only when a run ends
+    from plumbum.commands.processes import CommandNotFound, ProcessTimedOut
+
     try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
+        code, out, _ = local["git"]["rev-parse", "HEAD"].run(retcode=None, timeout=10, cwd=root)
+    except (CommandNotFound, ProcessTimedOut, OSError):
         return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    return out.strip() or None if code == 0 else None
 
 
 def _user() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -154,7 +155,9 @@ def _run_attempt(step: Step, ctx: StepContext, log: IO[str], number: int) -> Att
     return Attempt(number, status, exit_code, started, elapsed, pump.out_bytes)
 
 
-def _supervise(process, step: Step, ctx: StepContext, pump: OutputPump, began: float) -> StepStatus:
+def _supervise(
+    process: subprocess.Popen[bytes], step: Step, ctx: StepContext, pump: OutputPump, began: float
+) -> StepStatus:
     """Wait for the step while beating; stop its group on timeout or interruption."""
     deadline = began + step.timeout if step.timeout else None
     next_beat = began + ctx.heartbeat_interval

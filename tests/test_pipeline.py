@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from pathlib import Path
+
+from shipyard.config import Step
+from shipyard.console import PlainConsole
+from shipyard.pipeline import Run, execute, git_sha, outcome
+from shipyard.redact import Redactor
+from shipyard.runner import StepResult, StepStatus
+
+
+def make_run(root: Path, interval: float = 15.0) -> Run:
+    return Run(
+        root=root, agent="devops", heartbeat_interval=interval, command="test", redactor=Redactor()
+    )
+
+
+def status_result(status: StepStatus) -> StepResult:
+    return StepResult("s", status, 0, None, 0.0, (), Path("x.log"))
+
+
+def test_outcome_takes_the_most_severe_status():
+    def verdict(*statuses: StepStatus, interrupted: bool = False) -> tuple[str, int]:
+        return outcome([status_result(s) for s in statuses], interrupted=interrupted)
+
+    assert verdict(StepStatus.OK, StepStatus.OK) == ("ok", 0)
+    assert verdict(StepStatus.OK, StepStatus.FAILED, StepStatus.SKIPPED) == ("failed", 1)
+    assert verdict(StepStatus.FAILED, StepStatus.TIMEOUT) == ("timeout", 124)
+    assert verdict(StepStatus.TIMEOUT, StepStatus.INTERRUPTED) == ("interrupted", 130)
+    assert verdict(StepStatus.OK, interrupted=True) == ("interrupted", 130)
+    assert verdict() == ("ok", 0)
+
+
+def test_runs_started_in_the_same_second_get_distinct_ids(tmp_path):
+    runs = [make_run(tmp_path) for _ in range(200)]
+    assert len({run.run_id for run in runs}) == 200
+
+
+def test_execute_writes_record_manifest_and_feedback(tmp_path):
+    run = make_run(tmp_path)
+    steps = [Step("ok", "echo fine"), Step("bad", "echo broken; exit 2")]
+    stream = io.StringIO()
+    results, code = execute(run, steps, jobs=2, console=PlainConsole(stream, live_output=False))
+    assert code == 1
+    assert [r.status for r in results] == [StepStatus.OK, StepStatus.FAILED]
+    record = json.loads(run.bundle.run_record_path(run.run_id).read_text())
+    assert record["steps"][1]["log"] == f"logs/{run.run_id}/bad.log"
+    assert record["steps"][1]["attempts"][0]["exit_code"] == 2
+    assert run.bundle.manifest_path.exists()
+    assert "broken" in run.bundle.feedback_path.read_text()
+    assert "failed: evidence in artifacts/devops/" in stream.getvalue()
+
+
+def test_git_sha_inside_and_outside_a_work_tree(tmp_path):
+    assert git_sha(tmp_path) is None
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], cwd=tmp_path, check=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert git_sha(tmp_path) == head.stdout.strip()
