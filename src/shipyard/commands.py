@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import shlex
@@ -184,3 +185,89 @@ def _write_scan_report(root: Path, agent: str, sarif: dict, environ: Mapping[str
     if not nested:
         evidence.write_manifest(bundle)
     return os.path.relpath(path, Path.cwd())
+
+
+def parse_wait(text: str) -> float:
+    if not text:
+        return 0.0
+    try:
+        return config_module.parse_duration(text)
+    except ValueError as error:
+        raise UsageError(f"--lock-wait: {error}") from None
+
+
+def deploy(config: Config, env_name: str, *, lock_wait: str = "") -> int:
+    """Build, smoke the artifact, deploy, smoke the environment; roll back when that fails."""
+    from shipyard import deploy as deployment
+
+    wait = parse_wait(lock_wait)
+    return deployment.deploy(config, env_name, command=command_line(), lock_wait=wait)
+
+
+def rollback(
+    config: Config,
+    *,
+    env: str = "",
+    to: str = "",
+    dry_run: bool = False,
+    as_json: bool = False,
+    lock_wait: str = "",
+) -> int:
+    from shipyard import deploy as deployment
+
+    return deployment.rollback(
+        config,
+        env,
+        command=command_line(),
+        to=to or None,
+        dry_run=dry_run,
+        as_json=as_json,
+        lock_wait=parse_wait(lock_wait),
+    )
+
+
+def smoke(config: Config, *, env: str = "", artifact: str = "") -> int:
+    from shipyard import deploy as deployment
+
+    return deployment.smoke(config, env, command=command_line(), archive=artifact)
+
+
+def releases(config: Config, *, env: str = "", as_json: bool = False) -> int:
+    from shipyard import deploy as deployment
+    from shipyard import targets
+
+    environment = deployment.pick_environment(config, env)
+    found = targets.create(config, environment).releases()
+    if as_json:
+        print(json.dumps([release.to_json() for release in found], indent=2))
+        return int(ExitCode.OK)
+    print(f"{'release':<8} {'status':<9} {'created':<25} {'git':<8} {'artifact sha256':<12}")
+    for release in reversed(found):
+        marker = "  <- current" if release.current else ""
+        print(
+            f"{release.version:<8} {release.status.value:<9} {release.created_at or '-':<25} "
+            f"{(release.git_sha or '-')[:8]:<8} {(release.artifact_sha256 or '-')[:12]:<12}{marker}"
+        )
+    if not found:
+        print(f"(no releases of {environment.name} yet)")
+    return int(ExitCode.OK)
+
+
+def status(config: Config, *, env: str = "", as_json: bool = False) -> int:
+    """What serves the environment now; exit 1 when nothing healthy does."""
+    from shipyard import deploy as deployment
+    from shipyard import targets
+
+    environment = deployment.pick_environment(config, env)
+    state = targets.create(config, environment).status()
+    if as_json:
+        print(json.dumps(state.to_json(), indent=2))
+    else:
+        uptime = f"{state.uptime:.0f}s" if state.uptime is not None else "-"
+        print(
+            f"{state.environment} ({state.target}): current {state.current or 'none'}, "
+            f"serving {state.serving or 'nothing'}, pid {state.pid or '-'}, uptime {uptime}"
+        )
+        health = {True: "ok", False: "FAILING", None: "-"}[state.healthy]
+        print(f"health: {health} {state.detail}")
+    return int(ExitCode.OK if state.healthy else ExitCode.STEP_FAILED)

@@ -11,6 +11,7 @@ import argparse
 import difflib
 import os
 import re
+import string
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -562,6 +563,25 @@ def _target(value: object, where: _Where) -> str:
     return value
 
 
+START_PLACEHOLDERS = ("port", "release", "release_dir")
+
+
+def _start_command(value: object, where: _Where) -> str:
+    """A shell command whose only `{placeholders}` are the ones Shipyard fills in."""
+    command = _text("the command that starts the server")(value, where)
+    try:
+        fields = [
+            name for _, name, spec, _ in string.Formatter().parse(command) if name is not None
+        ]
+    except ValueError as error:
+        where.fail(f"{error} (write a literal brace as {{{{ or }}}})")
+    for name in fields:
+        if name not in START_PLACEHOLDERS:
+            allowed = ", ".join("{" + p + "}" for p in START_PLACEHOLDERS)
+            where.fail(f"unknown placeholder {{{name}}} (allowed: {allowed})")
+    return command
+
+
 def _relative_dir(value: object, where: _Where) -> str:
     if not isinstance(value, str) or not value.strip() or _escapes_root(value):
         where.expected("a relative directory inside the project root", value)
@@ -695,7 +715,7 @@ _SMOKE_FIELDS: Mapping[str, _Check] = {
 }
 _ENVIRONMENT_FIELDS: Mapping[str, _Check] = {
     "target": _target,
-    "start": _text("the command that starts the server"),
+    "start": _start_command,
     "port": _integer(1, 65535),
     "env": _env,
     "smoke": _smoke,

@@ -151,3 +151,13 @@ class PassthroughConsole(PlainConsole):
 
     def run_finished(self, results: Sequence[StepResult], footer: str) -> None:
         pass
+
+
+class SilentConsole(PassthroughConsole):
+    """Nothing on the terminal (for `--json`): steps still go to their logs and the evidence."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def step_output(self, step: str, text: str) -> None:
+        pass

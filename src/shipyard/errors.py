@@ -39,6 +39,16 @@ class UsageError(ShipyardError):
     exit_code = ExitCode.USAGE
 
 
+class PreflightError(ShipyardError):
+    """Something the run needs is missing or taken: a tool, a credential, a port."""
+
+    exit_code = ExitCode.USAGE
+
+
+class NothingToRollBack(ShipyardError):
+    exit_code = ExitCode.NOTHING_TO_ROLL_BACK
+
+
 class StepFailed(ShipyardError):
     exit_code = ExitCode.STEP_FAILED
 
@@ -49,6 +59,12 @@ class StepTimedOut(ShipyardError):
 
 class Interrupted(ShipyardError):
     exit_code = ExitCode.INTERRUPTED
+
+
+class LockHeld(ShipyardError):
+    """Another deploy or rollback holds this environment's lock."""
+
+    exit_code = ExitCode.LOCKED
 
 
 def exit_code_for(error: BaseException) -> int:

@@ -116,6 +116,17 @@ def write_atomic(bundle: Bundle, path: Path, data: bytes) -> None:
         raise
 
 
+def tail_lines(path: Path, count: int) -> list[str]:
+    """The last `count` lines of a log, read from its end so that big logs stay cheap."""
+    if not path.exists():
+        return []
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - 64 * 1024))
+        lines = handle.read().decode("utf-8", "replace").splitlines()
+    return lines[-count:]
+
+
 def write_json(bundle: Bundle, path: Path, document: dict[str, Any], redactor: Redactor) -> None:
     text = redactor.mask(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     write_atomic(bundle, path, text.encode("utf-8"))

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shipyard.evidence import Bundle, locked
+from shipyard.evidence import Bundle, locked, tail_lines
 from shipyard.redact import Redactor
 from shipyard.runner import StepResult, StepStatus
 
@@ -64,15 +64,8 @@ def _failure(result: StepResult) -> list[str]:
 
 
 def tail(path: Path, count: int) -> list[str]:
-    """The last `count` lines of a (masked) log, read from its end so big logs stay cheap."""
-    if not path.exists():
-        return []
-    with path.open("rb") as handle:
-        handle.seek(0, 2)
-        size = handle.tell()
-        handle.seek(max(0, size - 64 * 1024))
-        lines = handle.read().decode("utf-8", "replace").splitlines()
-    return [line.replace("```", "'''") for line in lines[-count:]]
+    """The log's last lines, with nothing in them that could close the Markdown fence."""
+    return [line.replace("```", "'''") for line in tail_lines(path, count)]
 
 
 def append(summary: RunSummary, bundle: Bundle, redactor: Redactor) -> Path:

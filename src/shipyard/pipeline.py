@@ -65,14 +65,20 @@ class Run:
 
     @classmethod
     def for_config(
-        cls, config: Config, *, command: str, environ: Mapping[str, str] = os.environ
+        cls,
+        config: Config,
+        *,
+        command: str,
+        environ: Mapping[str, str] = os.environ,
+        extra_environ: Mapping[str, str] | None = None,
     ) -> Run:
+        """`extra_environ`: an environment's `env:`; listed or secret-named values are masked."""
         return cls(
             root=config.root,
             agent=config.agent,
             heartbeat_interval=config.heartbeat_interval,
             command=command,
-            redactor=Redactor.from_environ(environ, config.secrets),
+            redactor=Redactor.from_environ({**environ, **(extra_environ or {})}, config.secrets),
         )
 
     def step_environ(self, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
@@ -106,10 +112,8 @@ def execute(
         return results, finish(run, results, console=console)
 
 
-def run_steps(
-    run: Run, steps: Sequence[Step], *, jobs: int, fail_fast: bool, console: PlainConsole
-) -> list[StepResult]:
-    context = StepContext(
+def step_context(run: Run, console: PlainConsole) -> StepContext:
+    return StepContext(
         root=run.root,
         environ=run.step_environ(),
         redactor=run.redactor,
@@ -119,6 +123,12 @@ def run_steps(
         stop=run.stop,
         listener=console,
     )
+
+
+def run_steps(
+    run: Run, steps: Sequence[Step], *, jobs: int, fail_fast: bool, console: PlainConsole
+) -> list[StepResult]:
+    context = step_context(run, console)
     halt = threading.Event()
 
     def one(step: Step) -> StepResult:

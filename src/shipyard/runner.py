@@ -8,7 +8,9 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -23,7 +25,7 @@ from tenacity import (
 )
 
 from shipyard.config import Step, log_name
-from shipyard.errors import ExitCode
+from shipyard.errors import ExitCode, ShipyardError
 from shipyard.heartbeat import Heartbeat, iso_timestamp
 from shipyard.process import exit_status, spawn_shell, terminate_group
 from shipyard.redact import Redactor, StreamMasker
@@ -64,6 +66,10 @@ class StepResult:
     @property
     def ok(self) -> bool:
         return self.status is StepStatus.OK
+
+
+class _Output(Protocol):
+    out_bytes: int
 
 
 class StepListener(Protocol):
@@ -167,16 +173,16 @@ def _supervise(
             terminate_group(process, grace=step.grace)
             return StepStatus.INTERRUPTED if ctx.stop.is_set() else StepStatus.TIMEOUT
         if now >= next_beat:
-            _beat(step, ctx, pump, now - began, now - (pump.last_output or began))
+            _beat(step.name, ctx, pump, now - began, now - (pump.last_output or began))
             next_beat += ctx.heartbeat_interval
         ctx.stop.wait(_POLL_SECONDS)
     return StepStatus.OK if process.returncode == 0 else StepStatus.FAILED
 
 
-def _beat(step: Step, ctx: StepContext, pump: OutputPump, elapsed: float, quiet: float) -> None:
-    fields = {"elapsed": elapsed, "quiet": quiet, "out_bytes": pump.out_bytes}
-    ctx.heartbeat.emit(step.name, "beat", **fields)
-    ctx.listener.step_beat(step.name, elapsed, quiet)
+def _beat(name: str, ctx: StepContext, output: _Output, elapsed: float, quiet: float) -> None:
+    fields = {"elapsed": elapsed, "quiet": quiet, "out_bytes": output.out_bytes}
+    ctx.heartbeat.emit(name, "beat", **fields)
+    ctx.listener.step_beat(name, elapsed, quiet)
 
 
 def _exit_code(status: StepStatus, returncode: int) -> int:
@@ -226,3 +232,73 @@ class OutputPump(threading.Thread):
     def _emit(self, text: str) -> None:
         if text:
             self._sink(text)
+
+
+Action = Callable[[Callable[[str], None]], None]
+
+
+def run_action(name: str, description: str, action: Action, ctx: StepContext) -> StepResult:
+    """Run a Python step (smoke, deploy, rollback) with the same heartbeat, log and result as a
+    shell step. `action(say)` reports through `say`; an exception is its failure."""
+    log_path = step_log_path(ctx.log_dir, name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started, began = iso_timestamp(), time.monotonic()
+    ctx.heartbeat.emit(name, "start", pid=os.getpid(), cmd=description)
+    ctx.listener.step_started(name, 1)
+    with log_path.open("w", encoding="utf-8", errors="replace") as log:
+        say = _Sayer(log, name, ctx)
+        with _beating(name, ctx, say, began):
+            status, exit_code = _perform(action, say)
+    if status is StepStatus.FAILED and ctx.stop.is_set():
+        status, exit_code = StepStatus.INTERRUPTED, int(ExitCode.INTERRUPTED)
+    elapsed = time.monotonic() - began
+    ctx.heartbeat.emit(name, "end", status=status.value, exit=exit_code, elapsed=elapsed)
+    attempt = Attempt(1, status, exit_code, started, elapsed, say.out_bytes)
+    return StepResult(name, status, exit_code, started, elapsed, (attempt,), log_path)
+
+
+def _perform(action: Action, say: _Sayer) -> tuple[StepStatus, int]:
+    try:
+        action(say)
+    except ShipyardError as error:
+        say(f"error: {error.message}")
+        return StepStatus.FAILED, int(ExitCode.STEP_FAILED)
+    except Exception:  # a bug must not leave the run without evidence: record it and fail
+        say(traceback.format_exc().rstrip())
+        return StepStatus.FAILED, int(ExitCode.STEP_FAILED)
+    return StepStatus.OK, int(ExitCode.OK)
+
+
+class _Sayer:
+    """`say(line)`: masked into the step log and the console, counted for the heartbeat."""
+
+    def __init__(self, log: IO[str], step_name: str, ctx: StepContext) -> None:
+        self._write = _tee(log, step_name, ctx.listener)
+        self._redactor = ctx.redactor
+        self.out_bytes = 0
+        self.last_output: float | None = None
+
+    def __call__(self, line: str) -> None:
+        text = self._redactor.mask(line.rstrip("\n") + "\n")
+        self.out_bytes += len(text.encode("utf-8", "replace"))
+        self.last_output = time.monotonic()
+        self._write(text)
+
+
+@contextmanager
+def _beating(name: str, ctx: StepContext, say: _Sayer, began: float) -> Iterator[None]:
+    """Beat every interval from a side thread while a Python step runs in this one."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(ctx.heartbeat_interval):
+            now = time.monotonic()
+            _beat(name, ctx, say, now - began, now - (say.last_output or began))
+
+    thread = threading.Thread(target=beat, name=f"beat-{name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

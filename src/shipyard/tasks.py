@@ -9,17 +9,21 @@ Use from a project's `tasks.py`:
 from __future__ import annotations
 
 import functools
+import os
+import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from invoke import Collection, Context, Exit, task
+import yaml
+from invoke import Collection, Context, Exit, Task, task
 
 from shipyard import commands
-from shipyard.config import DEFAULT_AGENT, Config, load
+from shipyard.config import DEFAULT_AGENT, Config, find_config, load
 from shipyard.errors import ShipyardError
 
+_TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 CONFIG_HELP = "shipyard.yaml to use (default: $SHIPYARD_CONFIG, or found upwards from here)"
 
 
@@ -96,10 +100,105 @@ def verify(c: Context, date: str = "", config: str = "") -> int:
     return commands.verify_evidence(root, agent, date)
 
 
+ENV_HELP = "environment from shipyard.yaml (default: staging, or the only one)"
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "artifact": "tarball to smoke (default: newest build)",
+        "config": CONFIG_HELP,
+    }
+)
+@_exits
+def smoke(c: Context, env: str = "", artifact: str = "", config: str = "") -> int:
+    """Start the built artifact on a free port and probe it."""
+    return commands.smoke(load(config or None), env=env, artifact=artifact)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "to": "release to go back to, e.g. v3 (default: newest good one before current)",
+        "dry-run": "print the plan and check it; change nothing",
+        "json": "print the plan as JSON",
+        "lock-wait": "wait this long for the lock, e.g. 60s",
+        "config": CONFIG_HELP,
+    }
+)
+@_exits
+def rollback(  # noqa: PLR0917 - invoke turns each parameter into a flag
+    c: Context,
+    env: str = "",
+    to: str = "",
+    dry_run: bool = False,
+    json: bool = False,
+    lock_wait: str = "",
+    config: str = "",
+) -> int:
+    """Go back to the previous good release (or --to vN)."""
+    return commands.rollback(
+        load(config or None), env=env, to=to, dry_run=dry_run, as_json=json, lock_wait=lock_wait
+    )
+
+
+@task(help={"env": ENV_HELP, "json": "print JSON", "config": CONFIG_HELP})
+@_exits
+def releases(c: Context, env: str = "", json: bool = False, config: str = "") -> int:
+    """List an environment's releases, newest first."""
+    return commands.releases(load(config or None), env=env, as_json=json)
+
+
+@task(help={"env": ENV_HELP, "json": "print JSON", "config": CONFIG_HELP})
+@_exits
+def status(c: Context, env: str = "", json: bool = False, config: str = "") -> int:
+    """Show what serves an environment, and check its health."""
+    return commands.status(load(config or None), env=env, as_json=json)
+
+
+def deploy_task(env_name: str) -> Task:
+    """`deploy.<env_name>`: one task per configured environment."""
+
+    def body(c: Context, lock_wait: str = "", config: str = "") -> int:
+        return commands.deploy(load(config or None), env_name, lock_wait=lock_wait)
+
+    body.__doc__ = f"Build, smoke, deploy to {env_name}, smoke it; roll back on failure."
+    body.__name__ = env_name
+    help_ = {"lock-wait": "wait this long for the lock, e.g. 60s", "config": CONFIG_HELP}
+    return task(name=env_name, help=help_)(_exits(body))
+
+
 def _root_and_agent(config: Config | None) -> tuple[Path, str]:
     return (config.root, config.agent) if config else (Path.cwd(), DEFAULT_AGENT)
 
 
 def namespace() -> Collection:
     """The task collection: the same for `inv` (via tasks.py) and the `shipyard` script."""
-    return Collection(gates, step, build, scan, heartbeat, Collection("evidence", verify))
+    deploy = Collection("deploy", *(deploy_task(name) for name in environment_names()))
+    return Collection(
+        gates,
+        step,
+        build,
+        scan,
+        smoke,
+        rollback,
+        releases,
+        status,
+        heartbeat,
+        deploy,
+        Collection("evidence", verify),
+    )
+
+
+def environment_names(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The environments named in the config, read leniently: the tasks exist even when the
+    file has a mistake, and running one reports that mistake (exit 2)."""
+    try:
+        path = find_config(environ=environ)
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (ShipyardError, OSError, ValueError, yaml.YAMLError):
+        return []
+    environments = document.get("environments") if isinstance(document, dict) else None
+    if not isinstance(environments, dict):
+        return []
+    return [name for name in environments if isinstance(name, str) and _TASK_NAME.fullmatch(name)]

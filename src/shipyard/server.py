@@ -1,0 +1,83 @@
+"""Servers started detached from Shipyard: their own session, a pid, a log file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from shipyard.evidence import tail_lines
+from shipyard.process import group_alive, shell, signal_group
+
+_POLL_SECONDS = 0.05
+
+
+def render(template: str, **values: object) -> str:
+    """Fill `{port}`-style placeholders with shell-quoted values: no value can inject syntax."""
+    return template.format_map({key: shlex.quote(str(value)) for key, value in values.items()})
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start(command: str, *, cwd: Path, env: Mapping[str, str], log_path: Path) -> int:
+    """Start `command` as the leader of a new session writing to `log_path`; return its pid.
+
+    It outlives this process: nothing waits for it, and its process group is its own.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [shell(), "-c", f"exec {command}"],
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    process.returncode = 0  # never reaped by us: keep Popen's destructor from warning
+    return process.pid
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie does not count)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our own finished child
+        if waited == pid:
+            return False
+    return group_alive(pid)
+
+
+def stop(pid: int, *, grace: float = 5.0) -> None:
+    """SIGTERM the server's process group, wait up to `grace`, then SIGKILL it."""
+    if not alive(pid):
+        return
+    signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return
+        time.sleep(_POLL_SECONDS)
+    signal_group(pid, signal.SIGKILL)
+    while alive(pid) and time.monotonic() < deadline + grace:
+        time.sleep(_POLL_SECONDS)
+
+
+def log_tail(path: Path, count: int = 20) -> str:
+    return "\n".join(tail_lines(path, count)) if path.exists() else "(no server log)"

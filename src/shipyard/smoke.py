@@ -1,0 +1,140 @@
+"""The HTTP smoke probe: GET a URL until it answers as expected or time runs out (tenacity)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from tenacity import (
+    Retrying,
+    retry_if_result,
+    stop_after_delay,
+    stop_when_event_set,
+    wait_exponential,
+    wait_random,
+)
+from tenacity.stop import stop_base
+
+_MAX_BODY = 1 << 20
+_MAX_REQUEST_SECONDS = 5.0
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass(frozen=True)
+class SmokeCheck:
+    url: str
+    expect_status: int = 200
+    contains: str | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One attempt: the status that came back, or the error instead."""
+
+    number: int
+    elapsed: float  # seconds since probing began
+    status: int | None = None
+    error: str | None = None
+    body_matches: bool = True
+
+    def passes(self, check: SmokeCheck) -> bool:
+        return self.status == check.expect_status and self.body_matches
+
+    def describe(self, check: SmokeCheck) -> str:
+        if self.status is None:
+            return f"error: {self.error}"
+        missing = "" if self.body_matches else f", body lacks {check.contains!r}"
+        return f"{self.status}{missing}"
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    ok: bool
+    attempts: tuple[Answer, ...]
+    reason: str
+
+
+class _stop_unless(stop_base):  # tenacity names its stop conditions in lower case
+    """Stop retrying as soon as `alive()` says the server is gone: no answer will come."""
+
+    def __init__(self, alive: Callable[[], bool]) -> None:
+        self.alive = alive
+
+    def __call__(self, retry_state: object) -> bool:
+        return not self.alive()
+
+
+def probe(
+    check: SmokeCheck,
+    *,
+    say: Callable[[str], None],
+    stop: threading.Event | None = None,
+    alive: Callable[[], bool] = lambda: True,
+) -> SmokeResult:
+    """GET `check.url` with exponential backoff and jitter until it passes or time is up.
+
+    Every attempt is reported through `say`; `alive` lets a dead server end it early.
+    """
+    began = time.monotonic()
+    attempts: list[Answer] = []
+
+    def attempt() -> Answer:
+        remaining = check.timeout - (time.monotonic() - began)
+        answer = _request(
+            check, len(attempts) + 1, began, max(0.5, min(_MAX_REQUEST_SECONDS, remaining))
+        )
+        attempts.append(answer)
+        outcome = answer.describe(check)
+        say(f"smoke: attempt {answer.number} ({answer.elapsed:.2f}s): GET {check.url} -> {outcome}")
+        return answer
+
+    stop = stop or threading.Event()
+    retrying = Retrying(
+        stop=stop_after_delay(check.timeout) | stop_when_event_set(stop) | _stop_unless(alive),
+        wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),
+        retry=retry_if_result(lambda answer: not answer.passes(check)),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+        sleep=stop.wait,
+    )
+    last = retrying(attempt)
+    return SmokeResult(last.passes(check), tuple(attempts), _reason(check, attempts, alive()))
+
+
+def _reason(check: SmokeCheck, attempts: list[Answer], alive: bool) -> str:
+    last = attempts[-1]
+    if last.passes(check):
+        return (
+            f"{check.url} answered {last.status} in {last.elapsed:.2f}s ({len(attempts)} attempts)"
+        )
+    if not alive:
+        return f"the server exited; last answer: {last.describe(check)}"
+    return (
+        f"{check.url} did not answer {check.expect_status} within {check.timeout:g}s "
+        f"({len(attempts)} attempts); last answer: {last.describe(check)}"
+    )
+
+
+def _request(check: SmokeCheck, number: int, began: float, timeout: float) -> Answer:
+    try:
+        with _opener(check.url).open(check.url, timeout=timeout) as response:
+            status, body = response.status, response.read(_MAX_BODY)
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read(_MAX_BODY)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        return Answer(number, time.monotonic() - began, error=str(reason) or type(error).__name__)
+    matches = check.contains is None or check.contains.encode() in body
+    return Answer(number, time.monotonic() - began, status=status, body_matches=matches)
+
+
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    """No proxy for the loopback: a proxy from the environment must not answer for this host."""
+    if urlsplit(url).hostname in _LOOPBACK:
+        return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return urllib.request.build_opener()

@@ -1,0 +1,113 @@
+"""What every deploy target speaks: the `Target` protocol and the data its plans are made of."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+from shipyard.smoke import SmokeCheck
+
+Say = Callable[[str], None]
+
+
+class ReleaseStatus(str, Enum):
+    BUILDING = "building"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    BAD = "bad"
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str  # "v3"
+    status: ReleaseStatus
+    created_at: str | None = None
+    git_sha: str | None = None
+    artifact_sha256: str | None = None
+    user: str | None = None
+    current: bool = False
+    image: str | None = None  # a container image reference, for targets that deploy images
+
+    @property
+    def number(self) -> int:
+        return int(self.version.lstrip("v"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "status": self.status.value}
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    environment: str
+    target: str
+    release: str  # the version this deploy creates
+    previous: str | None  # the current release before it
+    artifact: str | None = None
+    artifact_sha256: str | None = None
+    actions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    environment: str
+    target: str
+    current: str | None  # the release rolled back from
+    to: str | None  # the release rolled back to; None when there is none
+    reason: str  # why that one, or why none
+    actions: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()  # the read-only checks made, with their results
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def possible(self) -> bool:
+        return self.to is not None and not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "possible": self.possible}
+
+    def lines(self) -> list[str]:
+        moves = f"{self.current or 'nothing'} -> {self.to or 'nothing'}"
+        head = f"rollback {self.environment} ({self.target}): {moves}"
+        return [
+            head,
+            f"why: {self.reason}",
+            *(f"check: {check}" for check in self.checks),
+            *(f"problem: {problem}" for problem in self.problems),
+            *(f"{number}. {action}" for number, action in enumerate(self.actions, 1)),
+        ]
+
+
+@dataclass(frozen=True)
+class Status:
+    environment: str
+    target: str
+    current: str | None
+    serving: str | None = None
+    pid: int | None = None
+    url: str | None = None
+    uptime: float | None = None
+    healthy: bool | None = None
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Target(Protocol):
+    """What a deploy target does. Plans are data; only the other methods change anything."""
+
+    name: str
+
+    def plan_deploy(self, artifact: str | None) -> DeployPlan: ...
+    def deploy(self, plan: DeployPlan, say: Say) -> None: ...
+    def smoke_check(self) -> SmokeCheck: ...
+    def commit(self, plan: DeployPlan, say: Say) -> None: ...
+    def restore(self, plan: DeployPlan, say: Say) -> bool: ...
+    def releases(self) -> list[Release]: ...
+    def plan_rollback(self, to: str | None = None) -> RollbackPlan: ...
+    def rollback(self, plan: RollbackPlan, say: Say) -> None: ...
+    def commit_rollback(self, plan: RollbackPlan, say: Say) -> None: ...
+    def undo_rollback(self, plan: RollbackPlan, say: Say) -> bool: ...
+    def status(self) -> Status: ...
