@@ -571,14 +571,20 @@ def _start_command(value: object, where: _Where) -> str:
     command = _text("the command that starts the server")(value, where)
     try:
         fields = [
-            name for _, name, spec, _ in string.Formatter().parse(command) if name is not None
+            (name, spec or conversion)
+            for _, name, spec, conversion in string.Formatter().parse(command)
+            if name is not None
         ]
     except ValueError as error:
         where.fail(f"{error} (write a literal brace as {{{{ or }}}})")
-    for name in fields:
+    allowed = ", ".join("{" + p + "}" for p in START_PLACEHOLDERS)
+    for name, extra in fields:
         if name not in START_PLACEHOLDERS:
-            allowed = ", ".join("{" + p + "}" for p in START_PLACEHOLDERS)
             where.fail(f"unknown placeholder {{{name}}} (allowed: {allowed})")
+        if extra:
+            where.fail(
+                f"placeholder {{{name}}}: write it plain, without ! or : (allowed: {allowed})"
+            )
     return command
 
 
