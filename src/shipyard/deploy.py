@@ -119,7 +119,7 @@ class Operation:
         """`body()` under the environment's lock; exit 5 naming the holder when it is taken."""
         lock = DeployLock(
             self.state_dir,
-            command=self.run.command,
+            command=self.run.redactor.mask(self.run.command),
             audit_path=self.state_dir / "audit.jsonl",
             warn=lambda line: self.flow.console.write(f"warning: {line}\n"),
         )

@@ -206,7 +206,7 @@ class DeployLock:
         self.state_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         fd = os.open(self.state_dir / GUARD_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            pass
+            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # closing the descriptor drops the flock

@@ -5,7 +5,6 @@ Core functions, no CLI: invoke tasks and nox sessions are thin layers over `exec
 
 from __future__ import annotations
 
-import getpass
 import os
 import signal
 import socket
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard import __version__, evidence, feedback
+from shipyard.audit import current_user
 from shipyard.config import Config, Step
 from shipyard.console import PlainConsole, make_console
 from shipyard.errors import ExitCode
@@ -205,7 +205,7 @@ def run_record(
         "outcome": verdict,
         "exit_code": exit_code,
         "git_sha": git_sha,
-        "user": _user(),
+        "user": current_user(),
         "host": socket.gethostname(),
         "shipyard_version": __version__,
         "steps": [_step_record(run, result) for result in results],
@@ -245,13 +245,6 @@ def git_sha(root: Path) -> str | None:
     except (CommandNotFound, ProcessTimedOut, OSError):
         return None
     return out.strip() or None if code == 0 else None
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 @contextmanager

@@ -12,7 +12,6 @@ leaves `current` on a release that passed its smoke.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import re
@@ -344,7 +343,7 @@ class LocalTarget:
             "artifact": archive.name,
             "artifact_sha256": artifact.file_sha256(archive),
             "git_sha": git_sha(self.config.root),
-            "user": _user(),
+            "user": audit.current_user(),
             "host": socket.gethostname(),
         }
 
@@ -453,13 +452,6 @@ def _is_our_server(state: dict[str, Any]) -> bool:
         return f"SHIPYARD_SERVER_TOKEN={state.get('token')}".encode() in environ.read_bytes()
     except OSError:
         return False
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 def _quiet(_: str) -> None:

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from shipyard import server
+
+
+def test_placeholders_are_shell_quoted_so_values_cannot_inject():
+    command = server.render(
+        "serve --port {port} --dir {release_dir}", port=8787, release_dir="a b; rm -rf /"
+    )
+    assert command == "serve --port 8787 --dir 'a b; rm -rf /'"
+
+
+def test_started_server_is_detached_logs_and_is_stopped_with_its_group(tmp_path):
+    log = tmp_path / "server.log"
+    script = (
+        "import signal,subprocess,sys,time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        " subprocess.Popen([sys.executable,'-c','import time; time.sleep(60)']);"
+        " print('up', flush=True); time.sleep(60)"
+    )
+    pid = server.start(
+        f'{sys.executable} -c "{script}"', cwd=tmp_path, env=os.environ, log_path=log
+    )
+    try:
+        assert os.getsid(pid) == pid  # its own session: a terminal's ^C does not reach it
+        deadline = time.monotonic() + 10
+        while "up" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "up" in log.read_text()
+        assert server.alive(pid)
+    finally:
+        server.stop(pid, grace=0.5)  # ignores SIGTERM: SIGKILL after the grace
+    assert not server.alive(pid)
+
+
+def test_port_in_use_and_free_port():
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert server.port_in_use(port)
+    assert not server.port_in_use(server.free_port())

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from shipyard.smoke import SmokeCheck, probe
+
+
+@contextmanager
+def serving(
+    status: int = 200, body: bytes = b"hello", *, ready_after: float = 0.0
+) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 that starts listening after `ready_after` seconds."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        port = probe_socket.getsockname()[1]
+    holder: list[http.server.HTTPServer] = []
+
+    def start() -> None:
+        time.sleep(ready_after)
+        server = http.server.HTTPServer(("127.0.0.1", port), Handler)
+        holder.append(server)
+        server.serve_forever(poll_interval=0.05)
+
+    thread = threading.Thread(target=start, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        while thread.is_alive() and not holder:
+            time.sleep(0.01)
+        for server in holder:
+            server.shutdown()
+            server.server_close()
+
+
+def test_passes_once_the_server_is_ready_and_reports_every_attempt():
+    lines: list[str] = []
+    with serving(ready_after=0.4) as url:
+        result = probe(SmokeCheck(url, timeout=10), say=lines.append)
+    assert result.ok
+    assert len(result.attempts) >= 2
+    assert "Connection refused" in lines[0]
+    assert lines[-1].endswith("-> 200")
+    assert result.attempts[-1].elapsed < 0.4 + 1.5  # backoff is capped, not open-ended
+
+
+def test_wrong_status_fails_after_the_timeout_naming_the_last_answer():
+    with serving(status=500) as url:
+        result = probe(SmokeCheck(url, timeout=0.6), say=lambda _: None)
+    assert not result.ok
+    assert "did not answer 200 within 0.6s" in result.reason
+    assert "last answer: 500" in result.reason
+
+
+def test_body_substring_is_checked():
+    with serving(body=b"version=1.0.0") as url:
+        assert probe(SmokeCheck(url, contains="version=1.0.0", timeout=2), say=lambda _: None).ok
+        missing = probe(SmokeCheck(url, contains="version=2", timeout=0.5), say=lambda _: None)
+    assert not missing.ok and "body lacks 'version=2'" in missing.reason
+
+
+def test_a_dead_server_ends_probing_at_once():
+    began = time.monotonic()
+    result = probe(
+        SmokeCheck("http://127.0.0.1:9/", timeout=20), say=lambda _: None, alive=lambda: False
+    )
+    assert not result.ok
+    assert len(result.attempts) == 1
+    assert "the server exited" in result.reason
+    assert time.monotonic() - began < 10
+
+
+def test_stop_event_ends_probing():
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    began = time.monotonic()
+    result = probe(SmokeCheck("http://127.0.0.1:9/", timeout=30), say=lambda _: None, stop=stop)
+    assert not result.ok
+    assert time.monotonic() - began < 10
