@@ -173,7 +173,18 @@ def test_build_and_list(project):
     assert run_cli(inv("build"), root).returncode == 0
     assert (root / "dist" / "app.txt").exists()
     listing = run_cli(inv("--list"), root).stdout
-    tasks = ("gates", "step", "build", "scan", "heartbeat", "evidence.verify")
+    tasks = (
+        "gates",
+        "step",
+        "build",
+        "scan",
+        "smoke",
+        "rollback",
+        "releases",
+        "status",
+        "heartbeat",
+        "evidence.verify",
+    )
     entries = [line.split()[0] for line in listing.splitlines()[2:] if line.strip()]
     assert sorted(entries) == sorted(tasks), listing  # each help fits on its one line
     same_tasks = run_cli(shipyard("--list"), root).stdout
