@@ -102,7 +102,13 @@ class Operation:
         cls, config: Config, environment: Environment, *, command: str, console: PlainConsole
     ) -> Operation:
         run = Run.for_config(config, command=command, extra_environ=environment.env)
-        record = {"environment": environment.name, "target": environment.target}
+        record = {
+            "environment": environment.name,
+            "target": environment.target,
+            "release": None,
+            "previous": None,
+            "rolled_back_to": None,
+        }
         return cls(
             config, environment, targets.create(config, environment), Flow(run, console), record
         )
@@ -263,7 +269,13 @@ def smoke_artifact(
         )
         log_path = Path(folder) / "server.log"
         say(f"starting `{command}` from {archive.name}")
-        pid = server.start(command, cwd=release_dir, env=_artifact_env(port), log_path=log_path)
+        pid = server.start(
+            command,
+            cwd=release_dir,
+            env=_artifact_env(port),
+            log_path=log_path,
+            die_with_parent=True,
+        )
         try:
             smoke = environment.smoke
             url = f"http://127.0.0.1:{port}{smoke.path}"

@@ -8,14 +8,16 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from shipyard.evidence import tail_lines
 from shipyard.process import group_alive, shell, signal_group
 
 _POLL_SECONDS = 0.05
+_PR_SET_PDEATHSIG = 1
 
 
 def render(template: str, **values: object) -> str:
@@ -35,10 +37,18 @@ def port_in_use(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start(command: str, *, cwd: Path, env: Mapping[str, str], log_path: Path) -> int:
+def start(
+    command: str,
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log_path: Path,
+    die_with_parent: bool = False,
+) -> int:
     """Start `command` as the leader of a new session writing to `log_path`; return its pid.
 
-    It outlives this process: nothing waits for it, and its process group is its own.
+    It outlives this process (nothing waits for it, its process group is its own) unless
+    `die_with_parent`: then, on Linux, it gets SIGTERM when this process dies, even by SIGKILL.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
@@ -50,9 +60,24 @@ def start(command: str, *, cwd: Path, env: Mapping[str, str], log_path: Path) ->
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_death_signal() if die_with_parent else None,  # noqa: PLW1509 - see there
         )
     process.returncode = 0  # never reaped by us: keep Popen's destructor from warning
     return process.pid
+
+
+def _death_signal() -> Callable[[], None] | None:
+    """A pre-exec hook asking Linux for SIGTERM when this process dies (PR_SET_PDEATHSIG).
+
+    It is built here, in the parent: the forked child only calls a ready C function, taking
+    no Python lock, so it cannot deadlock beside other threads.
+    """
+    if sys.platform != "linux":
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def alive(pid: int) -> bool:

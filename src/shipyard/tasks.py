@@ -162,7 +162,7 @@ def deploy_task(env_name: str) -> Task:
     def body(c: Context, lock_wait: str = "", config: str = "") -> int:
         return commands.deploy(load(config or None), env_name, lock_wait=lock_wait)
 
-    body.__doc__ = f"Build, smoke, deploy to {env_name}, smoke it; roll back on failure."
+    body.__doc__ = f"Build, smoke and deploy to {env_name}; roll back on failure."
     body.__name__ = env_name
     help_ = {"lock-wait": "wait this long for the lock, e.g. 60s", "config": CONFIG_HELP}
     return task(name=env_name, help=help_)(_exits(body))

@@ -1,0 +1,311 @@
+"""`inv deploy.staging`, `inv rollback`, `inv releases`, `inv status` on the embedded target,
+run as a user runs them: real `inv` processes, the real example app, real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import BIN, REPO, cli_env, evidence_dir, run_cli, sha256sum_check, write_project
+
+from shipyard.server import free_port
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = """
+version: 1
+heartbeat: {{interval: 1s}}
+steps:
+  build: {{run: "{build}", artifact: "dist/webapp-*.tar.gz"}}
+environments:
+  staging:
+    target: local
+    start: python3 -m webapp --port {{port}}
+    port: {port}
+    env: {{APP_ENV: staging}}
+    smoke: {{path: /, expect_status: 200, timeout: 4s}}
+    keep_releases: {keep}
+"""
+BUILD = "python3 app/build.py --out dist"
+
+
+class Staging:
+    """A project with the example app, deployed to its own port."""
+
+    def __init__(self, root: Path, *, build: str = BUILD, keep: int = 5) -> None:
+        self.port = free_port()
+        self.root = write_project(root, CONFIG.format(build=build, port=self.port, keep=keep))
+        shutil.copytree(
+            REPO / "examples" / "webapp", root / "app", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        self.state = root / ".shipyard" / "staging"
+
+    def inv(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return run_cli([str(BIN / "inv"), *args], self.root, timeout=timeout)
+
+    def spawn(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [str(BIN / "inv"), *args],
+            cwd=self.root,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def get(self, path: str = "/") -> tuple[int | None, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, ""
+        except OSError:
+            return None, ""
+
+    def set_version(self, version: str) -> None:
+        (self.root / "app" / "VERSION").write_text(version + "\n")
+
+    def break_page(self, condition: str = "True") -> None:
+        """Make `/` answer 500 when `condition` holds (a Python expression over `info`)."""
+        server = self.root / "app" / "webapp" / "server.py"
+        text = server.read_text()
+        patched = text.replace('"/": Response(200,', f'"/": Response(500 if {condition} else 200,')
+        assert patched != text
+        server.write_text(patched)
+
+    def current(self) -> str | None:
+        link = self.state / "current"
+        return os.readlink(link).split("/")[-1] if link.is_symlink() else None
+
+    def release(self, version: str) -> dict:
+        return json.loads((self.state / "releases" / version / "release.json").read_text())
+
+    def server_pid(self) -> int | None:
+        state = self.state / "server" / "state.json"
+        return json.loads(state.read_text())["pid"] if state.exists() else None
+
+    def snapshot(self) -> dict[str, tuple]:
+        """Every path under the state folder: content (or link target) and mtime."""
+        found = {}
+        for path in sorted(self.state.rglob("*")):
+            stat = path.lstat()
+            if path.is_symlink():
+                content = os.readlink(path)
+            elif path.is_file():
+                content = path.read_bytes()
+            else:
+                content = "dir"
+            found[str(path.relative_to(self.state))] = (content, stat.st_mtime_ns, stat.st_mode)
+        return found
+
+    def last_record(self) -> dict:
+        runs = sorted(
+            (evidence_dir(self.root) / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime_ns
+        )
+        return json.loads(runs[-1].read_text())
+
+    def stop(self) -> None:
+        pid = self.server_pid()
+        if pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def staging(tmp_path):
+    created: list[Staging] = []
+
+    def make(**options) -> Staging:
+        created.append(Staging(tmp_path / f"proj{len(created)}", **options))
+        return created[-1]
+
+    yield make
+    for each in created:
+        each.stop()
+
+
+def test_deploy_change_dry_run_rollback(staging):
+    app = staging()
+    first = app.inv("deploy.staging")
+    assert first.returncode == 0, first.stdout + first.stderr
+    status, page = app.get()
+    assert status == 200 and "version=1.0.0" in page and "release=v1" in page
+
+    app.set_version("2.0.0")
+    assert app.inv("deploy.staging").returncode == 0
+    status, page = app.get()
+    assert status == 200 and "version=2.0.0" in page and "release=v2" in page
+
+    before = app.snapshot()
+    dry = app.inv("rollback", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "v2 -> v1" in dry.stdout and "python3 -m webapp --port" in dry.stdout
+    assert app.snapshot() == before  # paths, contents, link targets, mtimes: untouched
+    assert "release=v2" in app.get()[1]
+
+    back = app.inv("rollback")
+    assert back.returncode == 0, back.stdout + back.stderr
+    status, page = app.get()
+    assert status == 200 and "version=1.0.0" in page and "release=v1" in page
+    listed = json.loads(app.inv("releases", "--json").stdout)
+    assert {r["version"]: (r["status"], r["current"]) for r in listed} == {
+        "v1": ("complete", True),
+        "v2": ("bad", False),
+    }
+    record = app.last_record()
+    assert record["rollback"]["rolled_back_to"] == "v1"
+    assert [s["name"] for s in record["steps"]] == ["Rollback"]
+    assert app.inv("rollback", "--dry-run").returncode == 6  # v2 is bad, nothing older than v1
+    assert sha256sum_check(evidence_dir(app.root)).returncode == 0
+    events = [
+        json.loads(line)["event"] for line in (app.state / "audit.jsonl").read_text().splitlines()
+    ]
+    assert events == ["deploy", "deploy", "rollback"]
+
+
+def test_status_reports_the_running_release(staging):
+    app = staging()
+    assert app.inv("status").returncode == 1  # nothing deployed yet
+    assert app.inv("deploy.staging").returncode == 0
+    shown = json.loads(app.inv("status", "--json").stdout)
+    assert shown["serving"] == shown["current"] == "v1"
+    assert shown["pid"] == app.server_pid() and shown["healthy"] is True
+    assert "serving v1" in app.inv("status").stdout
+
+
+def test_a_build_that_fails_its_artifact_smoke_switches_nothing(staging):
+    app = staging()
+    assert app.inv("deploy.staging").returncode == 0
+    pid = app.server_pid()
+    app.break_page()
+    done = app.inv("deploy.staging")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "artifact smoke failed" in done.stdout
+    assert "server log" in done.stdout
+    assert app.current() == "v1" and app.server_pid() == pid
+    assert app.get()[0] == 200
+    assert [s["name"] for s in app.last_record()["steps"]] == ["Build application", "Smoke"]
+
+
+def test_a_release_failing_only_in_staging_is_rolled_back_with_exit_3(staging):
+    app = staging()
+    assert app.inv("deploy.staging").returncode == 0
+    app.break_page('info.app_env == "staging"')
+    done = app.inv("deploy.staging")
+    assert done.returncode == 3, done.stdout + done.stderr
+    status, page = app.get()
+    assert status == 200 and "release=v1" in page
+    assert app.current() == "v1"
+    assert app.release("v2")["status"] == "failed"
+    record = app.last_record()
+    assert [s["name"] for s in record["steps"]] == [
+        "Build application",
+        "Smoke",
+        "Deploy",
+        "Smoke staging",
+        "Rollback",
+    ]
+    assert [s["status"] for s in record["steps"]] == ["ok", "ok", "ok", "failed", "ok"]
+    deployed = record["deploy"]
+    assert (deployed["release"], deployed["previous"], deployed["rolled_back_to"]) == (
+        "v2",
+        "v1",
+        "v1",
+    )
+    assert (deployed["environment"], deployed["target"]) == ("staging", "local")
+    assert record["exit_code"] == 3
+
+
+def test_a_failed_first_deploy_exits_4_and_leaves_nothing_current(staging):
+    app = staging()
+    app.break_page('info.app_env == "staging"')
+    done = app.inv("deploy.staging")
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert app.current() is None
+    assert app.get()[0] is None  # nothing half-up on the port
+    assert app.release("v1")["status"] == "failed"
+
+
+def test_two_deploys_at_once_one_proceeds_one_exits_5(staging):
+    app = staging(build=f"sleep 1 && {BUILD}")
+    first, second = app.spawn("deploy.staging"), app.spawn("deploy.staging")
+    outcomes = sorted([(p.wait(timeout=120), p.stderr.read()) for p in (first, second)])
+    assert [code for code, _ in outcomes] == [0, 5], outcomes
+    refusal = outcomes[1][1]
+    assert "locked by pid" in refusal and "deploy.staging" in refusal
+    assert refusal.count("\n") == 1
+
+
+def test_lock_wait_lets_the_second_deploy_follow_the_first(staging):
+    app = staging(build=f"sleep 1 && {BUILD}")
+    first = app.spawn("deploy.staging")
+    time.sleep(0.5)
+    second = app.inv("deploy.staging", "--lock-wait", "60s")
+    assert first.wait(timeout=120) == 0
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert app.current() == "v2"
+
+
+def test_pruning_keeps_complete_releases_current_and_rollback_target(staging):
+    app = staging(keep=2)
+    for _ in range(4):
+        assert app.inv("deploy.staging").returncode == 0
+    kept = sorted(p.name for p in (app.state / "releases").iterdir())
+    assert kept == ["v3", "v4"]
+    assert app.current() == "v4"
+    assert "prune" in (app.state / "audit.jsonl").read_text()
+
+
+def test_rollback_to_a_named_release_and_bad_names(staging):
+    app = staging()
+    for version in ("1.0.0", "2.0.0", "3.0.0"):
+        app.set_version(version)
+        assert app.inv("deploy.staging").returncode == 0
+    assert app.inv("rollback", "--to", "v9").returncode == 2
+    assert app.inv("rollback", "--to", "latest").returncode == 2
+    done = app.inv("rollback", "--to", "v1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "version=1.0.0" in app.get()[1]
+    assert app.release("v3")["status"] == "bad"
+
+
+def test_rollback_dry_run_refuses_a_tampered_release(staging):
+    app = staging()
+    assert app.inv("deploy.staging").returncode == 0
+    assert app.inv("deploy.staging").returncode == 0
+    (app.state / "releases" / "v1" / "webapp" / "server.py").write_text("tampered\n")
+    done = app.inv("rollback", "--dry-run")
+    assert done.returncode == 1
+    assert "v1 files do not match their recorded sha256" in done.stdout
+
+
+def deploy_duration(app: Staging) -> float:
+    began = time.monotonic()
+    assert app.inv("deploy.staging").returncode == 0
+    return time.monotonic() - began
+
+
+def test_sigkill_at_any_moment_leaves_current_complete_and_the_next_deploy_works(staging):
+    app = staging()
+    duration = deploy_duration(app)  # v1, and how long a deploy takes here
+    for moment in range(10):
+        process = app.spawn("deploy.staging")
+        time.sleep(duration * (moment + 0.5) / 10)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        current = app.current()
+        assert current is not None, f"kill {moment}: no current"
+        assert app.release(current)["status"] == "complete", f"kill {moment}: {current}"
+    final = app.inv("deploy.staging")
+    assert final.returncode == 0, final.stdout + final.stderr
+    status, page = app.get()
+    assert status == 200 and f"release={app.current()}" in page
