@@ -229,13 +229,14 @@ class LocalTarget:
         state = self.serving()
         running = f"pid {state['pid']}, {state['release']}" if state else "none running"
         folder = self._shown(self.release_dir(to))
+        mark_bad = (f"mark {current} bad, so later rollbacks skip it",) if current else ()
         return (
             f"take the lock {self._shown(self.state_dir / 'lock')}",
             f"stop the server ({running}): SIGTERM to its group, up to {STOP_GRACE:g}s, SIGKILL",
             f"start `{self._command(to)}` in {folder} on port {self.port}",
             f"smoke {self.smoke_check().url} (expect {self.env.smoke.expect_status},"
             f" up to {self.env.smoke.timeout:g}s)",
-            f"mark {current} bad, so later rollbacks skip it",
+            *mark_bad,
             f"point {self._shown(self.current_link)} at releases/{to} (atomic rename)",
         )
 
