@@ -309,3 +309,53 @@ def test_sigkill_at_any_moment_leaves_current_complete_and_the_next_deploy_works
     assert final.returncode == 0, final.stdout + final.stderr
     status, page = app.get()
     assert status == 200 and f"release={app.current()}" in page
+
+
+def test_smoke_task_checks_the_built_artifact(staging):
+    app = staging()
+    assert app.inv("build").returncode == 0
+    good = app.inv("smoke")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "-> 200" in good.stdout
+    app.break_page()
+    assert app.inv("build").returncode == 0
+    bad = app.inv("smoke")
+    assert bad.returncode == 1
+    assert "did not answer 200" in bad.stdout and "server log" in bad.stdout
+    assert app.get()[0] is None  # the smoke server is gone with its process group
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_deploy_releases_the_lock_restores_and_exits_130(staging, signum):
+    app = staging()
+    assert app.inv("deploy.staging").returncode == 0
+    app.break_page('info.app_env == "staging"')  # the staging smoke will keep retrying
+    earlier = set((app.root / "artifacts").rglob("Smoke_staging.log"))
+    process = app.spawn("deploy.staging")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until this deploy's staging smoke is probing
+        logs = set((app.root / "artifacts").rglob("Smoke_staging.log")) - earlier
+        if logs and "attempt" in logs.pop().read_text():
+            break
+        time.sleep(0.05)
+    process.send_signal(signum)
+    assert process.wait(timeout=60) == 130
+    assert not (app.state / "lock").exists()
+    assert app.current() == "v1"
+    assert "release=v1" in app.get()[1]
+    assert app.last_record()["exit_code"] == 130
+
+
+def test_rollback_dry_run_json_is_the_plan(staging):
+    app = staging()
+    assert app.inv("deploy.staging").returncode == 0
+    assert app.inv("deploy.staging").returncode == 0
+    shown = app.inv("rollback", "--dry-run", "--json")
+    plan = json.loads(shown.stdout)
+    assert (plan["current"], plan["to"], plan["possible"], plan["exit_code"]) == (
+        "v2",
+        "v1",
+        True,
+        0,
+    )
+    assert any("python3 -m webapp --port" in action for action in plan["actions"])
