@@ -109,9 +109,8 @@ def probe(
 def _reason(check: SmokeCheck, attempts: list[Answer], alive: bool) -> str:
     last = attempts[-1]
     if last.passes(check):
-        return (
-            f"{check.url} answered {last.status} in {last.elapsed:.2f}s ({len(attempts)} attempts)"
-        )
+        tries = "1 attempt" if len(attempts) == 1 else f"{len(attempts)} attempts"
+        return f"{check.url} answered {last.status} in {last.elapsed:.2f}s ({tries})"
     if not alive:
         return f"the server exited; last answer: {last.describe(check)}"
     return (
