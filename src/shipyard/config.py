@@ -63,6 +63,10 @@ class Environment:
     keep_releases: int = 5
     app: str | None = None
     fly_config: str | None = None
+    strategy: str = "rolling"  # fly: canary | rolling | immediate | bluegreen
+    wait_timeout: float = 300.0  # fly: --wait-timeout of every flyctl deploy
+    flyctl: str | None = None  # fly: path of the flyctl binary (default: flyctl or fly on PATH)
+    rollback_release_command: bool = False  # fly: run [deploy] release_command on rollbacks
 
 
 @dataclass(frozen=True)
@@ -546,6 +550,26 @@ def _duration(value: object, where: _Where) -> float:
         where.fail(str(error))
 
 
+FLY_STRATEGIES = ("rolling", "immediate", "canary", "bluegreen")
+
+
+def _one_of(choices: tuple[str, ...]) -> _Check:
+    def check(value: object, where: _Where) -> str:
+        if not isinstance(value, str):
+            where.expected(f"one of: {', '.join(choices)}", value)
+        if value not in choices:
+            where.fail(f"unknown value {_quote(value)} ({_did_you_mean(value, list(choices))})")
+        return value
+
+    return check
+
+
+def _boolean(value: object, where: _Where) -> bool:
+    if not isinstance(value, bool):
+        where.expected("true or false", value)
+    return value
+
+
 def _version(value: object, where: _Where) -> int:
     if type(value) is not int:
         where.expected("the number 1", value)
@@ -728,6 +752,10 @@ _ENVIRONMENT_FIELDS: Mapping[str, _Check] = {
     "keep_releases": _integer(1),
     "app": _text("a Fly app name"),
     "fly_config": _text("a path to a fly.toml"),
+    "strategy": _one_of(FLY_STRATEGIES),
+    "wait_timeout": _duration,
+    "flyctl": _text("a path to the flyctl binary"),
+    "rollback_release_command": _boolean,
 }
 _TOP_LEVEL_FIELDS: Mapping[str, _Check] = {
     "version": _version,

@@ -101,7 +101,9 @@ class Operation:
     def start(
         cls, config: Config, environment: Environment, *, command: str, console: PlainConsole
     ) -> Operation:
+        target = targets.create(config, environment)  # preflight: before anything is written
         run = Run.for_config(config, command=command, extra_environ=environment.env)
+        target.observe = _heartbeat_observer(run)
         record = {
             "environment": environment.name,
             "target": environment.target,
@@ -109,9 +111,7 @@ class Operation:
             "previous": None,
             "rolled_back_to": None,
         }
-        return cls(
-            config, environment, targets.create(config, environment), Flow(run, console), record
-        )
+        return cls(config, environment, target, Flow(run, console), record)
 
     @property
     def run(self) -> Run:
@@ -159,6 +159,18 @@ class Operation:
         if self.flow.interrupted:
             return int(ExitCode.INTERRUPTED)
         return int(ExitCode.DEPLOY_RESTORED if restored else ExitCode.DEPLOY_NOT_RESTORED)
+
+
+def _heartbeat_observer(run: Run) -> targets.Observer:
+    """Each attempt of a target's retried call gets start/end lines in the heartbeat."""
+
+    def observe(what: str, attempt: int, outcome: str, exit_code: int | None) -> None:
+        if outcome == "start":
+            run.heartbeat.emit(what, "start", pid=os.getpid(), attempt=attempt, cmd=what)
+        else:
+            run.heartbeat.emit(what, "end", attempt=attempt, status=outcome, exit=exit_code)
+
+    return observe
 
 
 # --- deploy --------------------------------------------------------------------------------
@@ -213,7 +225,11 @@ def _deploy_steps(op: Operation, build: Step) -> int:
 
 def _deploy_and_smoke(op: Operation, plan: DeployPlan) -> bool:
     flow, target = op.flow, op.target
-    deployed = flow.action(DEPLOY, "; ".join(plan.actions), lambda say: target.deploy(plan, say))
+
+    def deploy(say: Say) -> None:
+        op.record["release"] = target.deploy(plan, say)
+
+    deployed = flow.action(DEPLOY, "; ".join(plan.actions), deploy)
     if not deployed.ok or flow.interrupted:
         return False
 
@@ -245,8 +261,9 @@ def _stopped_or(flow: Flow, code: ExitCode) -> int:
 
 
 def check_serving(target: Target, say: Say, stop: threading.Event) -> None:
-    alive = getattr(target, "server_alive", lambda: True)
-    result = probe(target.smoke_check(), say=say, stop=stop, alive=alive)
+    """The target's own verdict first, then the HTTP smoke of the environment's URL."""
+    target.health(say)
+    result = probe(target.smoke_check(), say=say, stop=stop, alive=target.alive)
     say(result.reason)
     if not result.ok:
         raise StepFailed(result.reason)

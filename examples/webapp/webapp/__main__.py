@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
-import threading
 
 from webapp import GIT_SHA, __version__
 from webapp.server import AppInfo, WebappServer, routes_for
 
 DEFAULT_PORT = 8000
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopServing(Exception):
+    """Raised from the signal handler so that `serve_forever` returns at once."""
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
+    return port
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -20,7 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
     )
     parser.add_argument(
-        "--port", type=int, help=f"port to bind (default: $PORT, else {DEFAULT_PORT})"
+        "--port", type=port_number, help=f"port to bind (default: $PORT, else {DEFAULT_PORT})"
     )
     options = parser.parse_args(argv)
     if options.port is None:
@@ -33,9 +48,9 @@ def port_from_environment(parser: argparse.ArgumentParser) -> int:
     if not value:
         return DEFAULT_PORT
     try:
-        return int(value)
-    except ValueError:
-        parser.error(f"$PORT is not a port number: {value!r}")
+        return port_number(value)
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"$PORT: {error}")
 
 
 def app_info_from_environment() -> AppInfo:
@@ -47,14 +62,16 @@ def app_info_from_environment() -> AppInfo:
     )
 
 
-def stop_on_signals(server: WebappServer) -> None:
-    """SIGTERM and SIGINT end `serve_forever`; `shutdown` must run off the serving thread."""
+def stop_on_signals() -> None:
+    """Make SIGTERM and SIGINT end `serve_forever` now, rather than at its next poll."""
 
-    def request_shutdown(signum: int, frame: object) -> None:
-        threading.Thread(target=server.shutdown, name="webapp-shutdown", daemon=True).start()
+    def stop_serving(signum: int, frame: object) -> None:
+        for stop_signal in STOP_SIGNALS:  # a second signal must not interrupt the clean-up
+            signal.signal(stop_signal, signal.SIG_IGN)
+        raise StopServing(signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, request_shutdown)
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, stop_serving)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"webapp: cannot listen on {options.host}:{options.port}: {error}", file=sys.stderr)
         return 1
-    stop_on_signals(server)
     host, port = server.server_address[:2]
-    print(f"webapp {info.version} listening on http://{host}:{port}/", flush=True)
-    with server:
+    with server, contextlib.suppress(StopServing):
+        stop_on_signals()
+        print(f"webapp {info.version} listening on http://{host}:{port}/", flush=True)
         server.serve_forever()
     return 0
 

@@ -11,6 +11,7 @@ from shipyard.config import Config, Environment
 from shipyard.errors import UsageError
 from shipyard.targets.base import (
     DeployPlan,
+    Observer,
     Release,
     ReleaseStatus,
     RollbackPlan,
@@ -18,11 +19,13 @@ from shipyard.targets.base import (
     Status,
     Target,
 )
+from shipyard.targets.fly import FlyTarget
 from shipyard.targets.local import LocalTarget
 
 __all__ = [
     "TARGETS",
     "DeployPlan",
+    "Observer",
     "Release",
     "ReleaseStatus",
     "RollbackPlan",
@@ -34,14 +37,18 @@ __all__ = [
 
 TARGETS: dict[str, Callable[[Config, Environment], Target]] = {
     "local": LocalTarget,
+    "fly": FlyTarget,
 }
 
 
 def create(config: Config, environment: Environment) -> Target:
+    """The environment's target, after its preflight (a missing tool or token is exit 2 here)."""
     factory = TARGETS.get(environment.target)
     if factory is None:
         raise UsageError(
             f"environments.{environment.name}.target: '{environment.target}' is not available"
             f" in this version (available: {', '.join(TARGETS)})"
         )
-    return factory(config, environment)
+    target = factory(config, environment)
+    target.preflight()
+    return target

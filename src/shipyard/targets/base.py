@@ -10,6 +10,9 @@ from typing import Any, Protocol
 from shipyard.smoke import SmokeCheck
 
 Say = Callable[[str], None]
+# (what, attempt, outcome, exit code) of a call a target makes and may retry: for the heartbeat.
+# outcome is "start" before the attempt, then "ok", "transient" or "failed".
+Observer = Callable[[str, int, str, "int | None"], None]
 
 
 class ReleaseStatus(str, Enum):
@@ -99,9 +102,13 @@ class Target(Protocol):
     """What a deploy target does. Plans are data; only the other methods change anything."""
 
     name: str
+    observe: Observer | None  # set by the caller to see every attempt of a retried call
 
+    def preflight(self) -> None: ...  # raises PreflightError naming what is missing
     def plan_deploy(self, artifact: str | None) -> DeployPlan: ...
-    def deploy(self, plan: DeployPlan, say: Say) -> None: ...
+    def deploy(self, plan: DeployPlan, say: Say) -> str: ...  # the release now serving
+    def health(self, say: Say) -> None: ...  # the target's own verdict, before the HTTP smoke
+    def alive(self) -> bool: ...  # False once the smoke cannot pass any more (server gone)
     def smoke_check(self) -> SmokeCheck: ...
     def commit(self, plan: DeployPlan, say: Say) -> None: ...
     def restore(self, plan: DeployPlan, say: Say) -> bool: ...

@@ -28,7 +28,15 @@ from shipyard.config import Config, Environment
 from shipyard.errors import PreflightError, StepFailed
 from shipyard.heartbeat import iso_timestamp
 from shipyard.smoke import SmokeCheck
-from shipyard.targets.base import DeployPlan, Release, ReleaseStatus, RollbackPlan, Say, Status
+from shipyard.targets.base import (
+    DeployPlan,
+    Observer,
+    Release,
+    ReleaseStatus,
+    RollbackPlan,
+    Say,
+    Status,
+)
 
 STATE_DIR = ".shipyard"
 DEFAULT_PORT = 8787
@@ -43,6 +51,8 @@ def state_dir(config: Config, environment: Environment) -> Path:
 
 class LocalTarget:
     name = "local"
+
+    observe: Observer | None = None  # nothing here is retried
 
     def __init__(self, config: Config, environment: Environment) -> None:
         self.config = config
@@ -155,6 +165,9 @@ class LocalTarget:
 
     # --- deploy ------------------------------------------------------------------------
 
+    def preflight(self) -> None:
+        """Nothing to check before reading; a deploy checks its port itself."""
+
     def plan_deploy(self, artifact_path: str | None) -> DeployPlan:
         version = f"v{self._last_number() + 1}"
         previous = self.current_version()
@@ -175,7 +188,7 @@ class LocalTarget:
             ),
         )
 
-    def deploy(self, plan: DeployPlan, say: Say) -> None:
+    def deploy(self, plan: DeployPlan, say: Say) -> str:
         self._check_port()
         folder = self.release_dir(plan.release)
         self.releases_dir.mkdir(parents=True, exist_ok=True)
@@ -187,6 +200,18 @@ class LocalTarget:
         self._write_record(plan.release, {**record, "tree_sha256": self._tree(plan.release)})
         say(f"unpacked {archive.name} into {self._shown(folder)}")
         self._serve(plan.release, say)
+        return plan.release
+
+    def health(self, say: Say) -> None:
+        state = self.serving()
+        if state is None:
+            raise StepFailed(
+                f"the server of {self.env.name} is not running (see {self._shown(self.server_dir)})"
+            )
+        say(f"server of {state['release']} runs: pid {state['pid']}")
+
+    def alive(self) -> bool:
+        return self.serving() is not None
 
     def commit(self, plan: DeployPlan, say: Say) -> None:
         self._set_status(plan.release, ReleaseStatus.COMPLETE)
@@ -306,9 +331,6 @@ class LocalTarget:
             return
         server.stop(state["pid"], grace=STOP_GRACE)
         say(f"stopped the server of {state['release']} (pid {state['pid']})")
-
-    def server_alive(self) -> bool:
-        return self.serving() is not None
 
     def server_log(self, version: str) -> Path:
         return self.server_dir / f"{version}.log"

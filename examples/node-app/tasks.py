@@ -1,0 +1,3 @@
+from shipyard.tasks import namespace
+
+ns = namespace()

@@ -1,0 +1,440 @@
+"""Fly.io through flyctl: deploy, a health verdict from Fly's own state, releases, rollback.
+
+flyctl has no rollback command: a rollback is `flyctl deploy --image <ImageRef>` of an earlier
+release, which creates a new release (release numbers never go back). Facts used here are in
+shared/reference/flyctl.md. The token reaches flyctl only through its environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
+
+from shipyard import audit
+from shipyard.config import Config, Environment
+from shipyard.errors import PreflightError, StepFailed
+from shipyard.smoke import SmokeCheck
+from shipyard.targets.base import (
+    DeployPlan,
+    Observer,
+    Release,
+    ReleaseStatus,
+    RollbackPlan,
+    Say,
+    Status,
+)
+from shipyard.targets.local import state_dir
+
+TOKEN_VARIABLES = ("FLY_ACCESS_TOKEN", "FLY_API_TOKEN")  # flyctl reads ACCESS first
+READ_ATTEMPTS = 4
+READ_SECONDS = 60.0
+_TRANSIENT = re.compile(
+    r"request canceled|Client\.Timeout|timeout|timed out|\b50[234]\b|connection reset|"
+    r"connection refused|\bEOF\b|temporarily unavailable|i/o timeout",
+    re.IGNORECASE,
+)
+_RELEASE_LINE = re.compile(r'^\{"id":.*"version":\s*\d+.*\}\s*$')
+_STATUS = {
+    "complete": ReleaseStatus.COMPLETE,
+    "failed": ReleaseStatus.FAILED,
+    "interrupted": ReleaseStatus.FAILED,
+}
+
+
+class TransientFlyError(Exception):
+    """A read-only flyctl call failed in a way the reference calls transient."""
+
+
+@dataclass(frozen=True)
+class FlyResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def message(self) -> str:
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        return lines[-1].strip() if lines else f"flyctl exited {self.exit_code}"
+
+
+class FlyTarget:
+    name = "fly"
+
+    def __init__(self, config: Config, environment: Environment) -> None:
+        self.config = config
+        self.env = environment
+        self.app = environment.app or ""
+        self.state_dir = state_dir(config, environment)
+        self.observe: Observer | None = None
+        self._deployed: str | None = None
+
+    # --- preflight -----------------------------------------------------------------------
+
+    def preflight(self) -> None:
+        """flyctl, a token, the fly.toml: one line naming what is missing and how to fix it."""
+        self.flyctl()
+        if not any(os.environ.get(name) for name in TOKEN_VARIABLES):
+            raise PreflightError(
+                f"FLY_API_TOKEN is not set (nor FLY_ACCESS_TOKEN): environment {self.env.name}"
+                f" deploys to Fly app {self.app}; create a token with"
+                f" `fly tokens create deploy -a {self.app}` and export it as FLY_API_TOKEN"
+                " (in GitHub Actions: an environment secret)"
+            )
+        if self.env.fly_config and not self.fly_toml.is_file():
+            raise PreflightError(
+                f"environments.{self.env.name}.fly_config: {self.env.fly_config} not found"
+                f" under {self.config.root} (run `fly launch --no-deploy` or fix the path)"
+            )
+
+    def flyctl(self) -> str:
+        if self.env.flyctl:
+            path = Path(self.env.flyctl)
+            path = path if path.is_absolute() else self.config.root / path
+            if not os.access(path, os.X_OK):
+                raise PreflightError(
+                    f"environments.{self.env.name}.flyctl: {path} is not an executable"
+                )
+            return str(path)
+        found = shutil.which("flyctl") or shutil.which("fly")
+        if found is None:
+            raise PreflightError(
+                "flyctl not found on PATH (nor fly): install it (https://fly.io/docs/flyctl/install/)"
+                f" or set environments.{self.env.name}.flyctl"
+            )
+        return found
+
+    @property
+    def fly_toml(self) -> Path:
+        return self.config.root / (self.env.fly_config or "fly.toml")
+
+    # --- running flyctl --------------------------------------------------------------------
+
+    def _argv(self, *args: str) -> list[str]:
+        return [self.flyctl(), *args]
+
+    def _run(
+        self, args: Sequence[str], *, say: Say | None = None, emit_release: bool = False
+    ) -> FlyResult:
+        """Run flyctl; with `say`, stream its output line by line (masked by the caller's say)."""
+        env = {**os.environ, **({"FLY_EMIT_RELEASE_JSON": "1"} if emit_release else {})}
+        process = subprocess.Popen(
+            self._argv(*args),
+            cwd=self.config.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
+        stdout, stderr = process.communicate()
+        if say is not None:
+            for line in (stdout + stderr).splitlines():
+                say(line)
+        return FlyResult(process.returncode, stdout, stderr)
+
+    def _read_json(self, *args: str) -> Any:
+        """A read-only `--json` call, retried on transient errors (bounded in attempts and time)."""
+        command = " ".join(args[:2]) if args[:1] == ("machines",) else args[0]
+        observe = self.observe or _print_retries
+        attempt_number = 0
+
+        def attempt() -> Any:
+            nonlocal attempt_number
+            attempt_number += 1
+            observe(f"flyctl {command}", attempt_number, "start", None)
+            result = self._run([*args, "--app", self.app, "--json"])
+            transient = result.exit_code != 0 and (
+                result.exit_code == 126 or bool(_TRANSIENT.search(result.stderr))
+            )
+            outcome = "ok" if result.exit_code == 0 else "transient" if transient else "failed"
+            observe(f"flyctl {command}", attempt_number, outcome, result.exit_code)
+            if transient:
+                raise TransientFlyError(result.message)
+            if result.exit_code != 0:
+                raise StepFailed(f"flyctl {command} failed: {result.message}")
+            return _parse_json(result.stdout, command)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(READ_ATTEMPTS) | stop_after_delay(READ_SECONDS),
+            wait=wait_exponential(multiplier=0.5, max=4) + wait_random(0, 0.25),
+            retry=retry_if_exception_type(TransientFlyError),
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except TransientFlyError as error:
+            raise StepFailed(
+                f"flyctl {command} kept failing ({attempt_number} attempts): {error}"
+            ) from None
+
+    # --- reading Fly's state -------------------------------------------------------------
+
+    def releases(self) -> list[Release]:
+        """Fly's releases (its 25 newest), oldest first; rolled-back-from ones read as `bad`."""
+        listed = self._read_json("releases") or []
+        bad = self._rolled_back_from()
+        newest = max((item.get("Version", 0) for item in listed), default=0)
+        found = [_release(item, bad=bad, current=newest) for item in listed]
+        return sorted(found, key=lambda release: release.number)
+
+    def _rolled_back_from(self) -> set[str]:
+        """Releases this environment left by a rollback, or whose deploy was rolled back."""
+        bad: set[str] = set()
+        for entry in audit.read(self.state_dir / "audit.jsonl"):
+            if entry.get("event") == "rollback" and entry.get("outcome") == "rolled back":
+                bad.add(str(entry.get("previous")))
+            if entry.get("event") == "deploy" and entry.get("outcome") in ("rolled back", "down"):
+                bad.add(str(entry.get("release")))
+        return bad
+
+    def status(self) -> Status:
+        state = self._read_json("status")
+        current = f"v{state.get('Version', 0)}" if state.get("Version") else None
+        problems = self._health_problems(state.get("Version", 0))
+        return Status(
+            environment=self.env.name,
+            target=self.name,
+            current=current,
+            serving=current,
+            url=self.smoke_check().url,
+            healthy=not problems,
+            detail="; ".join(problems) or f"{len(self._machines())} machine(s) started and passing",
+        )
+
+    def _machines(self) -> list[dict[str, Any]]:
+        listed = self._read_json("machines", "list") or []
+        return [m for m in listed if _serves_the_app(m)]
+
+    def _health_problems(self, version: int) -> list[str]:
+        machines = self._machines()
+        if not machines:
+            return ["no machines serve the app"]
+        problems: list[str] = []
+        for machine in machines:
+            problems += _machine_problems(machine, version)
+        return problems
+
+    def smoke_check(self) -> SmokeCheck:
+        smoke = self.env.smoke
+        url = smoke.url or f"https://{self.app}.fly.dev{smoke.path}"
+        return SmokeCheck(url, smoke.expect_status, smoke.contains, smoke.timeout)
+
+    # --- deploy ------------------------------------------------------------------------
+
+    def deploy_args(self, image: str | None = None, *, rollback: bool = False) -> list[str]:
+        args = ["deploy", "--app", self.app, "--config", self.env.fly_config or "fly.toml"]
+        args += ["--image", image] if image else []
+        args += ["--strategy", self.env.strategy, "--wait-timeout", f"{self.env.wait_timeout:g}s"]
+        if rollback and not self.env.rollback_release_command:
+            args.append("--skip-release-command")
+        return args
+
+    def command_line(self, args: Sequence[str]) -> str:
+        return shlex.join([Path(self.flyctl()).name, *args])
+
+    def plan_deploy(self, artifact_path: str | None) -> DeployPlan:
+        releases = self.releases()
+        previous = _newest_good(releases)
+        return DeployPlan(
+            environment=self.env.name,
+            target=self.name,
+            release=f"v{(releases[-1].number if releases else 0) + 1}",
+            previous=previous.version if previous else None,
+            artifact=artifact_path,
+            actions=(f"`{self.command_line(self.deploy_args())}` with FLY_EMIT_RELEASE_JSON=1",),
+        )
+
+    def deploy(self, plan: DeployPlan, say: Say) -> str:
+        """One flyctl deploy (never retried); returns the release it created."""
+        return self._deploy(self.deploy_args(), say, expected=plan.release)
+
+    def _deploy(self, args: list[str], say: Say, *, expected: str) -> str:
+        say(f"$ {self.command_line(args)}")
+        result = self._run(args, say=say, emit_release=True)
+        created = _release_line(result.stdout)
+        release = f"v{created['version']}" if created else expected
+        self._deployed = release
+        if result.exit_code != 0:
+            raise StepFailed(f"flyctl deploy exited {result.exit_code}: {result.message}")
+        say(f"fly release {release}: {created.get('image_ref') if created else 'image unknown'}")
+        return release
+
+    def health(self, say: Say) -> None:
+        """Fly's verdict: every machine started, every check passing, all on the new release."""
+        deployed = int((self._deployed or "v0").lstrip("v"))
+        version = deployed or int(self._read_json("status").get("Version") or 0)
+        problems = self._health_problems(version)
+        for problem in problems:
+            say(f"unhealthy: {problem}")
+        if problems:
+            raise StepFailed(f"Fly reports {len(problems)} problem(s): {problems[0]}")
+        say(f"Fly reports every machine started, passing and on v{version}")
+
+    def commit(self, plan: DeployPlan, say: Say) -> None:
+        say(f"{self._deployed or plan.release} is Fly's current release")
+
+    def restore(self, plan: DeployPlan, say: Say) -> bool:
+        """Deploy the image of the newest good release before the failed one."""
+        good = _newest_good([r for r in self.releases() if r.version != self._deployed])
+        if good is None or not good.image:
+            say("no earlier complete release with an image to restore")
+            return False
+        self._deploy(self.deploy_args(good.image, rollback=True), say, expected=good.version)
+        return True
+
+    # --- rollback ----------------------------------------------------------------------
+
+    def plan_rollback(self, to: str | None = None) -> RollbackPlan:
+        releases = self.releases()
+        current = releases[-1].version if releases else None
+        chosen, reason = _choose(releases, current, to)
+        if chosen is None:
+            return RollbackPlan(self.env.name, self.name, current, None, reason)
+        command = self.command_line(self.deploy_args(chosen.image, rollback=True))
+        return RollbackPlan(
+            environment=self.env.name,
+            target=self.name,
+            current=current,
+            to=chosen.version,
+            reason=reason,
+            actions=(
+                f"take the lock {self.state_dir.relative_to(self.config.root) / 'lock'}",
+                f"`{command}` (a new release with {chosen.version}'s image)",
+                f"check Fly's health verdict, then smoke {self.smoke_check().url}",
+                f"record {current} as rolled back from, so later rollbacks skip it",
+            ),
+            checks=(f"{chosen.version} is complete with image {chosen.image}",),
+        )
+
+    def rollback(self, plan: RollbackPlan, say: Say) -> None:
+        image = self._image_of(plan.to)
+        self._deploy(self.deploy_args(image, rollback=True), say, expected=plan.to or "")
+
+    def commit_rollback(self, plan: RollbackPlan, say: Say) -> None:
+        say(f"rolled back from {plan.current} to {plan.to}'s image")
+
+    def undo_rollback(self, plan: RollbackPlan, say: Say) -> bool:
+        image = self._image_of(plan.current)
+        if not image:
+            return False
+        self._deploy(self.deploy_args(image, rollback=True), say, expected=plan.current or "")
+        return True
+
+    def _image_of(self, version: str | None) -> str:
+        for release in self.releases():
+            if release.version == version and release.image:
+                return release.image
+        raise StepFailed(f"{version}: no such release with an image on Fly")
+
+
+def _release(item: dict[str, Any], *, bad: set[str], current: int) -> Release:
+    version = f"v{item.get('Version', 0)}"
+    status = _STATUS.get(str(item.get("Status")), ReleaseStatus.BUILDING)
+    if status is ReleaseStatus.COMPLETE and version in bad:
+        status = ReleaseStatus.BAD
+    user = item.get("User") or {}
+    return Release(
+        version=version,
+        status=status,
+        created_at=item.get("CreatedAt"),
+        user=user.get("Email") or user.get("Name") or None,
+        current=item.get("Version") == current,
+        image=item.get("ImageRef") or None,
+    )
+
+
+def _newest_good(releases: list[Release]) -> Release | None:
+    good = [r for r in releases if r.status is ReleaseStatus.COMPLETE and r.image]
+    return good[-1] if good else None
+
+
+def _choose(
+    releases: list[Release], current: str | None, to: str | None
+) -> tuple[Release | None, str]:
+    by_version = {release.version: release for release in releases}
+    if to is not None:
+        chosen = by_version.get(to)
+        if chosen is None or chosen.version == current or not chosen.image:
+            return None, f"--to {to}: not a release with an image other than the current one"
+        if chosen.status not in (ReleaseStatus.COMPLETE, ReleaseStatus.BAD):
+            return None, f"--to {to}: it is {chosen.status.value}"
+        return chosen, "asked for with --to"
+    if current is None:
+        return None, "the app has no releases"
+    older = [r for r in releases if r.number < by_version[current].number]
+    chosen = _newest_good(older)
+    if chosen is None:
+        return (
+            None,
+            f"no complete release with an image older than {current}"
+            " (releases rolled back from are skipped)",
+        )
+    return (
+        chosen,
+        f"newest complete release with an image older than {current}, not rolled back from",
+    )
+
+
+def _serves_the_app(machine: dict[str, Any]) -> bool:
+    metadata = (machine.get("config") or {}).get("metadata") or {}
+    return (
+        machine.get("state") not in ("destroyed", "destroying")
+        and metadata.get("fly_process_group") != "fly_app_release_command"
+    )
+
+
+def _machine_problems(machine: dict[str, Any], version: int) -> list[str]:
+    name = machine.get("id", "?")
+    problems = []
+    if machine.get("state") != "started":
+        problems.append(f"machine {name} is {machine.get('state')}")
+    for check in machine.get("checks") or []:
+        if check.get("status") != "passing":
+            problems.append(f"machine {name} check {check.get('name')} is {check.get('status')}")
+    metadata = (machine.get("config") or {}).get("metadata") or {}
+    on = metadata.get("fly_release_version")
+    if version and on != str(version):
+        problems.append(f"machine {name} runs release v{on}, not v{version}")
+    return problems
+
+
+def _release_line(stdout: str) -> dict[str, Any] | None:
+    """The FLY_EMIT_RELEASE_JSON line, wherever it is in the output (not necessarily last)."""
+    for line in stdout.splitlines():
+        if _RELEASE_LINE.match(line.strip()):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return None
+
+
+def _parse_json(text: str, command: str) -> Any:
+    try:
+        return json.loads(text) if text.strip() else None
+    except ValueError:
+        raise StepFailed(f"flyctl {command} printed something that is not JSON") from None
+
+
+def _print_retries(command: str, attempt: int, outcome: str, exit_code: int | None) -> None:
+    if outcome not in ("start", "ok"):
+        print(f"{command}: attempt {attempt} {outcome} (exit {exit_code})", file=sys.stderr)
