@@ -103,7 +103,7 @@ class Operation:
     ) -> Operation:
         target = targets.create(config, environment)  # preflight: before anything is written
         run = Run.for_config(config, command=command, extra_environ=environment.env)
-        target.observe = _heartbeat_observer(run)
+        target.observe, target.stop = _heartbeat_observer(run), run.stop
         record = {
             "environment": environment.name,
             "target": environment.target,
@@ -203,13 +203,18 @@ def _deploy_steps(op: Operation, build: Step) -> int:
         return _stopped_or(flow, ExitCode.STEP_FAILED)
     archive = artifact.find_artifact(op.config.root, build.artifact or "")
     relative = archive.relative_to(op.config.root).as_posix()
-    smoked = flow.action(
-        SMOKE,
-        f"start {relative} on a free 127.0.0.1 port and probe it",
-        lambda say: smoke_artifact(op.environment, archive, say, flow.run.stop),
-    )
-    if not smoked.ok:
-        return _stopped_or(flow, ExitCode.STEP_FAILED)
+    if op.environment.start:
+        smoked = flow.action(
+            SMOKE,
+            f"start {relative} on a free 127.0.0.1 port and probe it",
+            lambda say: smoke_artifact(op.environment, archive, say, flow.run.stop),
+        )
+        if not smoked.ok:
+            return _stopped_or(flow, ExitCode.STEP_FAILED)
+    else:
+        flow.console.write(
+            f"(no artifact smoke: environments.{op.environment.name} has no start)\n"
+        )
     plan = op.target.plan_deploy(relative)
     op.record.update(
         release=plan.release,

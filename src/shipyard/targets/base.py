@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -103,6 +104,7 @@ class Target(Protocol):
 
     name: str
     observe: Observer | None  # set by the caller to see every attempt of a retried call
+    stop: threading.Event | None  # set by the caller: long calls end when it is set
 
     def preflight(self) -> None: ...  # raises PreflightError naming what is missing
     def plan_deploy(self, artifact: str | None) -> DeployPlan: ...

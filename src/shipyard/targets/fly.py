@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from tenacity import (
 from shipyard import audit
 from shipyard.config import Config, Environment
 from shipyard.errors import PreflightError, StepFailed
+from shipyard.process import terminate_group
 from shipyard.smoke import SmokeCheck
 from shipyard.targets.base import (
     DeployPlan,
@@ -44,6 +46,7 @@ from shipyard.targets.base import (
 from shipyard.targets.local import state_dir
 
 TOKEN_VARIABLES = ("FLY_ACCESS_TOKEN", "FLY_API_TOKEN")  # flyctl reads ACCESS first
+STOP_GRACE = 10.0  # flyctl marks the release interrupted when it gets SIGTERM
 READ_ATTEMPTS = 4
 READ_SECONDS = 60.0
 _TRANSIENT = re.compile(
@@ -84,6 +87,7 @@ class FlyTarget:
         self.app = environment.app or ""
         self.state_dir = state_dir(config, environment)
         self.observe: Observer | None = None
+        self.stop: threading.Event | None = None
         self._deployed: str | None = None
 
     # --- preflight -----------------------------------------------------------------------
@@ -130,26 +134,49 @@ class FlyTarget:
     def _argv(self, *args: str) -> list[str]:
         return [self.flyctl(), *args]
 
-    def _run(
-        self, args: Sequence[str], *, say: Say | None = None, emit_release: bool = False
-    ) -> FlyResult:
-        """Run flyctl; with `say`, stream its output line by line (masked by the caller's say)."""
-        env = {**os.environ, **({"FLY_EMIT_RELEASE_JSON": "1"} if emit_release else {})}
+    def _run(self, args: Sequence[str]) -> FlyResult:
+        """A short read-only call: stdout (JSON) and stderr (the error) kept apart."""
+        done = subprocess.run(
+            self._argv(*args),
+            cwd=self.config.root,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            check=False,
+        )
+        return FlyResult(done.returncode, done.stdout, done.stderr)
+
+    def _stream(self, args: Sequence[str], say: Say) -> tuple[FlyResult, dict[str, Any] | None]:
+        """A deploy: output streamed line by line through `say` (which masks it), the release
+        JSON line picked out wherever it appears, stopped (SIGTERM, then SIGKILL) on `stop`."""
         process = subprocess.Popen(
             self._argv(*args),
             cwd=self.config.root,
-            env=env,
+            env={**os.environ, "FLY_EMIT_RELEASE_JSON": "1"},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
+            start_new_session=True,
         )
-        stdout, stderr = process.communicate()
-        if say is not None:
-            for line in (stdout + stderr).splitlines():
-                say(line)
-        return FlyResult(process.returncode, stdout, stderr)
+        watcher = threading.Thread(target=self._stop_when_asked, args=(process,), daemon=True)
+        watcher.start()
+        created, last = None, ""
+        for line in process.stdout or ():
+            text = line.rstrip("\n")
+            say(text)
+            created = created or _release_line(text)
+            last = text.strip() or last
+        return FlyResult(process.wait(), "", last), created
+
+    def _stop_when_asked(self, process: subprocess.Popen[str]) -> None:
+        stop = self.stop or threading.Event()
+        while process.poll() is None:
+            if stop.wait(0.2):
+                terminate_group(process, grace=STOP_GRACE)  # type: ignore[arg-type]
+                return
 
     def _read_json(self, *args: str) -> Any:
         """A read-only `--json` call, retried on transient errors (bounded in attempts and time)."""
@@ -269,8 +296,7 @@ class FlyTarget:
 
     def _deploy(self, args: list[str], say: Say, *, expected: str) -> str:
         say(f"$ {self.command_line(args)}")
-        result = self._run(args, say=say, emit_release=True)
-        created = _release_line(result.stdout)
+        result, created = self._stream(args, say)
         release = f"v{created['version']}" if created else expected
         self._deployed = release
         if result.exit_code != 0:
@@ -417,15 +443,15 @@ def _machine_problems(machine: dict[str, Any], version: int) -> list[str]:
     return problems
 
 
-def _release_line(stdout: str) -> dict[str, Any] | None:
-    """The FLY_EMIT_RELEASE_JSON line, wherever it is in the output (not necessarily last)."""
-    for line in stdout.splitlines():
-        if _RELEASE_LINE.match(line.strip()):
-            try:
-                return json.loads(line)
-            except ValueError:
-                continue
-    return None
+def _release_line(line: str) -> dict[str, Any] | None:
+    """The FLY_EMIT_RELEASE_JSON line `{"id":…,"version":N,"image_ref":…}`, or None."""
+    if not _RELEASE_LINE.match(line.strip()):
+        return None
+    try:
+        created = json.loads(line)
+    except ValueError:
+        return None
+    return created if isinstance(created, dict) else None
 
 
 def _parse_json(text: str, command: str) -> Any:

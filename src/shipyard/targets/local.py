@@ -19,6 +19,7 @@ import secrets
 import shutil
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ class LocalTarget:
     name = "local"
 
     observe: Observer | None = None  # nothing here is retried
+    stop: threading.Event | None = None  # nothing here runs long
 
     def __init__(self, config: Config, environment: Environment) -> None:
         self.config = config
