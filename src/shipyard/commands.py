@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -16,7 +17,7 @@ from shipyard import config as config_module
 from shipyard import evidence, pipeline
 from shipyard.config import DEFAULT_HEARTBEAT_INTERVAL, Config, Step
 from shipyard.console import PassthroughConsole, make_console
-from shipyard.errors import ConfigError, ExitCode, UsageError
+from shipyard.errors import ConfigError, ExitCode, PreflightError, UsageError
 from shipyard.redact import Redactor
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -271,3 +272,53 @@ def status(config: Config, *, env: str = "", as_json: bool = False) -> int:
         health = {True: "ok", False: "FAILING", None: "-"}[state.healthy]
         print(f"health: {health} {state.detail}")
     return int(ExitCode.OK if state.healthy else ExitCode.STEP_FAILED)
+
+
+def doctor(explicit: str = "", *, env: str = "") -> int:
+    """Check what a run needs before anything runs: Python, tools, config, each target."""
+    checks: list[tuple[bool, str]] = [
+        (sys.version_info >= (3, 10), f"python {sys.version.split()[0]} (3.10 or newer)"),
+        (
+            shutil.which("git") is not None,
+            "git on PATH (git sha of releases, scan of tracked files)",
+        ),
+    ]
+    try:
+        config = config_module.load(explicit or None)
+    except ConfigError as error:
+        checks.append((False, error.message))
+        return _report(checks)
+    summary = f"{len(config.steps)} steps, {len(config.environments)} environments"
+    checks.append((True, f"config {config.path} ({summary})"))
+    checks += [_tool_check(step) for step in config.steps.values()]
+    names = [env] if env else list(config.environments)
+    checks += [_environment_check(config, name) for name in names]
+    return _report(checks)
+
+
+def _tool_check(step: Step) -> tuple[bool, str]:
+    words = shlex.split(step.run, comments=True) if step.run.strip() else [""]
+    program = next((w for w in words if "=" not in w), "")
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    found = not program or "/" in program or shutil.which(program, path=path) is not None
+    return found, f"step {step.name}: `{program}` {'found' if found else 'not found on PATH'}"
+
+
+def _environment_check(config: Config, name: str) -> tuple[bool, str]:
+    from shipyard import deploy as deployment
+    from shipyard import targets
+
+    try:
+        environment = deployment.pick_environment(config, name)
+        targets.create(config, environment)
+    except (UsageError, PreflightError) as error:
+        return False, f"environment {name}: {error.message}"
+    return True, f"environment {name} ({environment.target}): ready"
+
+
+def _report(checks: list[tuple[bool, str]]) -> int:
+    for ok, line in checks:
+        print(f"{'ok  ' if ok else 'FAIL'} {line}")
+    failed = sum(not ok for ok, _ in checks)
+    print(f"doctor: {failed} problem(s)" if failed else "doctor: ready")
+    return int(ExitCode.USAGE if failed else ExitCode.OK)

@@ -156,6 +156,13 @@ def status(c: Context, env: str = "", json: bool = False, config: str = "") -> i
     return commands.status(load(config or None), env=env, as_json=json)
 
 
+@task(help={"env": "check only this environment", "config": CONFIG_HELP})
+@_exits
+def doctor(c: Context, env: str = "", config: str = "") -> int:
+    """Check tools, credentials and config before anything runs."""
+    return commands.doctor(config, env=env)
+
+
 def deploy_task(env_name: str) -> Task:
     """`deploy.<env_name>`: one task per configured environment."""
 
@@ -178,6 +185,7 @@ def namespace() -> Collection:
     return Collection(
         gates,
         step,
+        doctor,
         build,
         scan,
         smoke,
