@@ -6,17 +6,15 @@ import argparse
 import contextlib
 import os
 import signal
+import socket
 import sys
+from collections.abc import Iterator
 
 from webapp import GIT_SHA, __version__
 from webapp.server import AppInfo, WebappServer, routes_for
 
 DEFAULT_PORT = 8000
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-class StopServing(Exception):
-    """Raised from the signal handler so that `serve_forever` returns at once."""
 
 
 def port_number(text: str) -> int:
@@ -62,16 +60,27 @@ def app_info_from_environment() -> AppInfo:
     )
 
 
-def stop_on_signals() -> None:
-    """Make SIGTERM and SIGINT end `serve_forever` now, rather than at its next poll."""
+def wake_only(signum: int, frame: object) -> None:
+    """A Python-level handler, without which no byte reaches the wakeup fd."""
 
-    def stop_serving(signum: int, frame: object) -> None:
-        for stop_signal in STOP_SIGNALS:  # a second signal must not interrupt the clean-up
-            signal.signal(stop_signal, signal.SIG_IGN)
-        raise StopServing(signum)
 
-    for stop_signal in STOP_SIGNALS:
-        signal.signal(stop_signal, stop_serving)
+@contextlib.contextmanager
+def stop_signal_socket() -> Iterator[socket.socket]:
+    """A socket that becomes readable once SIGTERM or SIGINT arrives.
+
+    The signal wakes the serving loop directly: no polling, and no exception raised from a
+    signal handler (socketserver would swallow it while handing a request to a thread).
+    """
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    with reader, writer:
+        signal.set_wakeup_fd(writer.fileno())
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, wake_only)
+        try:
+            yield reader
+        finally:
+            signal.set_wakeup_fd(-1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,10 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"webapp: cannot listen on {options.host}:{options.port}: {error}", file=sys.stderr)
         return 1
     host, port = server.server_address[:2]
-    with server, contextlib.suppress(StopServing):
-        stop_on_signals()
+    with server, stop_signal_socket() as stop:
         print(f"webapp {info.version} listening on http://{host}:{port}/", flush=True)
-        server.serve_forever()
+        server.serve_until_readable(stop)
     return 0
 
 

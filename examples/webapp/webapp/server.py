@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import selectors
+import socket
 import sys
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +30,8 @@ class AppInfo(NamedTuple):
         return f"version={self.version} git={self.git_sha} release={self.release}"
 
 
+# A silent client may hold a request thread, and so delay shutdown, this long at most.
+REQUEST_TIMEOUT = 5.0
 NOT_FOUND = Response(404, "text/plain; charset=utf-8", b"not found\n")
 
 
@@ -57,6 +61,7 @@ def routes_for(info: AppInfo) -> dict[str, Response]:
 class RequestHandler(BaseHTTPRequestHandler):
     server: WebappServer
     server_version = "webapp"
+    timeout = REQUEST_TIMEOUT
 
     def do_GET(self) -> None:
         self._respond(include_body=True)
@@ -80,8 +85,22 @@ class RequestHandler(BaseHTTPRequestHandler):
 
 class WebappServer(ThreadingHTTPServer):
     allow_reuse_address = True
-    daemon_threads = True
+    # Closing the server waits for requests in flight: daemon threads could still be writing
+    # a log line while the interpreter finalises, which aborts it.
+    daemon_threads = False
+    block_on_close = True
+    # serve_until_readable calls handle_request only when a connection is waiting; a zero
+    # timeout keeps it from blocking if that connection has gone by the time it looks.
+    timeout = 0
 
     def __init__(self, address: tuple[str, int], routes: Mapping[str, Response]) -> None:
         self.routes = routes
         super().__init__(address, RequestHandler)
+
+    def serve_until_readable(self, stop: socket.socket) -> None:
+        """Serve requests until `stop` has something to read."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            selector.register(stop, selectors.EVENT_READ)
+            while not any(key.fileobj is stop for key, _ in selector.select()):
+                self.handle_request()
