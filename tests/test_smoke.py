@@ -4,7 +4,7 @@ import http.server
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from shipyard.smoke import SmokeCheck, probe
@@ -12,13 +12,14 @@ from shipyard.smoke import SmokeCheck, probe
 
 @contextmanager
 def serving(
-    status: int = 200, body: bytes = b"hello", *, ready_after: float = 0.0
+    status: int | Callable[[], int] = 200, body: bytes = b"hello", *, ready_after: float = 0.0
 ) -> Iterator[str]:
-    """A real HTTP server on 127.0.0.1 that starts listening after `ready_after` seconds."""
+    """A real HTTP server on 127.0.0.1 that starts listening after `ready_after` seconds;
+    `status` may be a function, asked at each request."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(status)
+            self.send_response(status() if callable(status) else status)
             self.end_headers()
             self.wfile.write(body)
 
