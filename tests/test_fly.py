@@ -15,7 +15,7 @@ from conftest import BIN, evidence_dir, sha256sum_check, write_project
 from test_smoke import serving
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fakes.fly_state import FakeFly, machines
+from fakes.fly_state import FakeFly, machines, new_release, write
 
 pytestmark = pytest.mark.e2e
 APP = "webapp-staging"
@@ -252,3 +252,45 @@ def test_interrupted_flyctl_deploy_is_stopped_and_rolled_back(fly):
     assert any(r["Status"] == "interrupted" for r in fly.releases)
     assert fly.machine_images() == {fly.image(1)}
     assert not (fly.root / ".shipyard" / "fly-staging" / "lock").exists()
+
+
+def test_releases_lists_flys_25_newest(fly):
+    with_many = fly.fake.state
+    app = with_many["apps"][APP]
+    for version in range(2, 31):
+        image = f"registry.fly.io/{APP}:deployment-{version:026d}"
+        app["releases"].append(new_release(version, image))
+        app["registry"].append(image)
+    write(fly.fake.path, with_many)
+    listed = json.loads(fly.inv("releases", "--env", "fly-staging", "--json").stdout)
+    assert [r["version"] for r in listed] == [f"v{n}" for n in range(6, 31)]
+    table = fly.inv("releases", "--env", "fly-staging").stdout
+    assert table.splitlines()[1].startswith("v30 ") and "<- current" in table.splitlines()[1]
+
+
+def test_a_failing_release_command_rolls_back_with_exit_3(fly):
+    fly.fake.script(release_command_fails=True)
+    done = fly.inv("deploy.fly-staging")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "release command failed" in done.stdout
+    assert "--skip-release-command" in done.stdout  # the restore does not run it again
+    assert fly.machine_images() == {fly.image(1)}
+
+
+def test_rollback_to_an_image_gone_from_the_registry_fails_without_a_release(fly):
+    assert fly.inv("deploy.fly-staging").returncode == 0
+    state = fly.fake.state
+    state["apps"][APP]["registry"].remove(fly.image(1))
+    write(fly.fake.path, state)
+    count = len(fly.releases)
+    done = fly.inv("rollback", "--env", "fly-staging")
+    assert done.returncode in (3, 4), done.stdout + done.stderr
+    assert "could not find image" in done.stdout
+    assert len(fly.releases) == count + 1  # only the restore of v2's image made one
+
+
+def test_doctor_names_the_missing_token(fly):
+    done = fly.inv("doctor", "--env", "fly-staging", FLY_API_TOKEN=None)
+    assert done.returncode == 2
+    assert "FAIL environment fly-staging: FLY_API_TOKEN is not set" in done.stdout
+    assert fly.inv("doctor", "--env", "fly-staging").returncode == 0
