@@ -176,6 +176,7 @@ def test_build_and_list(project):
     tasks = (
         "gates",
         "step",
+        "doctor",
         "build",
         "scan",
         "smoke",

@@ -26,10 +26,12 @@ def fresh_copy(destination):
         check=True,
     ).stdout.split(b"\0")
     for rel in filter(None, (os.fsdecode(name) for name in listed)):
-        source = REPO / rel
-        if source.is_file():
-            (destination / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, destination / rel)
+        source, target = REPO / rel, destination / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        elif source.is_file():
+            shutil.copy2(source, target)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
     subprocess.run([*git, "init", "-q"], cwd=destination, check=True)
     subprocess.run([*git, "add", "-A"], cwd=destination, check=True)
