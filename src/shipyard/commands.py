@@ -18,6 +18,7 @@ from shipyard import evidence, pipeline
 from shipyard.config import DEFAULT_HEARTBEAT_INTERVAL, Config, Step
 from shipyard.console import PassthroughConsole, make_console
 from shipyard.errors import ConfigError, ExitCode, PreflightError, UsageError
+from shipyard.process import tools_path
 from shipyard.redact import Redactor
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -299,7 +300,7 @@ def doctor(explicit: str = "", *, env: str = "") -> int:
 def _tool_check(step: Step) -> tuple[bool, str]:
     words = shlex.split(step.run, comments=True) if step.run.strip() else [""]
     program = next((w for w in words if "=" not in w), "")
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    path = tools_path(os.environ)
     found = not program or "/" in program or shutil.which(program, path=path) is not None
     return found, f"step {step.name}: `{program}` {'found' if found else 'not found on PATH'}"
 

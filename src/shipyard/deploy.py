@@ -26,6 +26,7 @@ from shipyard.console import PlainConsole, SilentConsole, make_console
 from shipyard.errors import ExitCode, LockHeld, StepFailed, UsageError
 from shipyard.lock import DeployLock
 from shipyard.pipeline import Run, finish, step_context, stop_on_signals
+from shipyard.process import tools_path
 from shipyard.runner import StepResult, run_action, run_step
 from shipyard.smoke import SmokeCheck, probe
 from shipyard.targets import DeployPlan, RollbackPlan, Target
@@ -312,10 +313,10 @@ def smoke_artifact(
 
 
 def _artifact_env(port: int) -> dict[str, str]:
-    tools = str(Path(sys.executable).parent)
+    environ = os.environ
     return {
-        **os.environ,
-        "PATH": os.pathsep.join([tools, os.environ.get("PATH", os.defpath)]),
+        **environ,
+        "PATH": tools_path(environ),
         "PORT": str(port),
         "SHIPYARD_RELEASE": "artifact",
     }

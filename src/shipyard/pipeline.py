@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from shipyard.console import PlainConsole, make_console
 from shipyard.errors import ExitCode
 from shipyard.evidence import Bundle
 from shipyard.heartbeat import Heartbeat, iso_timestamp
+from shipyard.process import tools_path
 from shipyard.redact import Redactor
 from shipyard.runner import StepContext, StepResult, StepStatus, run_step, skipped_result
 
@@ -83,10 +83,9 @@ class Run:
 
     def step_environ(self, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
         """The environment of every step: the caller's, with this Python's tools first on PATH."""
-        tools = str(Path(sys.executable).parent)
         return {
             **environ,
-            "PATH": os.pathsep.join([tools, environ.get("PATH", os.defpath)]),
+            "PATH": tools_path(environ),
             "PYTHONUNBUFFERED": environ.get("PYTHONUNBUFFERED", "1"),
             "SHIPYARD_AGENT": self.agent,
             "SHIPYARD_RUN_ID": self.run_id,

@@ -84,3 +84,9 @@ def _settled(process: subprocess.Popen[bytes], pgid: int) -> bool:
 def exit_status(returncode: int) -> int:
     """A shell-style exit status: a death by signal N is 128 + N."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+def tools_path(environ: Mapping[str, str]) -> str:
+    """`PATH` with the folder of the Python running Shipyard first, so a venv's tools (ruff,
+    pytest, shipyard, python3) are found without activating it."""
+    return os.pathsep.join([str(Path(sys.executable).parent), environ.get("PATH", os.defpath)])

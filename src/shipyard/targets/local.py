@@ -18,7 +18,6 @@ import re
 import secrets
 import shutil
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from shipyard import artifact, audit, server
 from shipyard.config import Config, Environment
 from shipyard.errors import PreflightError, StepFailed
 from shipyard.heartbeat import iso_timestamp
+from shipyard.process import tools_path
 from shipyard.smoke import SmokeCheck
 from shipyard.targets.base import (
     DeployPlan,
@@ -338,10 +338,9 @@ class LocalTarget:
         return self.server_dir / f"{version}.log"
 
     def _server_env(self, version: str, token: str) -> dict[str, str]:
-        tools = str(Path(sys.executable).parent)
         return {
             **os.environ,
-            "PATH": os.pathsep.join([tools, os.environ.get("PATH", os.defpath)]),
+            "PATH": tools_path(os.environ),
             **self.env.env,
             "PORT": str(self.port),
             "SHIPYARD_ENV": self.env.name,
