@@ -53,9 +53,8 @@ def build(config: Config) -> int:
 
 def _run(config: Config, steps: Sequence[Step], *, jobs: int, fail_fast: bool) -> int:
     run = pipeline.Run.for_config(config, command=command_line())
-    _, code = pipeline.execute(
-        run, steps, jobs=jobs, fail_fast=fail_fast, console=make_console(jobs=jobs)
-    )
+    console = make_console(jobs=jobs, redactor=run.redactor)
+    _, code = pipeline.execute(run, steps, jobs=jobs, fail_fast=fail_fast, console=console)
     return code
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TextIO
 
+from shipyard.redact import Redactor
 from shipyard.runner import StepResult, StepStatus
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class PlainConsole:
     def step_finished(self, result: StepResult) -> None:
         with self._lock:
             if not self.live_output:
-                _copy_log(result, self.stream.write)
+                copy_log(result, self.stream.write)
             self.stream.write(f"<== {result.name}: {describe(result)}\n")
             self.stream.flush()
 
@@ -85,7 +86,7 @@ class BoardConsole(PlainConsole):
     def step_finished(self, result: StepResult) -> None:
         self._running.pop(result.name, None)
         if not self.live_output:
-            _copy_log(result, self.write)
+            copy_log(result, self.write)
         self.write(f"<== {result.name}: {describe(result)}\n")
 
     def close(self) -> None:
@@ -114,7 +115,7 @@ def summary_table(results: Sequence[StepResult]) -> str:
     return "\n".join(["", *rows, ""])
 
 
-def _copy_log(result: StepResult, write: Callable[[str], None]) -> None:
+def copy_log(result: StepResult, write: Callable[[str], None]) -> None:
     if not result.log_path.exists():
         return
     with result.log_path.open(encoding="utf-8", errors="replace") as log:
@@ -128,10 +129,20 @@ def wants_board(stream: TextIO, environ: Mapping[str, str]) -> bool:
 
 
 def make_console(
-    *, jobs: int, stream: TextIO | None = None, environ: Mapping[str, str] = os.environ
+    *,
+    jobs: int,
+    redactor: Redactor | None = None,
+    stream: TextIO | None = None,
+    environ: Mapping[str, str] = os.environ,
 ) -> PlainConsole:
+    """GitHub Actions' groups and annotations there; a live board on a terminal; plain lines
+    otherwise. `redactor` gives the values to `::add-mask::` first in Actions."""
     stream = stream or sys.stdout
     live_output = jobs <= 1
+    if environ.get("GITHUB_ACTIONS") == "true":
+        from shipyard.gha import GithubConsole
+
+        return GithubConsole(stream, live_output=live_output, redactor=redactor or Redactor())
     if wants_board(stream, environ):
         return BoardConsole(stream, live_output=live_output)
     return PlainConsole(stream, live_output=live_output)

@@ -100,7 +100,7 @@ class Operation:
 
     @classmethod
     def start(
-        cls, config: Config, environment: Environment, *, command: str, console: PlainConsole
+        cls, config: Config, environment: Environment, *, command: str, quiet: bool = False
     ) -> Operation:
         target = targets.create(config, environment)  # preflight: before anything is written
         run = Run.for_config(config, command=command, extra_environ=environment.env)
@@ -112,6 +112,11 @@ class Operation:
             "previous": None,
             "rolled_back_to": None,
         }
+        console = (
+            SilentConsole(sys.stdout, live_output=False)
+            if quiet
+            else make_console(jobs=1, redactor=run.redactor)
+        )
         return cls(config, environment, target, Flow(run, console), record)
 
     @property
@@ -180,7 +185,7 @@ def _heartbeat_observer(run: Run) -> targets.Observer:
 def deploy(config: Config, env_name: str, *, command: str, lock_wait: float = 0.0) -> int:
     environment = pick_environment(config, env_name)
     build = _build_step(config)
-    op = Operation.start(config, environment, command=command, console=make_console(jobs=1))
+    op = Operation.start(config, environment, command=command)
     with stop_on_signals(op.run.stop):
         try:
             code = op.locked(lock_wait, lambda: _deploy_steps(op, build))
@@ -331,7 +336,7 @@ def smoke(config: Config, env_name: str, *, command: str, archive: str = "") -> 
         else artifact.find_artifact(config.root, _build_step(config).artifact or "")
     )
     run = Run.for_config(config, command=command, extra_environ=environment.env)
-    flow = Flow(run, make_console(jobs=1))
+    flow = Flow(run, make_console(jobs=1, redactor=run.redactor))
     with stop_on_signals(run.stop):
         try:
             flow.action(
@@ -360,8 +365,7 @@ def rollback(
     environment = pick_environment(config, env_name)
     if to is not None and not (to.startswith("v") and to[1:].isdigit()):
         raise UsageError(f"--to {to}: expected a release like v3")
-    console = SilentConsole(sys.stdout, live_output=False) if as_json else make_console(jobs=1)
-    op = Operation.start(config, environment, command=command, console=console)
+    op = Operation.start(config, environment, command=command, quiet=as_json)
     op.record["dry_run"] = dry_run
     plans: list[RollbackPlan] = []
     with stop_on_signals(op.run.stop):
@@ -371,7 +375,7 @@ def rollback(
             else:
                 code = op.locked(lock_wait, lambda: _rollback_steps(op, to, plans))
         finally:
-            console.close()
+            op.flow.console.close()
         if plans:
             op.record.update(plan=plans[0].to_json(), previous=plans[0].current)
         code = op.finish("dry-run" if dry_run else "rollback", code, show=not as_json)

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from shipyard import __version__, evidence, feedback
+from shipyard import __version__, evidence, feedback, gha
 from shipyard.audit import current_user
 from shipyard.config import Config, Step
 from shipyard.console import PlainConsole, make_console
@@ -102,7 +102,7 @@ def execute(
     console: PlainConsole | None = None,
 ) -> tuple[list[StepResult], int]:
     """Run `steps`, write the evidence (also when interrupted) and return the exit code."""
-    console = console or make_console(jobs=jobs)
+    console = console or make_console(jobs=jobs, redactor=run.redactor)
     with stop_on_signals(run.stop):  # also while the evidence is written: a second ^C waits
         try:
             results = run_steps(run, steps, jobs=jobs, fail_fast=fail_fast, console=console)
@@ -178,8 +178,19 @@ def finish(
             run.run_id, run.command, record["started"], verdict, code, sha, results, digest
         )
         feedback.append(summary, run.bundle, run.redactor)
+    where = run.bundle.dir.relative_to(run.root).as_posix()
+    if gha.active():
+        report = gha.RunReport(
+            run.command,
+            run.run_id,
+            f"{where}/",
+            verdict,
+            code,
+            results,
+            gha.release_of(extra or {}),
+        )
+        gha.publish(report, redactor=run.redactor)
     if console is not None:
-        where = run.bundle.dir.relative_to(run.root).as_posix()
         console.run_finished(results, f"{verdict}: evidence in {where}/ (run {run.run_id})")
     return code
 
