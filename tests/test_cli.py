@@ -177,6 +177,7 @@ def test_build_and_list(project):
         "gates",
         "step",
         "doctor",
+        "contract",
         "build",
         "scan",
         "smoke",

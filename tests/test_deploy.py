@@ -359,3 +359,26 @@ def test_rollback_dry_run_json_is_the_plan(staging):
         0,
     )
     assert any("python3 -m webapp --port" in action for action in plan["actions"])
+
+
+def test_contract_holds_after_a_good_deploy_and_names_what_breaks(staging):
+    app = staging()
+    assert app.inv("deploy.staging").returncode == 0
+    held = app.inv("contract")
+    assert held.returncode == 0, held.stdout + held.stderr
+    for name in ("Build application", "Smoke", "Deploy", "Smoke staging", "Rollback", "evidence"):
+        assert f"ok   {name}: " in held.stdout
+    assert "contract: held" in held.stdout
+    app.break_page()
+    broken = app.inv("contract")
+    assert broken.returncode == 1
+    assert "FAIL Smoke: step failed" in broken.stdout
+    assert "contract: broken: Smoke, Deploy, Smoke staging" in broken.stdout
+
+
+def test_deploy_without_build_uses_the_artifact_built_before(staging):
+    app = staging()
+    assert app.inv("build").returncode == 0
+    done = app.inv("deploy.staging", "--no-build")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [s["name"] for s in app.last_record()["steps"]] == ["Smoke", "Deploy", "Smoke staging"]

@@ -197,12 +197,12 @@ def parse_wait(text: str) -> float:
         raise UsageError(f"--lock-wait: {error}") from None
 
 
-def deploy(config: Config, env_name: str, *, lock_wait: str = "") -> int:
+def deploy(config: Config, env_name: str, *, lock_wait: str = "", build: bool = True) -> int:
     """Build, smoke the artifact, deploy, smoke the environment; roll back when that fails."""
     from shipyard import deploy as deployment
 
     wait = parse_wait(lock_wait)
-    return deployment.deploy(config, env_name, command=command_line(), lock_wait=wait)
+    return deployment.deploy(config, env_name, command=command_line(), lock_wait=wait, build=build)
 
 
 def rollback(

@@ -182,13 +182,25 @@ def _heartbeat_observer(run: Run) -> targets.Observer:
 # --- deploy --------------------------------------------------------------------------------
 
 
-def deploy(config: Config, env_name: str, *, command: str, lock_wait: float = 0.0) -> int:
+def deploy(
+    config: Config,
+    env_name: str,
+    *,
+    command: str,
+    lock_wait: float = 0.0,
+    build: bool = True,
+    runs: list[Run] | None = None,
+) -> int:
+    """`build=False` deploys the newest artifact already built (CI's separate build step).
+    `runs`, when given, receives this call's Run (for `inv contract`)."""
     environment = pick_environment(config, env_name)
-    build = _build_step(config)
+    build_step = _build_step(config)
     op = Operation.start(config, environment, command=command)
+    if runs is not None:
+        runs.append(op.run)
     with stop_on_signals(op.run.stop):
         try:
-            code = op.locked(lock_wait, lambda: _deploy_steps(op, build))
+            code = op.locked(lock_wait, lambda: _deploy_steps(op, build_step, build=build))
         finally:
             op.flow.console.close()
         return op.finish("deploy", code)
@@ -203,11 +215,11 @@ def _build_step(config: Config) -> Step:
     return replace(build, name=BUILD)
 
 
-def _deploy_steps(op: Operation, build: Step) -> int:
+def _deploy_steps(op: Operation, build_step: Step, *, build: bool) -> int:
     flow = op.flow
-    if not flow.shell(build).ok:
+    if build and not flow.shell(build_step).ok:
         return _stopped_or(flow, ExitCode.STEP_FAILED)
-    archive = artifact.find_artifact(op.config.root, build.artifact or "")
+    archive = artifact.find_artifact(op.config.root, build_step.artifact or "")
     relative = archive.relative_to(op.config.root).as_posix()
     if op.environment.start:
         smoked = flow.action(
@@ -361,11 +373,14 @@ def rollback(
     dry_run: bool = False,
     as_json: bool = False,
     lock_wait: float = 0.0,
+    runs: list[Run] | None = None,
 ) -> int:
     environment = pick_environment(config, env_name)
     if to is not None and not (to.startswith("v") and to[1:].isdigit()):
         raise UsageError(f"--to {to}: expected a release like v3")
     op = Operation.start(config, environment, command=command, quiet=as_json)
+    if runs is not None:
+        runs.append(op.run)
     op.record["dry_run"] = dry_run
     plans: list[RollbackPlan] = []
     with stop_on_signals(op.run.stop):

@@ -163,15 +163,30 @@ def doctor(c: Context, env: str = "", config: str = "") -> int:
     return commands.doctor(config, env=env)
 
 
+@task(help={"env": ENV_HELP, "config": CONFIG_HELP})
+@_exits
+def contract(c: Context, env: str = "", config: str = "") -> int:
+    """Re-deploy, dry-run the rollback, and prove the evidence."""
+    from shipyard.contract import run_contract
+
+    return run_contract(load(config or None), env, command=commands.command_line())
+
+
 def deploy_task(env_name: str) -> Task:
     """`deploy.<env_name>`: one task per configured environment."""
 
-    def body(c: Context, lock_wait: str = "", config: str = "") -> int:
-        return commands.deploy(load(config or None), env_name, lock_wait=lock_wait)
+    def body(c: Context, lock_wait: str = "", no_build: bool = False, config: str = "") -> int:
+        return commands.deploy(
+            load(config or None), env_name, lock_wait=lock_wait, build=not no_build
+        )
 
     body.__doc__ = f"Build, smoke and deploy to {env_name}; roll back on failure."
     body.__name__ = env_name
-    help_ = {"lock-wait": "wait this long for the lock, e.g. 60s", "config": CONFIG_HELP}
+    help_ = {
+        "lock-wait": "wait this long for the lock, e.g. 60s",
+        "no-build": "deploy the newest artifact already built (skip Build application)",
+        "config": CONFIG_HELP,
+    }
     return task(name=env_name, help=help_)(_exits(body))
 
 
@@ -186,6 +201,7 @@ def namespace() -> Collection:
         gates,
         step,
         doctor,
+        contract,
         build,
         scan,
         smoke,

@@ -1,0 +1,93 @@
+"""`inv contract`: re-run a staging deploy and its rollback dry-run, then prove from the run
+records that the pipeline's promises held and that the evidence is hashed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from shipyard import deploy as deployment
+from shipyard import evidence
+from shipyard.config import Config
+from shipyard.errors import ExitCode
+from shipyard.pipeline import Run
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'ok  ' if self.ok else 'FAIL'} {self.name}: {self.detail}"
+
+
+def run_contract(config: Config, env_name: str, *, command: str) -> int:
+    environment = deployment.pick_environment(config, env_name)
+    runs: list[Run] = []
+    deployment.deploy(config, environment.name, command=command, runs=runs)
+    deployment.rollback(config, environment.name, command=command, dry_run=True, runs=runs)
+    checks = list(contract_checks(runs, smoke_title=deployment.smoke_title(environment)))
+    print()
+    for check in checks:
+        print(check.line())
+    failed = [check.name for check in checks if not check.ok]
+    print(f"contract: {'held' if not failed else 'broken: ' + ', '.join(failed)}")
+    return int(ExitCode.STEP_FAILED if failed else ExitCode.OK)
+
+
+def contract_checks(runs: list[Run], *, smoke_title: str) -> Iterator[Check]:
+    records = [_record(run) for run in runs]
+    steps = {step["name"]: step for record in records for step in record.get("steps", [])}
+    for name in (deployment.BUILD, deployment.SMOKE, deployment.DEPLOY, smoke_title):
+        yield _step_check(name, steps.get(name))
+    yield _step_check("Rollback", steps.get(deployment.ROLLBACK_DRY_RUN), what="rollback dry-run")
+    for bundle in {run.bundle for run in runs}:
+        yield _manifest_check(bundle)
+
+
+def _record(run: Run) -> dict[str, Any]:
+    try:
+        return json.loads(run.bundle.run_record_path(run.run_id).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _step_check(name: str, step: dict[str, Any] | None, *, what: str = "") -> Check:
+    label = f"{what} step" if what else "step"
+    if step is None:
+        return Check(name, False, f"no {label} in the run records")
+    ok = step.get("status") == "ok"
+    return Check(
+        name,
+        ok,
+        f"{label} {step.get('status')} (exit {step.get('exit_code')}, log {step.get('log')})",
+    )
+
+
+def _manifest_check(bundle: evidence.Bundle) -> Check:
+    shown = bundle.dir.relative_to(bundle.root).as_posix()
+    if shutil.which("sha256sum") is None:
+        result = evidence.verify(bundle)
+        return Check(
+            "evidence", result.ok, f"{shown}: {'verified' if result.ok else result.lines()[0]}"
+        )
+    done = subprocess.run(
+        ["sha256sum", "-c", "--strict", "--quiet", evidence.MANIFEST_NAME],
+        cwd=bundle.dir,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
+    )
+    detail = (
+        "sha256sum -c --strict passes"
+        if done.returncode == 0
+        else (done.stdout + done.stderr).strip().splitlines()[0]
+    )
+    return Check("evidence", done.returncode == 0, f"{shown}: {detail}")
