@@ -29,8 +29,7 @@ from shipyard.pipeline import Run, finish, step_context, stop_on_signals
 from shipyard.process import tools_path
 from shipyard.runner import StepResult, run_action, run_step
 from shipyard.smoke import SmokeCheck, probe
-from shipyard.targets import DeployPlan, RollbackPlan, Target
-from shipyard.targets.local import state_dir
+from shipyard.targets import DeployPlan, RollbackPlan, Target, state_dir
 
 BUILD = "Build application"
 SMOKE = "Smoke"

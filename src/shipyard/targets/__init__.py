@@ -18,6 +18,7 @@ from shipyard.targets.base import (
     Say,
     Status,
     Target,
+    state_dir,
 )
 from shipyard.targets.fly import FlyTarget
 from shipyard.targets.local import LocalTarget
@@ -33,6 +34,7 @@ __all__ = [
     "Status",
     "Target",
     "create",
+    "state_dir",
 ]
 
 TARGETS: dict[str, Callable[[Config, Environment], Target]] = {

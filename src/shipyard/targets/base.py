@@ -6,14 +6,25 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Protocol
 
+from shipyard.config import Config, Environment
 from shipyard.smoke import SmokeCheck
 
 Say = Callable[[str], None]
 # (what, attempt, outcome, exit code) of a call a target makes and may retry: for the heartbeat.
 # outcome is "start" before the attempt, then "ok", "transient" or "failed".
 Observer = Callable[[str, int, str, "int | None"], None]
+
+
+STATE_DIR = ".shipyard"
+
+
+def state_dir(config: Config, environment: Environment) -> Path:
+    """`.shipyard/<env>/` beside shipyard.yaml: the environment's lock and audit log (and, for
+    the local target, its releases and server)."""
+    return config.root / STATE_DIR / environment.name
 
 
 class ReleaseStatus(str, Enum):

@@ -42,8 +42,8 @@ from shipyard.targets.base import (
     RollbackPlan,
     Say,
     Status,
+    state_dir,
 )
-from shipyard.targets.local import state_dir
 
 TOKEN_VARIABLES = ("FLY_ACCESS_TOKEN", "FLY_API_TOKEN")  # flyctl reads ACCESS first
 STOP_GRACE = 10.0  # flyctl marks the release interrupted when it gets SIGTERM

@@ -37,17 +37,13 @@ from shipyard.targets.base import (
     RollbackPlan,
     Say,
     Status,
+    state_dir,
 )
 
-STATE_DIR = ".shipyard"
 DEFAULT_PORT = 8787
 STOP_GRACE = 5.0
 RELEASE_FILE = "release.json"
 _VERSION = re.compile(r"v([1-9][0-9]*)")
-
-
-def state_dir(config: Config, environment: Environment) -> Path:
-    return config.root / STATE_DIR / environment.name
 
 
 class LocalTarget:
