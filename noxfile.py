@@ -23,8 +23,8 @@ def fmt(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check, as the `lint` step."""
-    _step(session, "lint")
+    """ruff check, check-jsonschema and zizmor on the workflows, as the `lint` step."""
+    _step(session, "lint", "lint")
 
 
 @nox.session

@@ -140,7 +140,7 @@ def test_a_failing_gate_gives_one_error_and_output_cannot_issue_commands(project
           lint: {run: "echo 'E501 line too long'; exit 1"}
         gates: [fmt, lint]
     """)
-    done = run_cli([str(BIN / "inv"), "gates"], root, env=actions_env(tmp_path))
+    done = run_cli([str(BIN / "inv"), "gates", "--jobs", "1"], root, env=actions_env(tmp_path))
     assert done.returncode == 1
     errors = [line for line in done.stdout.splitlines() if line.startswith("::error ")]
     assert errors == ["::error title=lint failed::lint: failed, exit 1%0AE501 line too long"]

@@ -46,7 +46,7 @@ def contract_checks(runs: list[Run], *, smoke_title: str) -> Iterator[Check]:
     steps = {step["name"]: step for record in records for step in record.get("steps", [])}
     for name in (deployment.BUILD, deployment.SMOKE, deployment.DEPLOY, smoke_title):
         yield _step_check(name, steps.get(name))
-    yield _step_check("Rollback", steps.get(deployment.ROLLBACK_DRY_RUN), what="rollback dry-run")
+    yield _rollback_check(steps.get(deployment.ROLLBACK_DRY_RUN), records[-1] if records else {})
     for bundle in {run.bundle for run in runs}:
         yield _manifest_check(bundle)
 
@@ -68,6 +68,13 @@ def _step_check(name: str, step: dict[str, Any] | None, *, what: str = "") -> Ch
         ok,
         f"{label} {step.get('status')} (exit {step.get('exit_code')}, log {step.get('log')})",
     )
+
+
+def _rollback_check(step: dict[str, Any] | None, record: dict[str, Any]) -> Check:
+    plan = (record.get("rollback") or {}).get("plan") or {}
+    if step is not None and step.get("status") == "ok" and not plan.get("possible"):
+        return Check("Rollback", False, f"dry-run: {plan.get('reason', 'no plan')}")
+    return _step_check("Rollback", step, what="rollback dry-run")
 
 
 def _manifest_check(bundle: evidence.Bundle) -> Check:

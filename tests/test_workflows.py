@@ -1,0 +1,427 @@
+"""The GitHub Actions workflows and the composite action: valid, audited, and calling only
+tasks, sessions and flags that exist.
+
+The validators (check-jsonschema, zizmor) run as real subprocesses, offline. The call check
+reads every `run:` script, finds each `inv`, `shipyard` and `nox` command in it, and compares
+it with what the programs themselves report in this repository: `inv --list --list-format=json`,
+`inv --help TASK` and `nox -l --json`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import BIN, REPO, cli_env, run_cli
+
+WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+DEPLOY = REPO / ".github" / "workflows" / "deploy-staging.yml"
+ACTION = REPO / "ci" / "github" / "action.yml"
+RUN_FILES = [*WORKFLOWS, ACTION]
+
+# What the scripts may refer to: the deploy workflow's environment defaults to staging.
+DEFAULT_VARIABLES = {"SHIPYARD_ENV": "staging"}
+INVOKE_PROGRAMS = {"inv": "inv", "invoke": "inv", "shipyard": "shipyard"}
+SHELL_KEYWORDS = frozenset({"if", "then", "else", "elif", "fi", "do", "done", "while", "until"})
+SHELL_PREFIXES = frozenset({"!", "time", "exec", "command", "{", "}"})
+# `-c STRING, --config=STRING`, `-d, --dry-run`, `--no-dedupe`, `-h [STRING], --help[=STRING]`
+HELP_OPTION = re.compile(r"^\s+(?:(-\w)(?: \[?[A-Z]+\]?)?, )?(--[\w-]+)(\[?=[A-Z]+\]?)?(?:\s|$)")
+PINNED_USES = re.compile(r"uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$")
+
+
+def tool(name: str) -> str:
+    """A console script of this environment (the dev extra), found even when PATH lacks it."""
+    found = BIN / name
+    if found.exists():
+        return str(found)
+    on_path = shutil.which(name)
+    if on_path is None:
+        pytest.fail(f"{name} is not installed: pip install -e '.[dev]'")
+    return on_path
+
+
+def relative(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+# --- validators -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "schema", ["vendor.github-workflows", "custom.github-workflows-require-timeout"]
+)
+def test_workflows_pass_check_jsonschema(schema):
+    done = run_cli(
+        [tool("check-jsonschema"), "--builtin-schema", schema, *map(str, WORKFLOWS)], REPO
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ok -- validation done" in done.stdout
+
+
+def test_action_passes_check_jsonschema():
+    done = run_cli(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-actions", str(ACTION)], REPO
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_zizmor_finds_nothing():
+    done = run_cli([tool("zizmor"), "--offline", ".github/workflows", "ci/github"], REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for path in RUN_FILES:
+        assert f"completed {relative(path)}" in done.stderr  # every file was audited
+
+
+def test_every_action_is_pinned_to_a_full_sha_with_its_version():
+    for path in RUN_FILES:
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if re.match(r"\s*(- )?uses:", line):
+                assert PINNED_USES.search(line), f"{relative(path)}:{number}: {line.strip()}"
+
+
+# --- finding the calls in `run:` scripts ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    file: str
+    step: str  # "job deploy, step 'Deploy'"
+    program: str  # inv, shipyard or nox
+    args: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.step}: `{shlex.join([self.program, *self.args])}`"
+
+
+def run_scripts(path: Path) -> Iterator[tuple[str, str]]:
+    """(where, script) for every `run:` of a workflow's jobs or a composite action."""
+    document = yaml.safe_load(path.read_text())
+    jobs = document.get("jobs") or {"(composite)": document.get("runs", {})}
+    for job_id, job in jobs.items():
+        for number, step in enumerate(job.get("steps", []), start=1):
+            if "run" in step:
+                label = step.get("name") or step.get("id") or f"#{number}"
+                yield f"job {job_id}, step {label!r}", step["run"]
+
+
+def expand(script: str, variables: dict[str, str]) -> str:
+    for name, value in variables.items():
+        script = re.sub(rf"\$(?:\{{{name}\}}|{name}\b)", value, script)
+    return script
+
+
+def simple_commands(script: str) -> Iterator[list[str]]:
+    """The words of each simple command, split at `;`, `&&`, `||`, `|`, `&` and newlines."""
+    for line in script.replace("\\\n", " ").splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words: list[str] = []
+        for token in lexer:
+            if token and set(token) <= set(";&|()"):
+                yield words
+                words = []
+            else:
+                words.append(token)
+        yield words
+
+
+def command_words(words: list[str]) -> list[str]:
+    """Drop shell keywords and `NAME=value` assignments in front of the program."""
+    while words and (
+        words[0] in SHELL_KEYWORDS
+        or words[0] in SHELL_PREFIXES
+        or re.fullmatch(r"[A-Za-z_]\w*=.*", words[0])
+    ):
+        words = words[1:]
+    return words
+
+
+def as_call(words: list[str]) -> tuple[str, list[str]] | None:
+    """(program, arguments) when the command runs invoke, shipyard or nox."""
+    if len(words) >= 3 and re.fullmatch(r"python[\d.]*", Path(words[0]).name) and words[1] == "-m":
+        words = [words[2], *words[3:]]
+    if not words:
+        return None
+    name = Path(words[0]).name
+    if name in INVOKE_PROGRAMS:
+        return INVOKE_PROGRAMS[name], words[1:]
+    if name == "nox":
+        return "nox", words[1:]
+    return None
+
+
+def calls_in(path: Path, variables: dict[str, str] = DEFAULT_VARIABLES) -> list[Call]:
+    found = []
+    for where, script in run_scripts(path):
+        for words in simple_commands(expand(script, variables)):
+            call = as_call(command_words(words))
+            if call:
+                found.append(Call(relative(path), where, call[0], tuple(call[1])))
+    return found
+
+
+# --- what exists: asked of the programs themselves --------------------------------------------
+
+
+def _ask(args: list[str]) -> str:
+    done = run_cli(args, REPO, env=cli_env())
+    assert done.returncode == 0, f"{shlex.join(args)}: {done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def _flatten(collection: dict, prefix: str = "") -> Iterator[str]:
+    for task in collection["tasks"]:
+        for name in (task["name"], *task["aliases"]):
+            yield prefix + name
+    for sub in collection["collections"]:
+        if sub["default"]:
+            yield prefix + sub["name"]
+        yield from _flatten(sub, f"{prefix}{sub['name']}.")
+
+
+@cache
+def task_names(program: str) -> frozenset[str]:
+    listing = json.loads(_ask([tool(program), "--list", "--list-format=json"]))
+    return frozenset(_flatten(listing))
+
+
+@cache
+def options(program: str, task: str | None) -> dict[str, bool]:
+    """Every flag (short and long) of a task, or the core flags: does it take a value?"""
+    text = _ask([tool(program), "--help", *([task] if task else [])])
+    flags: dict[str, bool] = {}
+    for line in text.splitlines():
+        match = HELP_OPTION.match(line)
+        if match:
+            short, long, value = match.groups()
+            takes_value = bool(value) and not value.startswith("[")
+            flags[long] = takes_value
+            if short:
+                flags[short] = takes_value
+    return flags
+
+
+@cache
+def positional(task: str) -> tuple[str, ...]:
+    """The task's positional arguments (which `--help` does not mark), from its definition."""
+    from shipyard.tasks import namespace
+
+    return tuple(namespace()[task].positional)
+
+
+@cache
+def nox_sessions() -> frozenset[str]:
+    listing = json.loads(_ask([tool("nox"), "-l", "--json"]))
+    return frozenset(name for entry in listing for name in (entry["session"], entry["name"]))
+
+
+# --- checking a call --------------------------------------------------------------------------
+
+
+def _flag_problem(
+    program: str, task: str | None, args: tuple[str, ...], index: int
+) -> tuple[str | None, int]:
+    """(problem or None, the index after the flag and its value)."""
+    flags = options(program, task)
+    name, equals, _ = args[index].partition("=")
+    if name in flags:
+        return None, index + (2 if flags[name] and not equals else 1)
+    owner = f"task {task}" if task else f"{program} itself"
+    problem = f"{owner} takes no flag {name} (it takes {', '.join(sorted(flags))})"
+    following = args[index + 1] if index + 1 < len(args) else "-"
+    # An unknown flag's value (if it has one) should not be reported as a task as well.
+    takes_following = not (equals or following.startswith("-") or following in task_names(program))
+    return problem, index + (2 if takes_following else 1)
+
+
+def invoke_problems(program: str, args: tuple[str, ...]) -> list[str]:
+    problems, task, filled, index = [], None, 0, 0
+    while index < len(args) and args[index] != "--":
+        word = args[index]
+        if "$" in word:
+            return problems  # a name only known at run time (an action input): not checkable
+        if word.startswith("-"):
+            problem, index = _flag_problem(program, task, args, index)
+            problems += [problem] if problem else []
+            continue
+        if task and word not in task_names(program) and filled < len(positional(task)):
+            filled += 1  # a positional argument, e.g. the NAME of `step NAME`
+        elif word in task_names(program):
+            task, filled = word, 0
+        else:
+            problems.append(
+                f"no task named {word!r} ({program} --list has: {sorted(task_names(program))})"
+            )
+        index += 1
+    return problems
+
+
+def nox_problems(args: tuple[str, ...]) -> list[str]:
+    named, index = [], 0
+    while index < len(args) and args[index] != "--":
+        word = args[index]
+        if word.startswith(("--session=", "--sessions=")):
+            named += word.partition("=")[2].split(",")
+        elif word in {"-s", "--session", "--sessions", "-e"}:
+            while index + 1 < len(args) and not args[index + 1].startswith("-"):
+                index += 1
+                named.append(args[index])
+        index += 1
+    return [
+        f"no nox session named {name!r} (nox -l has: {sorted(nox_sessions())})"
+        for name in named
+        if "$" not in name and name not in nox_sessions()
+    ]
+
+
+def call_problems(calls: list[Call]) -> list[str]:
+    report = []
+    for call in calls:
+        if call.program == "nox":
+            problems = nox_problems(call.args)
+        else:
+            problems = invoke_problems(call.program, call.args)
+        report += [f"{call}: {problem}" for problem in problems]
+    return report
+
+
+def test_the_scripts_call_inv_and_nox_at_all():
+    """The check below would pass vacuously if the parser found nothing."""
+    calls = [str(call) for path in RUN_FILES for call in calls_in(path)]
+    expected = [
+        "ci.yml: job gates, step 'Gates': `nox -s gates`",
+        "deploy-staging.yml: job deploy, step 'Build application': `inv build`",
+        "deploy-staging.yml: job deploy, step 'Smoke': `inv smoke --env staging`",
+        "deploy-staging.yml: job deploy, step 'Deploy': `inv deploy.staging --no-build`",
+        "step 'Rollback (dry-run)': `inv rollback --env staging --dry-run`",
+        "deploy-staging.yml: job deploy, step 'Rollback': `inv rollback --env staging`",
+        "ci/github/action.yml: job (composite), step 'Run the task': `inv '$TASK'`",
+        "ci/github/action.yml: job (composite), step 'Run the task': `shipyard '$TASK'`",
+    ]
+    for wanted in expected:
+        assert any(wanted in call for call in calls), f"{wanted} not in {calls}"
+
+
+def test_every_task_session_and_flag_called_exists():
+    calls = [call for path in RUN_FILES for call in calls_in(path)]
+    problems = call_problems(calls)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_checker_flags_a_task_a_session_and_a_flag_that_do_not_exist(tmp_path):
+    workflow = tmp_path / "bad.yml"
+    workflow.write_text(
+        "jobs:\n"
+        "  ship:\n"
+        "    steps:\n"
+        "      - name: Deploy\n"
+        "        run: inv deploy.prod && inv rollback --env $SHIPYARD_ENV --dry-runn\n"
+        "      - name: Lint\n"
+        "        run: |\n"
+        "          nox -s lints\n"
+        "          inv step lint build --jobs 2\n"
+    )
+    problems = call_problems(calls_in(workflow))
+    assert len(problems) == 4, problems
+    deploy, rollback, nox, build = problems
+    assert deploy.startswith(f"{workflow}: job ship, step 'Deploy': `inv deploy.prod`: ")
+    assert "no task named 'deploy.prod'" in deploy and "deploy.staging" in deploy
+    assert "`inv rollback --env staging --dry-runn`" in rollback
+    assert "task rollback takes no flag --dry-runn" in rollback
+    assert nox.startswith(f"{workflow}: job ship, step 'Lint': `nox -s lints`: ")
+    assert "no nox session named 'lints'" in nox
+    assert "task build takes no flag --jobs" in build  # `lint` filled step's NAME
+
+
+# --- the deploy workflow's contract -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def deploy_workflow() -> dict:
+    return yaml.safe_load(DEPLOY.read_text())
+
+
+def steps_by_name(workflow: dict) -> dict[str, dict]:
+    (job,) = workflow["jobs"].values()
+    return {step.get("name"): step for step in job["steps"]}
+
+
+def test_deploy_steps_have_the_names_evidence_and_runbooks_use(deploy_workflow):
+    (job,) = deploy_workflow["jobs"].values()
+    names = [step.get("name") for step in job["steps"]]
+    wanted = [
+        "Build application",
+        "Smoke",
+        "Deploy",
+        "Rollback (dry-run)",
+        "Rollback",
+        "Upload evidence",
+    ]
+    assert [name for name in names if name in wanted] == wanted
+    steps = steps_by_name(deploy_workflow)
+    assert steps["Deploy"]["id"] == "deploy"
+    assert steps["Rollback (dry-run)"]["if"] == "always()"
+    assert steps["Rollback"]["if"].startswith("failure()")
+    assert "steps.deploy.outputs.exit-code == '4'" in steps["Rollback"]["if"]
+
+
+def test_deploy_runs_one_at_a_time_and_is_never_cancelled(deploy_workflow):
+    concurrency = deploy_workflow["concurrency"]
+    assert concurrency == {
+        "group": "deploy-${{ inputs.environment || 'staging' }}",
+        "cancel-in-progress": False,
+    }
+    (job,) = deploy_workflow["jobs"].values()
+    assert "concurrency" not in job  # one group, not two
+    assert job["environment"] == "${{ inputs.environment || 'staging' }}"
+
+
+@pytest.mark.parametrize("path", RUN_FILES, ids=relative)
+def test_evidence_is_uploaded_whatever_happened(path):
+    document = yaml.safe_load(path.read_text())
+    jobs = document.get("jobs") or {"composite": document["runs"]}
+    uploads = [
+        step
+        for job in jobs.values()
+        for step in job["steps"]
+        if step.get("uses", "").startswith("actions/upload-artifact@")
+    ]
+    assert uploads, f"{relative(path)} uploads no evidence"
+    for step in uploads:
+        assert "always()" in step["if"]
+        assert step["with"]["if-no-files-found"] == "error"
+        assert step["with"]["path"].split() == ["artifacts/", "feedback/"]
+        assert "${{ github.run_attempt }}" in step["with"]["name"]  # unique per attempt
+
+
+@pytest.mark.parametrize(("inv_exit", "step_exit"), [(0, 0), (6, 0), (1, 1), (5, 5)])
+def test_rollback_dry_run_step_treats_nothing_to_roll_back_as_success(
+    tmp_path, deploy_workflow, inv_exit, step_exit
+):
+    fake = tmp_path / "bin" / "inv"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "inv $*"\nexit {inv_exit}\n')
+    fake.chmod(0o755)
+    script = tmp_path / "step.sh"
+    script.write_text(steps_by_name(deploy_workflow)["Rollback (dry-run)"]["run"])
+    env = cli_env(PATH=f"{fake.parent}:/usr/bin:/bin", SHIPYARD_ENV="staging")
+    # The runner's own command line for `shell: bash`.
+    done = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == step_exit, done.stdout + done.stderr
+    assert "inv rollback --env staging --dry-run" in done.stdout
+    assert ("::notice " in done.stdout) == (inv_exit == 6)
