@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +72,49 @@ def project(tmp_path: Path):
         return write_project(tmp_path / "proj", config)
 
     return make
+
+
+# --- process hygiene ----------------------------------------------------------------------
+# Every process a test starts inherits this marker (tests build child environments from
+# os.environ). After each test, any live process still carrying it is a leak: the test fails.
+
+_MARKER = "SHIPYARD_TEST_PROCESS_MARK"
+os.environ[_MARKER] = secrets.token_hex(8)
+_PROC = Path("/proc")
+
+
+def _marked_processes() -> dict[int, str]:
+    needle = f"{_MARKER}={os.environ[_MARKER]}".encode()
+    found = {}
+    for entry in _PROC.glob("[0-9]*"):
+        pid = int(entry.name)
+        if pid == os.getpid():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes():
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            found[pid] = command.strip()
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind():
+    yield
+    if not _PROC.is_dir():
+        return
+    deadline = time.monotonic() + 5
+    left = _marked_processes()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = _marked_processes()
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(
+                pid, signal.SIGKILL
+            )
+    assert not left, f"processes left behind: {left}"
