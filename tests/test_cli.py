@@ -331,3 +331,37 @@ def test_no_secret_form_reaches_terminal_logs_heartbeat_record_or_feedback(proje
     for form in secret_forms(listed) + secret_forms(by_name):
         assert not any(form in sink for sink in sinks), form
     assert "***" in done.stdout
+
+
+@pytest.mark.e2e
+def test_two_gate_runs_at_once_share_a_day_of_evidence_that_still_verifies(project):
+    root = project("""
+        version: 1
+        heartbeat: {interval: 100ms}
+        steps:
+          a: {run: "for i in 1 2 3; do echo a$i; sleep 0.2; done"}
+          b: {run: "for i in 1 2 3; do echo b$i; sleep 0.1; done"}
+        gates: [a, b]
+    """)
+    runs = [
+        subprocess.Popen(
+            inv("gates"),
+            cwd=root,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    assert [run.wait(timeout=60) for run in runs] == [0, 0]
+    day = evidence_dir(root)
+    assert sha256sum_check(day).returncode == 0
+    records = [json.loads(p.read_text()) for p in (day / "runs").glob("*.json")]
+    assert len(records) == 2 and records[0]["run_id"] != records[1]["run_id"]
+    for record in records:
+        for step in record["steps"]:
+            log = (day / step["log"]).read_text()
+            assert log == "".join(f"{step['name']}{i}\n" for i in (1, 2, 3))
+    starts = [line for line in heartbeat_lines(root) if " event=start " in line]
+    assert len(starts) == 4

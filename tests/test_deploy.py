@@ -382,3 +382,16 @@ def test_deploy_without_build_uses_the_artifact_built_before(staging):
     done = app.inv("deploy.staging", "--no-build")
     assert done.returncode == 0, done.stdout + done.stderr
     assert [s["name"] for s in app.last_record()["steps"]] == ["Smoke", "Deploy", "Smoke staging"]
+
+
+def test_a_rollback_during_a_deploy_is_refused_with_exit_5(staging):
+    app = staging(build=f"sleep 1.5 && {BUILD}")
+    assert app.inv("deploy.staging").returncode == 0
+    assert app.inv("deploy.staging").returncode == 0
+    deploying = app.spawn("deploy.staging")
+    time.sleep(0.7)
+    refused = app.inv("rollback")
+    assert refused.returncode == 5, refused.stdout + refused.stderr
+    assert "locked by pid" in refused.stderr
+    assert deploying.wait(timeout=120) == 0
+    assert app.current() == "v3"
