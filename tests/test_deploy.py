@@ -395,3 +395,53 @@ def test_a_rollback_during_a_deploy_is_refused_with_exit_5(staging):
     assert "locked by pid" in refused.stderr
     assert deploying.wait(timeout=120) == 0
     assert app.current() == "v3"
+
+
+def test_a_server_that_dies_in_staging_is_caught_at_once_and_rolled_back(staging):
+    app = staging()
+    assert app.inv("deploy.staging").returncode == 0
+    main = app.root / "app" / "webapp" / "__main__.py"
+    main.write_text(
+        main.read_text().replace(
+            "    options = parse_args(argv)",
+            "    options = parse_args(argv)\n"
+            '    if os.environ.get("APP_ENV") == "staging":\n'
+            "        return 3",
+        )
+    )
+    done = app.inv("deploy.staging")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "the server exited" in done.stdout
+    assert "release=v1" in app.get()[1]
+
+
+def test_a_port_taken_by_another_process_is_a_clear_preflight_error(staging):
+    import socket
+
+    app = staging()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", app.port))
+        squatter.listen()
+        done = app.inv("deploy.staging")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"port {app.port} on 127.0.0.1 is in use by another process" in done.stderr
+    assert not app.last_record()["steps"]  # refused before building anything
+    assert app.current() is None
+
+
+def test_damaged_state_reads_safely_and_the_next_deploy_repairs_it(staging):
+    app = staging()
+    assert app.inv("deploy.staging").returncode == 0
+    assert app.inv("deploy.staging").returncode == 0
+    (app.state / "releases" / "v1" / "release.json").write_text('{"status": "comp')
+    listed = json.loads(app.inv("releases", "--json").stdout)
+    assert [r["status"] for r in listed] == ["building", "complete"]
+    assert app.inv("rollback", "--dry-run").returncode == 6
+    (app.state / "current").unlink()
+    (app.state / "current").symlink_to("releases/v9")
+    (app.state / "audit.jsonl").open("ab").write(b'\xff\xfe garbage\n{"trunc')
+    status = json.loads(app.inv("status", "--json").stdout)
+    assert status["current"] is None and status["serving"] == "v2"
+    done = app.inv("deploy.staging")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert app.current() == "v3" and "release=v3" in app.get()[1]

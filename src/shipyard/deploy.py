@@ -23,7 +23,7 @@ from typing import Any
 from shipyard import artifact, audit, server, targets
 from shipyard.config import Config, Environment, Step
 from shipyard.console import PlainConsole, SilentConsole, make_console
-from shipyard.errors import ExitCode, LockHeld, StepFailed, UsageError
+from shipyard.errors import ExitCode, LockHeld, ShipyardError, StepFailed, UsageError
 from shipyard.lock import DeployLock
 from shipyard.pipeline import Run, finish, step_context, stop_on_signals
 from shipyard.process import tools_path
@@ -141,9 +141,19 @@ class Operation:
             self.record["refused"] = held.message
             return int(ExitCode.LOCKED)
         try:
-            return body()
+            return self.guarded(body)
         finally:
             lock.release()
+
+    def guarded(self, body: Callable[[], int]) -> int:
+        """`body()`, with an expected failure (no artifact, flyctl refusing) reported in one
+        line and recorded, so that the run's evidence is still written."""
+        try:
+            return body()
+        except ShipyardError as error:
+            print(error.message, file=sys.stderr)
+            self.record["error"] = error.message
+            return int(error.exit_code)
 
     def finish(self, event: str, code: int, *, show: bool = True) -> int:
         if event != "dry-run":
@@ -216,6 +226,7 @@ def _build_step(config: Config) -> Step:
 
 def _deploy_steps(op: Operation, build_step: Step, *, build: bool) -> int:
     flow = op.flow
+    op.target.preflight_deploy()  # e.g. the port is free: fail before building anything
     if build and not flow.shell(build_step).ok:
         return _stopped_or(flow, ExitCode.STEP_FAILED)
     archive = artifact.find_artifact(op.config.root, build_step.artifact or "")
@@ -385,7 +396,7 @@ def rollback(
     with stop_on_signals(op.run.stop):
         try:
             if dry_run:
-                code = _dry_run(op, to, plans)
+                code = op.guarded(lambda: _dry_run(op, to, plans))
             else:
                 code = op.locked(lock_wait, lambda: _rollback_steps(op, to, plans))
         finally:

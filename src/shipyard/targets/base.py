@@ -118,6 +118,7 @@ class Target(Protocol):
     stop: threading.Event | None  # set by the caller: long calls end when it is set
 
     def preflight(self) -> None: ...  # raises PreflightError naming what is missing
+    def preflight_deploy(self) -> None: ...  # what only a deploy needs (a free port)
     def plan_deploy(self, artifact: str | None) -> DeployPlan: ...
     def deploy(self, plan: DeployPlan, say: Say) -> str: ...  # the release now serving
     def health(self, say: Say) -> None: ...  # the target's own verdict, before the HTTP smoke

@@ -108,6 +108,9 @@ class FlyTarget:
                 f" under {self.config.root} (run `fly launch --no-deploy` or fix the path)"
             )
 
+    def preflight_deploy(self) -> None:
+        """Everything a Fly deploy needs was checked by `preflight`."""
+
     def flyctl(self) -> str:
         if self.env.flyctl:
             path = Path(self.env.flyctl)

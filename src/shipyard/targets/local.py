@@ -164,7 +164,10 @@ class LocalTarget:
     # --- deploy ------------------------------------------------------------------------
 
     def preflight(self) -> None:
-        """Nothing to check before reading; a deploy checks its port itself."""
+        """Nothing to check before reading the state."""
+
+    def preflight_deploy(self) -> None:
+        self._check_port()
 
     def plan_deploy(self, artifact_path: str | None) -> DeployPlan:
         version = f"v{self._last_number() + 1}"
@@ -187,7 +190,6 @@ class LocalTarget:
         )
 
     def deploy(self, plan: DeployPlan, say: Say) -> str:
-        self._check_port()
         folder = self.release_dir(plan.release)
         self.releases_dir.mkdir(parents=True, exist_ok=True)
         folder.mkdir()  # claims the version: no two deploys write one folder
