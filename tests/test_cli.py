@@ -365,3 +365,16 @@ def test_two_gate_runs_at_once_share_a_day_of_evidence_that_still_verifies(proje
             assert log == "".join(f"{step['name']}{i}\n" for i in (1, 2, 3))
     starts = [line for line in heartbeat_lines(root) if " event=start " in line]
     assert len(starts) == 4
+
+
+def test_evidence_verify_reports_a_renamed_file_as_missing_and_added(project):
+    root = project(GATES)
+    run_cli(inv("step", "fmt"), root)
+    day = evidence_dir(root)
+    log = next(day.glob("logs/*/fmt.log"))
+    log.rename(log.with_name("renamed.log"))
+    done = run_cli(inv("evidence.verify"), root)
+    assert done.returncode == 1
+    relative = log.relative_to(day).as_posix()
+    assert f"missing: {relative}" in done.stdout
+    assert f"added: {relative.replace('fmt.log', 'renamed.log')}" in done.stdout

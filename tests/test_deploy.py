@@ -445,3 +445,27 @@ def test_damaged_state_reads_safely_and_the_next_deploy_repairs_it(staging):
     done = app.inv("deploy.staging")
     assert done.returncode == 0, done.stdout + done.stderr
     assert app.current() == "v3" and "release=v3" in app.get()[1]
+
+
+def test_nothing_written_is_world_or_group_writable_even_with_umask_0(staging):
+    app = staging()
+    done = subprocess.run(
+        f"umask 000 && {BIN / 'inv'} deploy.staging",
+        shell=True,
+        cwd=app.root,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    written = [
+        p
+        for folder in ("artifacts", "feedback", ".shipyard", "dist")
+        for p in (app.root / folder).rglob("*")
+        if not p.is_symlink()
+    ]
+    assert written
+    loose = [str(p) for p in written if p.stat().st_mode & 0o022]
+    assert not loose

@@ -10,7 +10,7 @@ from invoke import Exit, ParseError, Program
 
 from shipyard import __version__, commands
 from shipyard.errors import ExitCode, ShipyardError
-from shipyard.tasks import namespace
+from shipyard.tasks import namespace, private_umask
 
 
 class ShipyardProgram(Program):
@@ -52,6 +52,7 @@ def _heartbeat(args: list[str]) -> int:
     if len(args) < 2 or args[1] != "--":
         print("usage: shipyard heartbeat AGENT -- CMD...", file=sys.stderr)
         return int(ExitCode.USAGE)
+    private_umask()
     try:
         return commands.heartbeat(args[0], args[2:])
     except ShipyardError as error:

@@ -27,11 +27,18 @@ _TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 CONFIG_HELP = "shipyard.yaml to use (default: $SHIPYARD_CONFIG, or found upwards from here)"
 
 
+def private_umask() -> None:
+    """Nothing Shipyard writes (state, evidence, logs) may be writable by group or others,
+    whatever umask the caller had."""
+    os.umask(os.umask(0) | 0o022)
+
+
 def _exits(body: Callable[..., int]) -> Callable[..., None]:
     """A command's exit code, or a ShipyardError, as invoke's `Exit`: one line, no traceback."""
 
     @functools.wraps(body)
     def wrapper(c: Context, *args: Any, **kwargs: Any) -> None:
+        private_umask()
         try:
             code = body(c, *args, **kwargs)
         except ShipyardError as error:
