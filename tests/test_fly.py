@@ -8,6 +8,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,19 @@ def test_doctor_names_the_missing_token(fly):
     assert done.returncode == 2
     assert "FAIL environment fly-staging: FLY_API_TOKEN is not set" in done.stdout
     assert fly.inv("doctor", "--env", "fly-staging").returncode == 0
+
+
+def test_the_token_is_in_no_child_process_argv_while_a_deploy_runs(fly):
+    fly.fake.script(deploy_seconds=1.0)
+    process = fly.spawn("deploy.fly-staging")
+    seen: list[str] = []
+    while process.poll() is None:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                seen.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:
+                continue
+        time.sleep(0.02)
+    assert process.wait() == 0
+    assert any("deploy" in line and "--app" in line for line in seen)  # flyctl deploy was seen
+    assert not [line for line in seen if fly.token in line]
