@@ -469,3 +469,34 @@ def test_nothing_written_is_world_or_group_writable_even_with_umask_0(staging):
     assert written
     loose = [str(p) for p in written if p.stat().st_mode & 0o022]
     assert not loose
+
+
+def test_five_deploys_at_once_one_proceeds_four_exit_5(staging):
+    app = staging(build=f"sleep 1.5 && {BUILD}")
+    deploys = [app.spawn("deploy.staging") for _ in range(5)]
+    codes = sorted(process.wait(timeout=120) for process in deploys)
+    assert codes == [0, 5, 5, 5, 5]
+    assert app.current() == "v1"
+
+
+def test_sigkill_of_a_rollback_at_any_moment_leaves_current_complete(staging):
+    app = staging()
+    for version in ("1.0.0", "2.0.0"):
+        app.set_version(version)
+        assert app.inv("deploy.staging").returncode == 0
+    began = time.monotonic()
+    assert app.inv("rollback").returncode == 0  # v2 -> v1, and how long that takes here
+    duration = time.monotonic() - began
+    for moment in range(10):
+        assert app.inv("rollback", "--to", "v2" if app.current() == "v1" else "v1").returncode == 0
+        target = "v2" if app.current() == "v1" else "v1"
+        process = app.spawn("rollback", "--to", target)
+        time.sleep(duration * (moment + 0.5) / 10)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        current = app.current()
+        assert current in ("v1", "v2"), f"kill {moment}: current is {current}"
+        assert app.release(current)["status"] == "complete", f"kill {moment}"
+    final = app.inv("deploy.staging")
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert f"release={app.current()}" in app.get()[1]

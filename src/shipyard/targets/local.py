@@ -281,11 +281,17 @@ class LocalTarget:
         self._serve(plan.to or "", say)
 
     def commit_rollback(self, plan: RollbackPlan, say: Say) -> None:
+        """Make the release rolled back to current, then mark the one left bad: in this order
+        `current` never points at a bad release, whenever the process dies."""
+        target = plan.to or ""
+        if self._release(target, None).status is ReleaseStatus.BAD:
+            self._set_status(target, ReleaseStatus.COMPLETE)  # it just passed its smoke again
+            say(f"{target} passed its smoke again: complete")
+        self._switch(target)
+        say(f"{target} is current")
         if plan.current:
             self._set_status(plan.current, ReleaseStatus.BAD)
             say(f"marked {plan.current} bad")
-        self._switch(plan.to or "")
-        say(f"{plan.to} is current")
 
     def undo_rollback(self, plan: RollbackPlan, say: Say) -> bool:
         if plan.current is None:
