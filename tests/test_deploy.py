@@ -288,23 +288,33 @@ def test_rollback_dry_run_refuses_a_tampered_release(staging):
     assert "v1 files do not match their recorded sha256" in done.stdout
 
 
-def deploy_duration(app: Staging) -> float:
-    began = time.monotonic()
-    assert app.inv("deploy.staging").returncode == 0
-    return time.monotonic() - began
+def heartbeat_events(app: Staging) -> int:
+    logs = list((app.root / "artifacts").rglob("heartbeat.log"))
+    return sum(len(log.read_text().splitlines()) for log in logs)
+
+
+def kill_after_events(app: Staging, task: tuple[str, ...], events: int) -> None:
+    """Start `inv TASK`, SIGKILL it right after its `events`-th heartbeat line (0: at once)."""
+    baseline = heartbeat_events(app)
+    process = app.spawn(*task)
+    deadline = time.monotonic() + 30
+    while heartbeat_events(app) < baseline + events and process.poll() is None:
+        assert time.monotonic() < deadline, f"no heartbeat line {events} within 30 s"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
 
 
 def test_sigkill_at_any_moment_leaves_current_complete_and_the_next_deploy_works(staging):
+    """Killed after each heartbeat event of a deploy: Build, Smoke, Deploy and Smoke staging
+    each start and end, so every phase is hit, including mid-unpack and mid-smoke."""
     app = staging()
-    duration = deploy_duration(app)  # v1, and how long a deploy takes here
-    for moment in range(10):
-        process = app.spawn("deploy.staging")
-        time.sleep(duration * (moment + 0.5) / 10)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+    assert app.inv("deploy.staging").returncode == 0
+    for events in range(10):
+        kill_after_events(app, ("deploy.staging",), events)
         current = app.current()
-        assert current is not None, f"kill {moment}: no current"
-        assert app.release(current)["status"] == "complete", f"kill {moment}: {current}"
+        assert current is not None, f"kill after {events} events: no current"
+        assert app.release(current)["status"] == "complete", f"kill after {events}: {current}"
     final = app.inv("deploy.staging")
     assert final.returncode == 0, final.stdout + final.stderr
     status, page = app.get()
