@@ -10,8 +10,8 @@ nox.options.sessions = ["gates"]
 nox.options.error_on_missing_interpreters = True
 
 
-def _step(session: nox.Session, name: str, *extras: str) -> None:
-    session.install(f".{'[' + ','.join(extras) + ']' if extras else ''}", "ruff")
+def _step(session: nox.Session, name: str, extra: str = "") -> None:
+    session.install(f".[{extra}]" if extra else ".", "ruff")
     session.run("shipyard", "step", name, *session.posargs)
 
 
