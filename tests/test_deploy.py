@@ -305,12 +305,13 @@ def kill_after_events(app: Staging, task: tuple[str, ...], events: int) -> None:
     process.wait(timeout=30)
 
 
-def test_sigkill_at_any_moment_leaves_current_complete_and_the_next_deploy_works(staging):
+@pytest.mark.parametrize("rounds", [1, 10], ids=["10-kills", "100-kills"])
+def test_sigkill_at_any_moment_leaves_current_complete_and_the_next_deploy_works(staging, rounds):
     """Killed after each heartbeat event of a deploy: Build, Smoke, Deploy and Smoke staging
     each start and end, so every phase is hit, including mid-unpack and mid-smoke."""
     app = staging()
     assert app.inv("deploy.staging").returncode == 0
-    for events in range(10):
+    for events in [n % 10 for n in range(10 * rounds)]:
         kill_after_events(app, ("deploy.staging",), events)
         current = app.current()
         assert current is not None, f"kill after {events} events: no current"
