@@ -78,7 +78,7 @@ def project(tmp_path: Path):
 # Every process a test starts inherits this marker (tests build child environments from
 # os.environ). After each test, any live process still carrying it is a leak: the test fails.
 
-_MARKER = "SHIPYARD_TEST_PROCESS_MARK"
+_MARKER = "PYTEST_PROCESS_HYGIENE_MARK"  # not SHIPYARD_*: cli_env() drops those
 os.environ[_MARKER] = secrets.token_hex(8)
 _PROC = Path("/proc")
 
