@@ -49,6 +49,12 @@ def run_cli(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, ti
     )
 
 
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    """Assert a command succeeded; when it did not, show all it printed (pytest would cut it)."""
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
 def evidence_dir(root: Path, agent: str = "devops") -> Path:
     days = sorted((root / "artifacts" / agent).glob("20*"))
     assert days, f"no evidence under {root / 'artifacts' / agent}"

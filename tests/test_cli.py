@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, cli_env, evidence_dir, random_secret, run_cli, sha256sum_check
+from conftest import BIN, REPO, cli_env, evidence_dir, ok, random_secret, run_cli, sha256sum_check
 
 ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"
 
@@ -170,7 +170,7 @@ def test_config_flag_and_env_var_point_at_a_config_elsewhere(project, tmp_path):
 
 def test_build_and_list(project):
     root = project(GATES)
-    assert run_cli(inv("build"), root).returncode == 0
+    ok(run_cli(inv("build"), root))
     assert (root / "dist" / "app.txt").exists()
     listing = run_cli(inv("--list"), root).stdout
     tasks = (
@@ -196,7 +196,7 @@ def test_build_and_list(project):
 def test_evidence_verify_reports_tampering(project):
     root = project(GATES)
     run_cli(inv("step", "fmt"), root)
-    assert run_cli(inv("evidence.verify"), root).returncode == 0
+    ok(run_cli(inv("evidence.verify"), root))
     day = evidence_dir(root)
     log = next(day.glob("logs/*/fmt.log"))
     log.write_text("forged\n")

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, cli_env, evidence_dir, run_cli, sha256sum_check, write_project
+from conftest import BIN, REPO, cli_env, evidence_dir, ok, run_cli, sha256sum_check, write_project
 
 from shipyard.server import free_port
 
@@ -141,7 +141,7 @@ def test_deploy_change_dry_run_rollback(staging):
     assert status == 200 and "version=1.0.0" in page and "release=v1" in page
 
     app.set_version("2.0.0")
-    assert app.inv("deploy.staging").returncode == 0
+    ok(app.inv("deploy.staging"))
     status, page = app.get()
     assert status == 200 and "version=2.0.0" in page and "release=v2" in page
 
@@ -175,7 +175,7 @@ def test_deploy_change_dry_run_rollback(staging):
 def test_status_reports_the_running_release(staging):
     app = staging()
     assert app.inv("status").returncode == 1  # nothing deployed yet
-    assert app.inv("deploy.staging").returncode == 0
+    ok(app.inv("deploy.staging"))
     shown = json.loads(app.inv("status", "--json").stdout)
     assert shown["serving"] == shown["current"] == "v1"
     assert shown["pid"] == app.server_pid() and shown["healthy"] is True
@@ -184,7 +184,7 @@ def test_status_reports_the_running_release(staging):
 
 def test_a_build_that_fails_its_artifact_smoke_switches_nothing(staging):
     app = staging()
-    assert app.inv("deploy.staging").returncode == 0
+    ok(app.inv("deploy.staging"))
     pid = app.server_pid()
     app.break_page()
     done = app.inv("deploy.staging")
@@ -198,7 +198,7 @@ def test_a_build_that_fails_its_artifact_smoke_switches_nothing(staging):
 
 def test_a_release_failing_only_in_staging_is_rolled_back_with_exit_3(staging):
     app = staging()
-    assert app.inv("deploy.staging").returncode == 0
+    ok(app.inv("deploy.staging"))
     app.break_page('info.app_env == "staging"')
     done = app.inv("deploy.staging")
     assert done.returncode == 3, done.stdout + done.stderr
@@ -258,7 +258,7 @@ def test_lock_wait_lets_the_second_deploy_follow_the_first(staging):
 def test_pruning_keeps_complete_releases_current_and_rollback_target(staging):
     app = staging(keep=2)
     for _ in range(4):
-        assert app.inv("deploy.staging").returncode == 0
+        ok(app.inv("deploy.staging"))
     kept = sorted(p.name for p in (app.state / "releases").iterdir())
     assert kept == ["v3", "v4"]
     assert app.current() == "v4"
@@ -269,7 +269,7 @@ def test_rollback_to_a_named_release_and_bad_names(staging):
     app = staging()
     for version in ("1.0.0", "2.0.0", "3.0.0"):
         app.set_version(version)
-        assert app.inv("deploy.staging").returncode == 0
+        ok(app.inv("deploy.staging"))
     assert app.inv("rollback", "--to", "v9").returncode == 2
     assert app.inv("rollback", "--to", "latest").returncode == 2
     done = app.inv("rollback", "--to", "v1")
@@ -280,8 +280,8 @@ def test_rollback_to_a_named_release_and_bad_names(staging):
 
 def test_rollback_dry_run_refuses_a_tampered_release(staging):
     app = staging()
-    assert app.inv("deploy.staging").returncode == 0
-    assert app.inv("deploy.staging").returncode == 0
+    ok(app.inv("deploy.staging"))
+    ok(app.inv("deploy.staging"))
     (app.state / "releases" / "v1" / "webapp" / "server.py").write_text("tampered\n")
     done = app.inv("rollback", "--dry-run")
     assert done.returncode == 1
@@ -310,7 +310,7 @@ def test_sigkill_at_any_moment_leaves_current_complete_and_the_next_deploy_works
     """Killed after each heartbeat event of a deploy: Build, Smoke, Deploy and Smoke staging
     each start and end, so every phase is hit, including mid-unpack and mid-smoke."""
     app = staging()
-    assert app.inv("deploy.staging").returncode == 0
+    ok(app.inv("deploy.staging"))
     for events in [n % 10 for n in range(10 * rounds)]:
         kill_after_events(app, ("deploy.staging",), events)
         current = app.current()
@@ -324,12 +324,12 @@ def test_sigkill_at_any_moment_leaves_current_complete_and_the_next_deploy_works
 
 def test_smoke_task_checks_the_built_artifact(staging):
     app = staging()
-    assert app.inv("build").returncode == 0
+    ok(app.inv("build"))
     good = app.inv("smoke")
     assert good.returncode == 0, good.stdout + good.stderr
     assert "-> 200" in good.stdout
     app.break_page()
-    assert app.inv("build").returncode == 0
+    ok(app.inv("build"))
     bad = app.inv("smoke")
     assert bad.returncode == 1
     assert "did not answer 200" in bad.stdout and "server log" in bad.stdout
@@ -339,7 +339,7 @@ def test_smoke_task_checks_the_built_artifact(staging):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_deploy_releases_the_lock_restores_and_exits_130(staging, signum):
     app = staging()
-    assert app.inv("deploy.staging").returncode == 0
+    ok(app.inv("deploy.staging"))
     app.break_page('info.app_env == "staging"')  # the staging smoke will keep retrying
     earlier = set((app.root / "artifacts").rglob("Smoke_staging.log"))
     process = app.spawn("deploy.staging")
@@ -359,8 +359,8 @@ def test_interrupted_deploy_releases_the_lock_restores_and_exits_130(staging, si
 
 def test_rollback_dry_run_json_is_the_plan(staging):
     app = staging()
-    assert app.inv("deploy.staging").returncode == 0
-    assert app.inv("deploy.staging").returncode == 0
+    ok(app.inv("deploy.staging"))
+    ok(app.inv("deploy.staging"))
     shown = app.inv("rollback", "--dry-run", "--json")
     plan = json.loads(shown.stdout)
     assert (plan["current"], plan["to"], plan["possible"], plan["exit_code"]) == (
@@ -374,7 +374,7 @@ def test_rollback_dry_run_json_is_the_plan(staging):
 
 def test_contract_holds_after_a_good_deploy_and_names_what_breaks(staging):
     app = staging()
-    assert app.inv("deploy.staging").returncode == 0
+    ok(app.inv("deploy.staging"))
     held = app.inv("contract")
     assert held.returncode == 0, held.stdout + held.stderr
     for name in ("Build application", "Smoke", "Deploy", "Smoke staging", "Rollback", "evidence"):
@@ -389,7 +389,7 @@ def test_contract_holds_after_a_good_deploy_and_names_what_breaks(staging):
 
 def test_deploy_without_build_uses_the_artifact_built_before(staging):
     app = staging()
-    assert app.inv("build").returncode == 0
+    ok(app.inv("build"))
     done = app.inv("deploy.staging", "--no-build")
     assert done.returncode == 0, done.stdout + done.stderr
     assert [s["name"] for s in app.last_record()["steps"]] == ["Smoke", "Deploy", "Smoke staging"]
@@ -397,8 +397,8 @@ def test_deploy_without_build_uses_the_artifact_built_before(staging):
 
 def test_a_rollback_during_a_deploy_is_refused_with_exit_5(staging):
     app = staging(build=f"sleep 1.5 && {BUILD}")
-    assert app.inv("deploy.staging").returncode == 0
-    assert app.inv("deploy.staging").returncode == 0
+    ok(app.inv("deploy.staging"))
+    ok(app.inv("deploy.staging"))
     deploying = app.spawn("deploy.staging")
     time.sleep(0.7)
     refused = app.inv("rollback")
@@ -410,7 +410,7 @@ def test_a_rollback_during_a_deploy_is_refused_with_exit_5(staging):
 
 def test_a_server_that_dies_in_staging_is_caught_at_once_and_rolled_back(staging):
     app = staging()
-    assert app.inv("deploy.staging").returncode == 0
+    ok(app.inv("deploy.staging"))
     main = app.root / "app" / "webapp" / "__main__.py"
     main.write_text(
         main.read_text().replace(
@@ -442,8 +442,8 @@ def test_a_port_taken_by_another_process_is_a_clear_preflight_error(staging):
 
 def test_damaged_state_reads_safely_and_the_next_deploy_repairs_it(staging):
     app = staging()
-    assert app.inv("deploy.staging").returncode == 0
-    assert app.inv("deploy.staging").returncode == 0
+    ok(app.inv("deploy.staging"))
+    ok(app.inv("deploy.staging"))
     (app.state / "releases" / "v1" / "release.json").write_text('{"status": "comp')
     listed = json.loads(app.inv("releases", "--json").stdout)
     assert [r["status"] for r in listed] == ["building", "complete"]
@@ -494,12 +494,12 @@ def test_sigkill_of_a_rollback_at_any_moment_leaves_current_complete(staging):
     app = staging()
     for version in ("1.0.0", "2.0.0"):
         app.set_version(version)
-        assert app.inv("deploy.staging").returncode == 0
+        ok(app.inv("deploy.staging"))
     began = time.monotonic()
     assert app.inv("rollback").returncode == 0  # v2 -> v1, and how long that takes here
     duration = time.monotonic() - began
     for moment in range(10):
-        assert app.inv("rollback", "--to", "v2" if app.current() == "v1" else "v1").returncode == 0
+        ok(app.inv("rollback", "--to", "v2" if app.current() == "v1" else "v1"))
         target = "v2" if app.current() == "v1" else "v1"
         process = app.spawn("rollback", "--to", target)
         time.sleep(duration * (moment + 0.5) / 10)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, evidence_dir, sha256sum_check, write_project
+from conftest import BIN, evidence_dir, ok, sha256sum_check, write_project
 from test_smoke import serving
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -129,7 +129,7 @@ def test_deploy_reports_the_new_release_and_keeps_the_token_out_of_everything(fl
 
 
 def test_critical_checks_in_a_rolling_deploy_exit_3_with_every_machine_back(fly):
-    assert fly.inv("deploy.fly-staging").returncode == 0
+    ok(fly.inv("deploy.fly-staging"))
     good = fly.image(2)
     fly.fake.script(build_health="critical")
     done = fly.inv("deploy.fly-staging")
@@ -169,7 +169,7 @@ def test_failing_http_smoke_rolls_back(tmp_path):
 
 
 def test_rollback_dry_run_prints_the_exact_command_and_creates_nothing(fly):
-    assert fly.inv("deploy.fly-staging").returncode == 0
+    ok(fly.inv("deploy.fly-staging"))
     before = json.dumps(fly.releases)
     dry = fly.inv("rollback", "--env", "fly-staging", "--dry-run")
     assert dry.returncode == 0, dry.stdout + dry.stderr
@@ -184,7 +184,7 @@ def test_rollback_dry_run_prints_the_exact_command_and_creates_nothing(fly):
 
 
 def test_rollback_creates_a_new_release_with_the_earlier_image_and_skips_it_next_time(fly):
-    assert fly.inv("deploy.fly-staging").returncode == 0
+    ok(fly.inv("deploy.fly-staging"))
     done = fly.inv("rollback", "--env", "fly-staging")
     assert done.returncode == 0, done.stdout + done.stderr
     newest = max(fly.releases, key=lambda r: r["Version"])
@@ -279,7 +279,7 @@ def test_a_failing_release_command_rolls_back_with_exit_3(fly):
 
 
 def test_rollback_to_an_image_gone_from_the_registry_fails_without_a_release(fly):
-    assert fly.inv("deploy.fly-staging").returncode == 0
+    ok(fly.inv("deploy.fly-staging"))
     state = fly.fake.state
     state["apps"][APP]["registry"].remove(fly.image(1))
     write(fly.fake.path, state)
@@ -294,7 +294,7 @@ def test_doctor_names_the_missing_token(fly):
     done = fly.inv("doctor", "--env", "fly-staging", FLY_API_TOKEN=None)
     assert done.returncode == 2
     assert "FAIL environment fly-staging: FLY_API_TOKEN is not set" in done.stdout
-    assert fly.inv("doctor", "--env", "fly-staging").returncode == 0
+    ok(fly.inv("doctor", "--env", "fly-staging"))
 
 
 def test_the_token_is_in_no_child_process_argv_while_a_deploy_runs(fly):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+from shipyard import server
 from shipyard.artifact import tree_sha256
 from shipyard.config import Config, Environment
+from shipyard.process import start_ticks
 from shipyard.targets import ReleaseStatus
 from shipyard.targets.local import LocalTarget
 
@@ -87,3 +90,22 @@ def test_deploy_plan_numbers_after_the_highest_folder(tmp_path):
     release(local, "v10", "complete", current=True)
     plan = local.plan_deploy("dist/app.tar.gz")
     assert (plan.release, plan.previous) == ("v11", "v10")
+
+
+def test_a_live_pid_that_is_not_the_server_we_started_is_not_ours(tmp_path):
+    """A state.json whose pid now belongs to another process (pid reuse, a stale file) is not
+    our server: Shipyard neither stops it nor counts it as serving."""
+    local = target(tmp_path)
+    other = server.start("sleep 30", cwd=tmp_path, env=os.environ, log_path=tmp_path / "log")
+    try:
+        ticks = start_ticks(other)
+        assert ticks is not None
+        state = {"pid": other, "release": "v1", "port": 1, "started_at": 0.0}
+        local.server_dir.mkdir(parents=True)
+        for recorded, ours in ((None, False), (ticks - 1, False), (ticks, True)):
+            (local.server_dir / "state.json").write_text(
+                json.dumps({**state, "start_ticks": recorded})
+            )
+            assert (local.serving() is not None) is ours
+    finally:
+        server.stop(other, grace=0.5)

@@ -4,7 +4,7 @@ import os
 import sys
 import time
 
-from shipyard import server
+from shipyard import process, server
 
 
 def test_placeholders_are_shell_quoted_so_values_cannot_inject():
@@ -45,3 +45,22 @@ def test_port_in_use_and_free_port():
         port = listener.getsockname()[1]
         assert server.port_in_use(port)
     assert not server.port_in_use(server.free_port())
+
+
+def test_start_ticks_name_one_process_across_exec(tmp_path):
+    """The server's identity holds from the moment it starts, through the exec of `sh -c
+    'exec …'` (where /proc/<pid>/environ reads empty for a moment), and differs for a new pid."""
+    command = f"{sys.executable} -c 'import time; time.sleep(30)'"
+    first = server.start(command, cwd=tmp_path, env=os.environ, log_path=tmp_path / "a.log")
+    second = server.start(command, cwd=tmp_path, env=os.environ, log_path=tmp_path / "b.log")
+    try:
+        ticks = process.start_ticks(first)
+        assert ticks is not None
+        for _ in range(50):
+            assert process.start_ticks(first) == ticks
+            time.sleep(0.005)
+        assert process.start_ticks(second) is not None
+    finally:
+        server.stop(first, grace=0.5)
+        server.stop(second, grace=0.5)
+    assert not server.alive(first)

@@ -48,12 +48,28 @@ def group_alive(pgid: int) -> bool:
 
 
 def _live_member(stat: Path, pgid: int) -> bool:
+    fields = _stat_fields(stat)
+    return bool(fields) and fields[2] == str(pgid) and fields[0] not in ("Z", "X")
+
+
+def start_ticks(pid: int) -> int | None:
+    """When `pid` started, in clock ticks since boot (Linux); None without /proc or process.
+
+    Unlike the pid, (pid, start) names one process for good: a pid reused by another process
+    has another start time. It also holds across exec, unlike /proc/<pid>/environ, which reads
+    empty while the process is in the middle of an exec.
+    """
+    fields = _stat_fields(_PROC / str(pid) / "stat")
+    return int(fields[19]) if fields else None
+
+
+def _stat_fields(stat: Path) -> list[str]:
+    """The fields of /proc/<pid>/stat after `(comm)`: state first, starttime at index 19."""
     try:
         text = stat.read_text()
     except OSError:
-        return False
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[2] == str(pgid) and fields[0] not in ("Z", "X")
+        return []
+    return text[text.rindex(")") + 2 :].split()
 
 
 def signal_group(pgid: int, signum: int) -> None:

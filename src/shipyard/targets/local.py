@@ -27,7 +27,7 @@ from shipyard import artifact, audit, server
 from shipyard.config import Config, Environment
 from shipyard.errors import PreflightError, StepFailed
 from shipyard.heartbeat import iso_timestamp
-from shipyard.process import tools_path
+from shipyard.process import start_ticks, tools_path
 from shipyard.smoke import SmokeCheck
 from shipyard.targets.base import (
     DeployPlan,
@@ -312,18 +312,17 @@ class LocalTarget:
         self._stop_server(say)
         command = self._command(version)
         log_path = self.server_dir / f"{version}.log"
-        token = secrets.token_hex(8)
         pid = server.start(
             command,
             cwd=self.release_dir(version),
-            env=self._server_env(version, token),
+            env=self._server_env(version),
             log_path=log_path,
         )
         state = {
             "pid": pid,
+            "start_ticks": start_ticks(pid),
             "release": version,
             "port": self.port,
-            "token": token,
             "started_at": time.time(),
             "command": command,
         }
@@ -341,7 +340,7 @@ class LocalTarget:
     def server_log(self, version: str) -> Path:
         return self.server_dir / f"{version}.log"
 
-    def _server_env(self, version: str, token: str) -> dict[str, str]:
+    def _server_env(self, version: str) -> dict[str, str]:
         return {
             **os.environ,
             "PATH": tools_path(os.environ),
@@ -349,7 +348,6 @@ class LocalTarget:
             "PORT": str(self.port),
             "SHIPYARD_ENV": self.env.name,
             "SHIPYARD_RELEASE": version,
-            "SHIPYARD_SERVER_TOKEN": token,
         }
 
     def _check_port(self) -> None:
@@ -469,17 +467,11 @@ def _chosen(release: Release | None, to: str, current: str | None) -> tuple[Rele
 
 
 def _is_our_server(state: dict[str, Any]) -> bool:
-    """The pid still runs and is the process we started (its environment carries our token)."""
+    """The pid still runs and is the process we started: the same start time as recorded
+    (a reused pid has another). Without /proc both are None: the pid and its group are
+    what there is to go by."""
     pid = state["pid"]
-    if not server.alive(pid):
-        return False
-    environ = Path(f"/proc/{pid}/environ")
-    if not environ.parent.exists():
-        return True  # no /proc (macOS): the pid and its process group are what we have
-    try:
-        return f"SHIPYARD_SERVER_TOKEN={state.get('token')}".encode() in environ.read_bytes()
-    except OSError:
-        return False
+    return server.alive(pid) and start_ticks(pid) == state.get("start_ticks")
 
 
 def _quiet(_: str) -> None:
