@@ -15,6 +15,8 @@ import pytest
 from conftest import BIN, evidence_dir, ok, sha256sum_check, write_project
 from test_smoke import serving
 
+from shipyard.heartbeat import logfmt_value
+
 sys.path.insert(0, str(Path(__file__).parent))
 from fakes.fly_state import FakeFly, machines, new_release, write
 
@@ -33,14 +35,24 @@ environments:
     fly_config: fly.toml
     strategy: {strategy}
     wait_timeout: 2m
+    read_timeout: {read_timeout}
     smoke: {{url: "{url}", expect_status: 200, timeout: 2s}}
 """
 
 
 class Fly:
-    def __init__(self, root: Path, url: str, *, strategy: str = "rolling", app: str = APP) -> None:
+    def __init__(
+        self,
+        root: Path,
+        url: str,
+        *,
+        strategy: str = "rolling",
+        app: str = APP,
+        read_timeout: str = "20s",
+    ) -> None:
         self.fake = FakeFly(root.parent)
-        self.root = write_project(root, CONFIG.format(url=url, strategy=strategy, app=app))
+        config = CONFIG.format(url=url, strategy=strategy, app=app, read_timeout=read_timeout)
+        self.root = write_project(root, config)
         (root / "fly.toml").write_text(f'app = "{APP}"\n')
         self.token = "FlyV1 fm2_" + secrets.token_urlsafe(24)
         self.fake.env["FLY_API_TOKEN"] = self.token
@@ -88,6 +100,41 @@ class Fly:
         )
         return json.loads(runs[-1].read_text())
 
+    @property
+    def newest(self) -> int:
+        return max(r["Version"] for r in self.releases)
+
+    def assert_evidence_is_true(self, done: subprocess.CompletedProcess[str], before: int) -> None:
+        """The deploy's evidence claims only what the fake's state shows: the release it made
+        (or none), where the machines are, the steps that ran and how they ended.
+        `before` is the newest release version before the deploy."""
+        record = self.record()
+        deploy = record["deploy"]
+        made = sorted(
+            (r for r in self.releases if r["Version"] > before), key=lambda r: r["Version"]
+        )
+        assert record["exit_code"] == done.returncode
+        assert deploy["release"] == (f"v{made[0]['Version']}" if made else None), deploy
+        outcome, images = deploy.get("outcome"), self.machine_images()
+        if outcome == "deployed":
+            assert made[0]["Status"] == "complete" and images == {made[0]["ImageRef"]}
+        elif outcome == "rolled back":
+            restored = self.image(int(deploy["rolled_back_to"].lstrip("v")))
+            assert images == {restored}
+            if made:  # the restore deployed the earlier image as a new release
+                assert (made[-1]["ImageRef"], made[-1]["Status"]) == (restored, "complete")
+        elif outcome == "down":
+            assert deploy["rolled_back_to"] is None
+        else:  # stopped before deploying: Fly has nothing new
+            assert not made and not [c for c in self.fake.calls if c["argv"][0] == "deploy"]
+        beats = (evidence_dir(self.root) / "logs" / "heartbeat.log").read_text()
+        for step in record["steps"]:
+            ended = f"step={logfmt_value(step['name'])} event=end status={step['status']}"
+            assert ended in beats, ended
+        heading = f"`inv {' '.join(done.args[1:])}` · {record['outcome']} (exit {done.returncode})"
+        feedback = next((self.root / "feedback" / "devops").glob("*.md")).read_text()
+        assert heading in feedback
+
     def everything_written(self) -> str:
         files = [p for p in self.root.rglob("*") if p.is_file() and p.suffix != ".tar.gz"]
         return "\n".join(p.read_text(errors="replace") for p in files)
@@ -134,6 +181,7 @@ def test_critical_checks_in_a_rolling_deploy_exit_3_with_every_machine_back(fly)
     fly.fake.script(build_health="critical")
     done = fly.inv("deploy.fly-staging")
     assert done.returncode == 3, done.stdout + done.stderr
+    fly.assert_evidence_is_true(done, before=2)
     assert fly.machine_images() == {good}
     newest = max(fly.releases, key=lambda r: r["Version"])
     assert (newest["ImageRef"], newest["Status"]) == (good, "complete")
@@ -151,6 +199,7 @@ def test_immediate_deploy_exiting_0_on_critical_checks_is_caught_by_the_verdict(
     assert done.returncode == 3, done.stdout + done.stderr
     assert "unhealthy: machine" in done.stdout and "is critical" in done.stdout
     assert fly.machine_images() == {fly.image(1)}
+    fly.assert_evidence_is_true(done, before=1)
 
 
 def test_failing_http_smoke_rolls_back(tmp_path):
@@ -166,6 +215,7 @@ def test_failing_http_smoke_rolls_back(tmp_path):
     assert done.returncode == 3, done.stdout + done.stderr
     assert "last answer: 500" in done.stdout
     assert flies[0].machine_images() == {flies[0].image(1)}
+    flies[0].assert_evidence_is_true(done, before=1)
 
 
 def test_rollback_dry_run_prints_the_exact_command_and_creates_nothing(fly):
@@ -226,12 +276,31 @@ def test_without_flyctl_the_message_says_how_to_install_it(fly):
 
 def test_transient_read_errors_are_retried_and_visible_in_the_heartbeat(fly):
     fly.fake.script(transient={"releases": 1, "status": 1, "machines": 2, "checks": 0})
-    done = fly.inv("deploy.fly-staging")
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = ok(fly.inv("deploy.fly-staging"))
+    fly.assert_evidence_is_true(done, before=1)
     beats = (evidence_dir(fly.root) / "logs" / "heartbeat.log").read_text()
     assert 'step="flyctl machines list" event=end attempt=1 status=transient' in beats
     assert 'step="flyctl machines list" event=end attempt=3 status=ok' in beats
     assert 'step="flyctl releases" event=end attempt=2 status=ok' in beats
+
+
+def test_a_read_that_hangs_is_killed_after_read_timeout_and_retried(tmp_path, healthy_url):
+    fly = Fly(tmp_path / "proj", healthy_url, read_timeout="1s")
+    fly.fake.script(slow={"releases": 1})  # the first `flyctl releases` hangs for 60 s
+    done = ok(fly.inv("deploy.fly-staging"))
+    beats = (evidence_dir(fly.root) / "logs" / "heartbeat.log").read_text()
+    assert 'step="flyctl releases" event=end attempt=1 status=timeout exit=124' in beats
+    assert 'step="flyctl releases" event=end attempt=2 status=ok' in beats
+    fly.assert_evidence_is_true(done, before=1)
+
+
+def test_reads_that_keep_hanging_fail_the_deploy_before_anything_is_deployed(tmp_path, healthy_url):
+    fly = Fly(tmp_path / "proj", healthy_url, read_timeout="1s")
+    fly.fake.script(slow={"releases": 10})
+    done = fly.inv("deploy.fly-staging")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "flyctl releases kept failing (4 attempts): no answer within 1s" in done.stderr
+    fly.assert_evidence_is_true(done, before=1)
 
 
 def test_permanent_errors_fail_at_once_with_flyctls_message(tmp_path, healthy_url):
@@ -243,16 +312,23 @@ def test_permanent_errors_fail_at_once_with_flyctls_message(tmp_path, healthy_ur
 
 
 def test_interrupted_flyctl_deploy_is_stopped_and_rolled_back(fly):
+    """SIGTERM during `flyctl deploy`: flyctl marks its release interrupted and exits 127;
+    Shipyard still restores the previous image (to its end), then exits 130."""
     fly.fake.script(deploy_seconds=10)
     process = fly.spawn("deploy.fly-staging")
     fly.fake.wait_for(
         lambda state: any(r["Status"] == "running" for r in state["apps"][APP]["releases"]), 30
     )
+    fly.fake.script(deploy_seconds=0)  # the restore's deploy, not this one, sees it
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 130
-    assert any(r["Status"] == "interrupted" for r in fly.releases)
-    assert fly.machine_images() == {fly.image(1)}
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, out + err
+    assert [r["Status"] for r in fly.releases] == ["complete", "interrupted", "complete"]
+    assert fly.machine_images() == {fly.image(1)} and fly.image(3) == fly.image(1)
     assert not (fly.root / ".shipyard" / "fly-staging" / "lock").exists()
+    done = subprocess.CompletedProcess(process.args, 130, out, err)
+    fly.assert_evidence_is_true(done, before=1)
+    assert fly.record()["deploy"]["outcome"] == "rolled back"
 
 
 def test_releases_lists_flys_25_newest(fly):
@@ -276,18 +352,36 @@ def test_a_failing_release_command_rolls_back_with_exit_3(fly):
     assert "release command failed" in done.stdout
     assert "--skip-release-command" in done.stdout  # the restore does not run it again
     assert fly.machine_images() == {fly.image(1)}
+    fly.assert_evidence_is_true(done, before=1)
 
 
 def test_rollback_to_an_image_gone_from_the_registry_fails_without_a_release(fly):
+    """flyctl gives up before making a release: the evidence says none was made, and there is
+    nothing to undo (no needless deploy of the current image)."""
     ok(fly.inv("deploy.fly-staging"))
     state = fly.fake.state
     state["apps"][APP]["registry"].remove(fly.image(1))
     write(fly.fake.path, state)
     count = len(fly.releases)
     done = fly.inv("rollback", "--env", "fly-staging")
-    assert done.returncode in (3, 4), done.stdout + done.stderr
+    assert done.returncode == 3, done.stdout + done.stderr
     assert "could not find image" in done.stdout
-    assert len(fly.releases) == count + 1  # only the restore of v2's image made one
+    assert "Fly lists no release after v2: this deploy made none" in done.stdout
+    assert len(fly.releases) == count and fly.machine_images() == {fly.image(2)}
+    record = fly.record()["rollback"]
+    assert (record["outcome"], record["rolled_back_to"]) == ("restored", None)
+    deploys = [c for c in fly.fake.calls if c["argv"][0] == "deploy"]
+    assert len(deploys) == 2  # the first deploy and the failed rollback: no restore deploy
+
+
+def test_a_deploy_whose_image_push_fails_makes_no_release_and_claims_none(fly):
+    ok(fly.inv("deploy.fly-staging"))
+    fly.fake.script(build_fails=True)
+    done = fly.inv("deploy.fly-staging")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert fly.newest == 2 and fly.machine_images() == {fly.image(2)}
+    fly.assert_evidence_is_true(done, before=2)
+    assert fly.record()["deploy"]["outcome"] == "rolled back"
 
 
 def test_doctor_names_the_missing_token(fly):

@@ -65,6 +65,7 @@ class Environment:
     fly_config: str | None = None
     strategy: str = "rolling"  # fly: canary | rolling | immediate | bluegreen
     wait_timeout: float = 300.0  # fly: --wait-timeout of every flyctl deploy
+    read_timeout: float = 30.0  # fly: one read-only flyctl call (releases, status...) at most
     flyctl: str | None = None  # fly: path of the flyctl binary (default: flyctl or fly on PATH)
     rollback_release_command: bool = False  # fly: run [deploy] release_command on rollbacks
 
@@ -754,6 +755,7 @@ _ENVIRONMENT_FIELDS: Mapping[str, _Check] = {
     "fly_config": _text("a path to a fly.toml"),
     "strategy": _one_of(FLY_STRATEGIES),
     "wait_timeout": _duration,
+    "read_timeout": _duration,
     "flyctl": _text("a path to the flyctl binary"),
     "rollback_release_command": _boolean,
 }

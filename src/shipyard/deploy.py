@@ -245,7 +245,7 @@ def _deploy_steps(op: Operation, build_step: Step, *, build: bool) -> int:
         )
     plan = op.target.plan_deploy(relative)
     op.record.update(
-        release=plan.release,
+        planned=plan.release,
         previous=plan.previous,
         artifact=relative,
         artifact_sha256=artifact.file_sha256(archive),
@@ -259,10 +259,8 @@ def _deploy_steps(op: Operation, build_step: Step, *, build: bool) -> int:
 def _deploy_and_smoke(op: Operation, plan: DeployPlan) -> bool:
     flow, target = op.flow, op.target
 
-    def deploy(say: Say) -> None:
-        op.record["release"] = target.deploy(plan, say)
-
-    deployed = flow.action(DEPLOY, "; ".join(plan.actions), deploy)
+    deployed = flow.action(DEPLOY, "; ".join(plan.actions), lambda say: target.deploy(plan, say))
+    op.record["release"] = target.created  # what exists now, whether the deploy passed or not
     if not deployed.ok or flow.interrupted:
         return False
 
@@ -275,6 +273,7 @@ def _deploy_and_smoke(op: Operation, plan: DeployPlan) -> bool:
 
 def _roll_back_deploy(op: Operation, plan: DeployPlan) -> int:
     """The new release failed where it serves: back to the previous one (not interruptible)."""
+    op.target.stop = threading.Event()  # after ^C too, the restore runs to its end
 
     def restore(say: Say) -> None:
         if not op.target.restore(plan, say):
@@ -452,6 +451,8 @@ def _rollback_steps(op: Operation, to: str | None, plans: list[RollbackPlan]) ->
     if op.flow.action(ROLLBACK, f"{plan.current} -> {plan.to}", rollback_and_smoke).ok:
         op.record.update(outcome="rolled back", rolled_back_to=plan.to)
         return int(ExitCode.OK)
+
+    target.stop = threading.Event()  # after ^C too, the restore runs to its end
 
     def restore(say: Say) -> None:
         if not target.undo_rollback(plan, say):

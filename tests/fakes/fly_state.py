@@ -23,7 +23,10 @@ concurrent calls never corrupt it. Shapes follow shared/reference/flyctl.md (§3
         "build_health": "healthy",        # of the NEXT built image: healthy|critical|crash
         "image_health": {"<ref>": "critical"},   # per existing image; default healthy
         "release_command_fails": false,
+        "build_fails": false,             # the image build fails: exit 1, no release made
         "transient": {"releases": 0, "status": 0, "machines": 0, "checks": 0},
+        "slow": {"releases": 0, "status": 0, "machines": 0, "checks": 0},
+        "slow_seconds": 60.0,             # how long each of those slow calls hangs
         "deploy_seconds": 0.0             # sleep while machines update (to test interruption)
       },
       "calls": [{"argv": [...], "token": "present|absent", "token_source": "FLY_API_TOKEN",
@@ -38,7 +41,9 @@ succeed); `crash` ones are stopped (the smoke checks fail the deploy).
 message in TRANSIENT_ERRORS below, decrementing N. Each of those contains one of
 TRANSIENT_MARKERS, the substrings a client may treat as transient (as it may exit code 126,
 flyctl's deadline-exceeded); the fake's other read-command errors (token, app name, config,
-unknown app) contain none.
+unknown app) contain none. `script.slow[<command>] = N` makes the next N calls of that read
+command (the ones not failing) hang for `slow_seconds` before answering normally: an API call
+that a client has to give up on.
 
 `calls` records every invocation: argv as given, whether a token was given and where from
 (`token_source`: FLY_ACCESS_TOKEN, FLY_API_TOKEN, --access-token or null), the exit code.
@@ -95,7 +100,10 @@ DEFAULT_SCRIPT: dict[str, Any] = {
     "build_health": "healthy",
     "image_health": {},
     "release_command_fails": False,
+    "build_fails": False,  # the image build fails: exit 1 before any release is made
     "transient": {"releases": 0, "status": 0, "machines": 0, "checks": 0},
+    "slow": {"releases": 0, "status": 0, "machines": 0, "checks": 0},  # calls that hang...
+    "slow_seconds": 60.0,  # ...this long, then answer
     "deploy_seconds": 0.0,
 }
 _REQUEST_CANCELED = (

@@ -57,7 +57,7 @@ class Release:
 class DeployPlan:
     environment: str
     target: str
-    release: str  # the version this deploy creates
+    release: str  # the version this deploy expects to create
     previous: str | None  # the current release before it
     artifact: str | None = None
     artifact_sha256: str | None = None
@@ -116,11 +116,12 @@ class Target(Protocol):
     name: str
     observe: Observer | None  # set by the caller to see every attempt of a retried call
     stop: threading.Event | None  # set by the caller: long calls end when it is set
+    created: str | None  # after deploy(), even a failed one: the release it made, or None
 
     def preflight(self) -> None: ...  # raises PreflightError naming what is missing
     def preflight_deploy(self) -> None: ...  # what only a deploy needs (a free port)
     def plan_deploy(self, artifact: str | None) -> DeployPlan: ...
-    def deploy(self, plan: DeployPlan, say: Say) -> str: ...  # the release now serving
+    def deploy(self, plan: DeployPlan, say: Say) -> None: ...  # serve a new release
     def health(self, say: Say) -> None: ...  # the target's own verdict, before the HTTP smoke
     def alive(self) -> bool: ...  # False once the smoke cannot pass any more (server gone)
     def smoke_check(self) -> SmokeCheck: ...

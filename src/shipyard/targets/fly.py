@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from tenacity import (
 
 from shipyard import audit
 from shipyard.config import Config, Environment
-from shipyard.errors import PreflightError, StepFailed
+from shipyard.errors import ExitCode, PreflightError, StepFailed
 from shipyard.process import terminate_group
 from shipyard.smoke import SmokeCheck
 from shipyard.targets.base import (
@@ -62,6 +63,18 @@ _STATUS = {
 }
 
 
+def _read_outcome(result: FlyResult) -> str:
+    """ok; timeout (killed after read_timeout) or transient (126, flyctl's deadline, or a
+    message the reference calls transient): both retried; or failed."""
+    if result.exit_code == 0:
+        return "ok"
+    if result.exit_code == ExitCode.TIMEOUT:
+        return "timeout"
+    if result.exit_code == 126 or _TRANSIENT.search(result.stderr):
+        return "transient"
+    return "failed"
+
+
 class TransientFlyError(Exception):
     """A read-only flyctl call failed in a way the reference calls transient."""
 
@@ -88,7 +101,10 @@ class FlyTarget:
         self.state_dir = state_dir(config, environment)
         self.observe: Observer | None = None
         self.stop: threading.Event | None = None
-        self._deployed: str | None = None
+        self.created: str | None = None  # the release this deploy made, as Fly lists it
+        self._deployed: str | None = None  # the release the last flyctl deploy made
+        self._made_none = False  # the last flyctl deploy failed and Fly lists nothing new
+        self._newest_seen = 0  # the newest release number Fly has listed to us
 
     # --- preflight -----------------------------------------------------------------------
 
@@ -138,17 +154,32 @@ class FlyTarget:
         return [self.flyctl(), *args]
 
     def _run(self, args: Sequence[str]) -> FlyResult:
-        """A short read-only call: stdout (JSON) and stderr (the error) kept apart."""
-        done = subprocess.run(
+        """A short read-only call: stdout (JSON) and stderr (the error) kept apart; a call
+        still running after `read_timeout` is killed with its group and reads as exit 124."""
+        process = subprocess.Popen(
             self._argv(*args),
             cwd=self.config.root,
             stdin=subprocess.DEVNULL,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             errors="replace",
-            check=False,
+            start_new_session=True,
         )
-        return FlyResult(done.returncode, done.stdout, done.stderr)
+        deadline = time.monotonic() + self.env.read_timeout
+        stop = self.stop or threading.Event()
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                stdout, stderr = process.communicate(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                continue
+            return FlyResult(process.returncode, stdout, stderr)
+        terminate_group(process, grace=1.0)  # type: ignore[arg-type]
+        process.communicate()
+        if stop.is_set():
+            return FlyResult(int(ExitCode.INTERRUPTED), "", "interrupted")
+        late = f"no answer within {self.env.read_timeout:g}s (read_timeout)"
+        return FlyResult(int(ExitCode.TIMEOUT), "", late)
 
     def _stream(self, args: Sequence[str], say: Say) -> tuple[FlyResult, dict[str, Any] | None]:
         """A deploy: output streamed line by line through `say` (which masks it), the release
@@ -192,12 +223,9 @@ class FlyTarget:
             attempt_number += 1
             observe(f"flyctl {command}", attempt_number, "start", None)
             result = self._run([*args, "--app", self.app, "--json"])
-            transient = result.exit_code != 0 and (
-                result.exit_code == 126 or bool(_TRANSIENT.search(result.stderr))
-            )
-            outcome = "ok" if result.exit_code == 0 else "transient" if transient else "failed"
+            outcome = _read_outcome(result)
             observe(f"flyctl {command}", attempt_number, outcome, result.exit_code)
-            if transient:
+            if outcome in ("timeout", "transient"):
                 raise TransientFlyError(result.message)
             if result.exit_code != 0:
                 raise StepFailed(f"flyctl {command} failed: {result.message}")
@@ -223,6 +251,7 @@ class FlyTarget:
         listed = self._read_json("releases") or []
         bad = self._rolled_back_from()
         newest = max((item.get("Version", 0) for item in listed), default=0)
+        self._newest_seen = max(self._newest_seen, newest)
         found = [_release(item, bad=bad, current=newest) for item in listed]
         return sorted(found, key=lambda release: release.number)
 
@@ -293,19 +322,49 @@ class FlyTarget:
             actions=(f"`{self.command_line(self.deploy_args())}` with FLY_EMIT_RELEASE_JSON=1",),
         )
 
-    def deploy(self, plan: DeployPlan, say: Say) -> str:
-        """One flyctl deploy (never retried); returns the release it created."""
-        return self._deploy(self.deploy_args(), say, expected=plan.release)
+    def deploy(self, plan: DeployPlan, say: Say) -> None:
+        """One flyctl deploy (never retried); `created` is the release it made, if any."""
+        try:
+            self._deploy(self.deploy_args(), say)
+        finally:
+            self.created = self._deployed
 
-    def _deploy(self, args: list[str], say: Say, *, expected: str) -> str:
+    def _deploy(self, args: list[str], say: Say) -> None:
+        """`flyctl deploy ARGS`; afterwards `_deployed` names the release it made: from the
+        release JSON line, else from Fly's list (any release newer than the newest listed
+        before, which every caller has read), else None: nothing is claimed that Fly does not
+        show."""
+        before = self._newest_seen
         say(f"$ {self.command_line(args)}")
         result, created = self._stream(args, say)
-        release = f"v{created['version']}" if created else expected
-        self._deployed = release
+        if created and result.exit_code == 0:
+            self._deployed = f"v{created['version']}"
+            self._newest_seen = max(self._newest_seen, int(created["version"]))
+            self._made_none = False
+        else:
+            listed, self._deployed = self._made_since(before, say)
+            self._made_none = listed and self._deployed is None
         if result.exit_code != 0:
             raise StepFailed(f"flyctl deploy exited {result.exit_code}: {result.message}")
-        say(f"fly release {release}: {created.get('image_ref') if created else 'image unknown'}")
-        return release
+        image = created.get("image_ref") if created else "image unknown"
+        say(f"fly release {self._deployed or '(none listed)'}: {image}")
+
+    def _made_since(self, before: int, say: Say) -> tuple[bool, str | None]:
+        """Whether Fly's releases could be read, and the newest one above `before` there: read
+        after a deploy that printed no release line (after ^C too: the read is bounded)."""
+        stop, self.stop = self.stop, None
+        try:
+            made = [r for r in self.releases() if r.number > before]
+        except StepFailed as error:
+            say(f"could not read Fly's releases to see what this deploy made: {error.message}")
+            return False, None
+        finally:
+            self.stop = stop
+        if not made:
+            say(f"Fly lists no release after v{before}: this deploy made none")
+            return True, None
+        say(f"Fly lists {made[-1].version} ({made[-1].status.value}) as made by this deploy")
+        return True, made[-1].version
 
     def health(self, say: Say) -> None:
         """Fly's verdict: every machine started, every check passing, all on the new release."""
@@ -322,15 +381,19 @@ class FlyTarget:
         return True  # nothing local to watch: the smoke's own timeout bounds it
 
     def commit(self, plan: DeployPlan, say: Say) -> None:
-        say(f"{self._deployed or plan.release} is Fly's current release")
+        say(f"{self._deployed or 'the deployed release'} is Fly's current release")
 
     def restore(self, plan: DeployPlan, say: Say) -> bool:
-        """Deploy the image of the newest good release before the failed one."""
+        """Deploy the image of the newest good release before the failed one (nothing to do
+        when the failed deploy made no release: Fly still runs what it ran)."""
+        if self._made_none and plan.previous:
+            say("the deploy made no release on Fly, so nothing there changed")
+            return True
         good = _newest_good([r for r in self.releases() if r.version != self._deployed])
         if good is None or not good.image:
             say("no earlier complete release with an image to restore")
             return False
-        self._deploy(self.deploy_args(good.image, rollback=True), say, expected=good.version)
+        self._deploy(self.deploy_args(good.image, rollback=True), say)
         return True
 
     # --- rollback ----------------------------------------------------------------------
@@ -359,16 +422,19 @@ class FlyTarget:
 
     def rollback(self, plan: RollbackPlan, say: Say) -> None:
         image = self._image_of(plan.to)
-        self._deploy(self.deploy_args(image, rollback=True), say, expected=plan.to or "")
+        self._deploy(self.deploy_args(image, rollback=True), say)
 
     def commit_rollback(self, plan: RollbackPlan, say: Say) -> None:
         say(f"rolled back from {plan.current} to {plan.to}'s image")
 
     def undo_rollback(self, plan: RollbackPlan, say: Say) -> bool:
+        if self._made_none:  # flyctl gave up before making a release: nothing moved
+            say("the rollback made no release on Fly, so nothing there changed")
+            return True
         image = self._image_of(plan.current)
         if not image:
             return False
-        self._deploy(self.deploy_args(image, rollback=True), say, expected=plan.current or "")
+        self._deploy(self.deploy_args(image, rollback=True), say)
         return True
 
     def _image_of(self, version: str | None) -> str:

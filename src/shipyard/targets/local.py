@@ -49,6 +49,7 @@ _VERSION = re.compile(r"v([1-9][0-9]*)")
 class LocalTarget:
     name = "local"
 
+    created: str | None = None  # the release folder this deploy made
     observe: Observer | None = None  # nothing here is retried
     stop: threading.Event | None = None  # nothing here runs long
 
@@ -189,10 +190,11 @@ class LocalTarget:
             ),
         )
 
-    def deploy(self, plan: DeployPlan, say: Say) -> str:
+    def deploy(self, plan: DeployPlan, say: Say) -> None:
         folder = self.release_dir(plan.release)
         self.releases_dir.mkdir(parents=True, exist_ok=True)
         folder.mkdir()  # claims the version: no two deploys write one folder
+        self.created = plan.release
         archive = Path(plan.artifact or "")
         record = self._new_record(plan.release, archive)
         self._write_record(plan.release, record)
@@ -200,7 +202,6 @@ class LocalTarget:
         self._write_record(plan.release, {**record, "tree_sha256": self._tree(plan.release)})
         say(f"unpacked {archive.name} into {self._shown(folder)}")
         self._serve(plan.release, say)
-        return plan.release
 
     def health(self, say: Say) -> None:
         state = self.serving()
