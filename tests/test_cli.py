@@ -333,7 +333,6 @@ def test_no_secret_form_reaches_terminal_logs_heartbeat_record_or_feedback(proje
     assert "***" in done.stdout
 
 
-@pytest.mark.e2e
 def test_two_gate_runs_at_once_share_a_day_of_evidence_that_still_verifies(project):
     root = project("""
         version: 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -18,8 +19,6 @@ import pytest
 from conftest import BIN, REPO, cli_env, evidence_dir, ok, run_cli, sha256sum_check, write_project
 
 from shipyard.server import free_port
-
-pytestmark = pytest.mark.e2e
 
 CONFIG = """
 version: 1
@@ -133,6 +132,7 @@ def staging(tmp_path):
         each.stop()
 
 
+@pytest.mark.e2e
 def test_deploy_change_dry_run_rollback(staging):
     app = staging()
     first = app.inv("deploy.staging")
@@ -172,6 +172,7 @@ def test_deploy_change_dry_run_rollback(staging):
     assert events == ["deploy", "deploy", "rollback"]
 
 
+@pytest.mark.e2e
 def test_status_reports_the_running_release(staging):
     app = staging()
     assert app.inv("status").returncode == 1  # nothing deployed yet
@@ -182,6 +183,7 @@ def test_status_reports_the_running_release(staging):
     assert "serving v1" in app.inv("status").stdout
 
 
+@pytest.mark.e2e
 def test_a_build_that_fails_its_artifact_smoke_switches_nothing(staging):
     app = staging()
     ok(app.inv("deploy.staging"))
@@ -196,6 +198,7 @@ def test_a_build_that_fails_its_artifact_smoke_switches_nothing(staging):
     assert [s["name"] for s in app.last_record()["steps"]] == ["Build application", "Smoke"]
 
 
+@pytest.mark.e2e
 def test_a_release_failing_only_in_staging_is_rolled_back_with_exit_3(staging):
     app = staging()
     ok(app.inv("deploy.staging"))
@@ -225,6 +228,7 @@ def test_a_release_failing_only_in_staging_is_rolled_back_with_exit_3(staging):
     assert record["exit_code"] == 3
 
 
+@pytest.mark.e2e
 def test_a_failed_first_deploy_exits_4_and_leaves_nothing_current(staging):
     app = staging()
     app.break_page('info.app_env == "staging"')
@@ -235,6 +239,7 @@ def test_a_failed_first_deploy_exits_4_and_leaves_nothing_current(staging):
     assert app.release("v1")["status"] == "failed"
 
 
+@pytest.mark.e2e
 def test_two_deploys_at_once_one_proceeds_one_exits_5(staging):
     app = staging(build=f"sleep 1 && {BUILD}")
     first, second = app.spawn("deploy.staging"), app.spawn("deploy.staging")
@@ -245,6 +250,7 @@ def test_two_deploys_at_once_one_proceeds_one_exits_5(staging):
     assert refusal.count("\n") == 1
 
 
+@pytest.mark.e2e
 def test_lock_wait_lets_the_second_deploy_follow_the_first(staging):
     app = staging(build=f"sleep 1 && {BUILD}")
     first = app.spawn("deploy.staging")
@@ -255,6 +261,7 @@ def test_lock_wait_lets_the_second_deploy_follow_the_first(staging):
     assert app.current() == "v2"
 
 
+@pytest.mark.e2e
 def test_pruning_keeps_complete_releases_current_and_rollback_target(staging):
     app = staging(keep=2)
     for _ in range(4):
@@ -265,6 +272,7 @@ def test_pruning_keeps_complete_releases_current_and_rollback_target(staging):
     assert "prune" in (app.state / "audit.jsonl").read_text()
 
 
+@pytest.mark.e2e
 def test_rollback_to_a_named_release_and_bad_names(staging):
     app = staging()
     for version in ("1.0.0", "2.0.0", "3.0.0"):
@@ -278,6 +286,7 @@ def test_rollback_to_a_named_release_and_bad_names(staging):
     assert app.release("v3")["status"] == "bad"
 
 
+@pytest.mark.e2e
 def test_rollback_dry_run_refuses_a_tampered_release(staging):
     app = staging()
     ok(app.inv("deploy.staging"))
@@ -293,35 +302,41 @@ def heartbeat_events(app: Staging) -> int:
     return sum(len(log.read_text().splitlines()) for log in logs)
 
 
-def kill_after_events(app: Staging, task: tuple[str, ...], events: int) -> None:
-    """Start `inv TASK`, SIGKILL it right after its `events`-th heartbeat line (0: at once)."""
+def kill_after_events(app: Staging, task: tuple[str, ...], events: int, delay: float) -> None:
+    """Start `inv TASK`, SIGKILL it `delay` seconds after its `events`-th heartbeat line."""
     baseline = heartbeat_events(app)
     process = app.spawn(*task)
     deadline = time.monotonic() + 30
     while heartbeat_events(app) < baseline + events and process.poll() is None:
         assert time.monotonic() < deadline, f"no heartbeat line {events} within 30 s"
         time.sleep(0.005)
+    time.sleep(delay)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
 
 
-@pytest.mark.parametrize("rounds", [1, 10], ids=["10-kills", "100-kills"])
-def test_sigkill_at_any_moment_leaves_current_complete_and_the_next_deploy_works(staging, rounds):
-    """Killed after each heartbeat event of a deploy: Build, Smoke, Deploy and Smoke staging
-    each start and end, so every phase is hit, including mid-unpack and mid-smoke."""
+@pytest.mark.parametrize("kills", [10, pytest.param(100, marks=pytest.mark.e2e)])
+def test_sigkill_at_any_moment_leaves_current_complete_and_the_next_deploy_works(staging, kills):
+    """Killed after each heartbeat event of a deploy (Build, Smoke, Deploy and Smoke staging
+    each start and end, so every phase is hit, mid-unpack and mid-smoke too), plus a random
+    delay; no cleanup between kills."""
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
     app = staging()
     ok(app.inv("deploy.staging"))
-    for events in [n % 10 for n in range(10 * rounds)]:
-        kill_after_events(app, ("deploy.staging",), events)
+    for kill in range(kills):
+        events, delay = kill % 10, rng.uniform(0, 0.05)
+        kill_after_events(app, ("deploy.staging",), events, delay)
+        where = f"seed {seed}, kill {kill}: {delay:.3f}s after event {events}"
         current = app.current()
-        assert current is not None, f"kill after {events} events: no current"
-        assert app.release(current)["status"] == "complete", f"kill after {events}: {current}"
-    final = app.inv("deploy.staging")
-    assert final.returncode == 0, final.stdout + final.stderr
+        assert current is not None, f"{where}: no current"
+        assert app.release(current)["status"] == "complete", f"{where}: {current}"
+    ok(app.inv("deploy.staging"))
     status, page = app.get()
     assert status == 200 and f"release={app.current()}" in page
 
 
+@pytest.mark.e2e
 def test_smoke_task_checks_the_built_artifact(staging):
     app = staging()
     ok(app.inv("build"))
@@ -336,6 +351,7 @@ def test_smoke_task_checks_the_built_artifact(staging):
     assert app.get()[0] is None  # the smoke server is gone with its process group
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_deploy_releases_the_lock_restores_and_exits_130(staging, signum):
     app = staging()
@@ -357,6 +373,7 @@ def test_interrupted_deploy_releases_the_lock_restores_and_exits_130(staging, si
     assert app.last_record()["exit_code"] == 130
 
 
+@pytest.mark.e2e
 def test_rollback_dry_run_json_is_the_plan(staging):
     app = staging()
     ok(app.inv("deploy.staging"))
@@ -372,6 +389,7 @@ def test_rollback_dry_run_json_is_the_plan(staging):
     assert any("python3 -m webapp --port" in action for action in plan["actions"])
 
 
+@pytest.mark.e2e
 def test_contract_holds_after_a_good_deploy_and_names_what_breaks(staging):
     app = staging()
     ok(app.inv("deploy.staging"))
@@ -387,6 +405,7 @@ def test_contract_holds_after_a_good_deploy_and_names_what_breaks(staging):
     assert "contract: broken: Smoke, Deploy, Smoke staging" in broken.stdout
 
 
+@pytest.mark.e2e
 def test_deploy_without_build_uses_the_artifact_built_before(staging):
     app = staging()
     ok(app.inv("build"))
@@ -396,11 +415,15 @@ def test_deploy_without_build_uses_the_artifact_built_before(staging):
 
 
 def test_a_rollback_during_a_deploy_is_refused_with_exit_5(staging):
-    app = staging(build=f"sleep 1.5 && {BUILD}")
+    app = staging(build=f"if [ -e slow ]; then sleep 2; fi && {BUILD}")
     ok(app.inv("deploy.staging"))
     ok(app.inv("deploy.staging"))
+    (app.root / "slow").touch()
     deploying = app.spawn("deploy.staging")
-    time.sleep(0.7)
+    deadline = time.monotonic() + 30
+    while not (app.state / "lock" / "owner.json").exists():  # the deploy holds the lock
+        assert time.monotonic() < deadline and deploying.poll() is None
+        time.sleep(0.01)
     refused = app.inv("rollback")
     assert refused.returncode == 5, refused.stdout + refused.stderr
     assert "locked by pid" in refused.stderr
@@ -490,24 +513,28 @@ def test_five_deploys_at_once_one_proceeds_four_exit_5(staging):
     assert app.current() == "v1"
 
 
-def test_sigkill_of_a_rollback_at_any_moment_leaves_current_complete(staging):
+@pytest.mark.parametrize("kills", [10, pytest.param(100, marks=pytest.mark.e2e)])
+def test_sigkill_of_a_rollback_at_any_moment_leaves_current_complete(staging, kills):
+    """Rollbacks between v1 and v2, each SIGKILLed at a random moment of its run; no cleanup
+    between kills."""
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
     app = staging()
     for version in ("1.0.0", "2.0.0"):
         app.set_version(version)
         ok(app.inv("deploy.staging"))
     began = time.monotonic()
-    assert app.inv("rollback").returncode == 0  # v2 -> v1, and how long that takes here
+    ok(app.inv("rollback"))  # v2 -> v1, and how long a rollback takes here
     duration = time.monotonic() - began
-    for moment in range(10):
-        ok(app.inv("rollback", "--to", "v2" if app.current() == "v1" else "v1"))
-        target = "v2" if app.current() == "v1" else "v1"
-        process = app.spawn("rollback", "--to", target)
-        time.sleep(duration * (moment + 0.5) / 10)
+    for kill in range(kills):
+        moment = rng.uniform(0, duration)
+        process = app.spawn("rollback", "--to", "v2" if app.current() == "v1" else "v1")
+        time.sleep(moment)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         current = app.current()
-        assert current in ("v1", "v2"), f"kill {moment}: current is {current}"
-        assert app.release(current)["status"] == "complete", f"kill {moment}"
-    final = app.inv("deploy.staging")
-    assert final.returncode == 0, final.stdout + final.stderr
+        where = f"seed {seed}, kill {kill} at {moment:.3f}s"
+        assert current in ("v1", "v2"), f"{where}: current is {current}"
+        assert app.release(current)["status"] == "complete", f"{where}: {current}"
+    ok(app.inv("deploy.staging"))
     assert f"release={app.current()}" in app.get()[1]

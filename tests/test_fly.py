@@ -20,7 +20,6 @@ from shipyard.heartbeat import logfmt_value
 sys.path.insert(0, str(Path(__file__).parent))
 from fakes.fly_state import FakeFly, machines, new_release, write
 
-pytestmark = pytest.mark.e2e
 APP = "webapp-staging"
 CONFIG = """
 version: 1
@@ -151,6 +150,7 @@ def fly(tmp_path, healthy_url):
     return Fly(tmp_path / "proj", healthy_url)
 
 
+@pytest.mark.e2e
 def test_deploy_reports_the_new_release_and_keeps_the_token_out_of_everything(fly):
     done = fly.inv("deploy.fly-staging")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -190,6 +190,7 @@ def test_critical_checks_in_a_rolling_deploy_exit_3_with_every_machine_back(fly)
     assert [s["status"] for s in record["steps"]] == ["ok", "failed", "ok"]
 
 
+@pytest.mark.e2e
 def test_immediate_deploy_exiting_0_on_critical_checks_is_caught_by_the_verdict(
     tmp_path, healthy_url
 ):
@@ -202,6 +203,7 @@ def test_immediate_deploy_exiting_0_on_critical_checks_is_caught_by_the_verdict(
     fly.assert_evidence_is_true(done, before=1)
 
 
+@pytest.mark.e2e
 def test_failing_http_smoke_rolls_back(tmp_path):
     flies: list[Fly] = []
 
@@ -218,6 +220,7 @@ def test_failing_http_smoke_rolls_back(tmp_path):
     flies[0].assert_evidence_is_true(done, before=1)
 
 
+@pytest.mark.e2e
 def test_rollback_dry_run_prints_the_exact_command_and_creates_nothing(fly):
     ok(fly.inv("deploy.fly-staging"))
     before = json.dumps(fly.releases)
@@ -233,6 +236,7 @@ def test_rollback_dry_run_prints_the_exact_command_and_creates_nothing(fly):
     assert fly.token not in dry.stdout
 
 
+@pytest.mark.e2e
 def test_rollback_creates_a_new_release_with_the_earlier_image_and_skips_it_next_time(fly):
     ok(fly.inv("deploy.fly-staging"))
     done = fly.inv("rollback", "--env", "fly-staging")
@@ -246,10 +250,12 @@ def test_rollback_creates_a_new_release_with_the_earlier_image_and_skips_it_next
     assert "v3 -> v1" in again.stdout  # v2 was rolled back from: skipped
 
 
+@pytest.mark.e2e
 def test_nothing_to_roll_back_to_exits_6(fly):
     assert fly.inv("rollback", "--env", "fly-staging", "--dry-run").returncode == 6
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "task",
     [
@@ -268,6 +274,7 @@ def test_without_a_token_every_fly_task_exits_2_naming_it(fly, task):
     assert not (fly.root / "artifacts").exists()
 
 
+@pytest.mark.e2e
 def test_without_flyctl_the_message_says_how_to_install_it(fly):
     done = fly.inv("releases", "--env", "fly-staging", PATH=f"{BIN}:/usr/bin:/bin")
     assert done.returncode == 2
@@ -294,6 +301,7 @@ def test_a_read_that_hangs_is_killed_after_read_timeout_and_retried(tmp_path, he
     fly.assert_evidence_is_true(done, before=1)
 
 
+@pytest.mark.e2e
 def test_reads_that_keep_hanging_fail_the_deploy_before_anything_is_deployed(tmp_path, healthy_url):
     fly = Fly(tmp_path / "proj", healthy_url, read_timeout="1s")
     fly.fake.script(slow={"releases": 10})
@@ -303,6 +311,7 @@ def test_reads_that_keep_hanging_fail_the_deploy_before_anything_is_deployed(tmp
     fly.assert_evidence_is_true(done, before=1)
 
 
+@pytest.mark.e2e
 def test_permanent_errors_fail_at_once_with_flyctls_message(tmp_path, healthy_url):
     fly = Fly(tmp_path / "proj", healthy_url, app="no-such-app")
     done = fly.inv("releases", "--env", "fly-staging")
@@ -331,6 +340,7 @@ def test_interrupted_flyctl_deploy_is_stopped_and_rolled_back(fly):
     assert fly.record()["deploy"]["outcome"] == "rolled back"
 
 
+@pytest.mark.e2e
 def test_releases_lists_flys_25_newest(fly):
     with_many = fly.fake.state
     app = with_many["apps"][APP]
@@ -345,6 +355,7 @@ def test_releases_lists_flys_25_newest(fly):
     assert table.splitlines()[1].startswith("v30 ") and "<- current" in table.splitlines()[1]
 
 
+@pytest.mark.e2e
 def test_a_failing_release_command_rolls_back_with_exit_3(fly):
     fly.fake.script(release_command_fails=True)
     done = fly.inv("deploy.fly-staging")
@@ -384,6 +395,7 @@ def test_a_deploy_whose_image_push_fails_makes_no_release_and_claims_none(fly):
     assert fly.record()["deploy"]["outcome"] == "rolled back"
 
 
+@pytest.mark.e2e
 def test_doctor_names_the_missing_token(fly):
     done = fly.inv("doctor", "--env", "fly-staging", FLY_API_TOKEN=None)
     assert done.returncode == 2
