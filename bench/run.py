@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, Measurement  # noqa: E402
+from common import REPO, Measurement
 
 BENCHMARKS = {  # key: module in bench/, in the order of issue 7
     "step-overhead": "step_overhead",
