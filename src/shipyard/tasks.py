@@ -24,6 +24,9 @@ from shipyard.config import DEFAULT_AGENT, Config, find_config, load
 from shipyard.errors import ShipyardError
 
 _TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+# Listing reads the config for its environment names: libyaml's parser when PyYAML has it
+# (a tenth of the pure-Python parser's time), the same safe subset of YAML either way.
+_FAST_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 CONFIG_HELP = "shipyard.yaml to use (default: $SHIPYARD_CONFIG, or found upwards from here)"
 
 
@@ -226,7 +229,7 @@ def environment_names(environ: Mapping[str, str] = os.environ) -> list[str]:
     file has a mistake, and running one reports that mistake (exit 2)."""
     try:
         path = find_config(environ=environ)
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_FAST_SAFE_LOADER)  # noqa: S506
     except (ShipyardError, OSError, ValueError, yaml.YAMLError):
         return []
     environments = document.get("environments") if isinstance(document, dict) else None
