@@ -7,7 +7,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from shipyard.smoke import SmokeCheck, probe
+import pytest
+from tenacity import RetryCallState
+
+from shipyard.smoke import SmokeCheck, probe, retry_wait
 
 
 @contextmanager
@@ -93,3 +96,29 @@ def test_stop_event_ends_probing():
     result = probe(SmokeCheck("http://127.0.0.1:9/", timeout=30), say=lambda _: None, stop=stop)
     assert not result.ok
     assert time.monotonic() - began < 10
+
+
+def waits(url: str, attempts: int = 40, draws: int = 50) -> list[list[float]]:
+    """The pauses the probe of `url` would take after each failed attempt, `draws` times over
+    (the jitter is random)."""
+    wait = retry_wait(url)
+    schedule = []
+    for attempt in range(1, attempts + 1):
+        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
+        state.attempt_number = attempt
+        schedule.append([wait(state) for _ in range(draws)])
+    return schedule
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+def test_on_the_loopback_no_pause_exceeds_a_fifth_of_a_second(host):
+    """So a smoke passes within 0.3 s of the server becoming ready, however late that is."""
+    schedule = waits(f"http://{host}:8787/")
+    assert all(0.05 <= pause <= 0.2 for pauses in schedule for pause in pauses)
+    assert min(schedule[0]) < 0.1  # the first retry comes quickly
+
+
+def test_a_remote_url_backs_off_to_about_a_second():
+    schedule = waits("https://webapp-staging.fly.dev/")
+    assert all(0.05 <= pause <= 1.05 for pauses in schedule for pause in pauses)
+    assert min(schedule[-1]) >= 1.0  # a remote app is not asked more than about once a second
