@@ -290,3 +290,54 @@ def test_twenty_secrets_in_a_build_log_are_each_masked() -> None:
     masked = Redactor(tokens).mask(log)
     assert not any(token in masked for token in tokens)
     assert masked.count(MASK) == 2_000
+
+
+LONG_SECRETS = st.lists(
+    st.text(CHARS, min_size=31, max_size=48).filter(
+        lambda value: bool(value.strip()) and not forgeable(value)
+    ),
+    min_size=5,
+    max_size=8,
+    unique=True,
+)
+
+
+@st.composite
+def logs_with_many_long_secrets(draw: st.DrawFn) -> tuple[list[str], str, list[str]]:
+    """Enough long secrets that the redactor screens text before searching it."""
+    secret_list = draw(LONG_SECRETS)
+    pieces, derived = [], []
+    for _ in range(draw(st.integers(0, 4))):
+        text, forms = draw(printed(draw(st.sampled_from(secret_list))))
+        pieces += [draw(FILLER), text]
+        derived += forms
+    pieces.append(draw(FILLER))
+    return secret_list, "".join(pieces), derived
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=logs_with_many_long_secrets(), data=st.data())
+def test_the_screen_of_long_patterns_changes_no_output(
+    case: tuple[list[str], str, list[str]], data: st.DataObject
+) -> None:
+    secret_list, text, derived = case
+    redactor = Redactor(secret_list)
+    assert redactor._screen.stride, "these secrets are meant to be screened"
+    screened = redactor.mask(text)
+    output = streamed(redactor, text, data.draw(cuts(text)))
+    with mock.patch.object(redact._Screen, "clears", return_value=False):
+        assert screened == redactor.mask(text)
+    assert output == screened
+    assert_nothing_leaks(output, secret_list, derived)
+
+
+def test_a_long_secret_is_masked_at_every_offset_and_in_a_long_text() -> None:
+    tokens = [secrets.token_urlsafe(24) for _ in range(20)]
+    redactor = Redactor(tokens)
+    assert redactor._screen.stride  # twenty 32-character tokens are screened
+    filler = "é build ok 中 " * 10
+    for offset in range(40):
+        token = tokens[offset % 20]
+        text = f"{filler[:offset]}{token}{filler[offset:]}"
+        assert redactor.mask(text) == f"{filler[:offset]}{MASK}{filler[offset:]}"
+    assert redactor.mask(filler * 1000) == filler * 1000
