@@ -325,7 +325,7 @@ def test_the_screen_of_long_patterns_changes_no_output(
     assert redactor._screen.stride, "these secrets are meant to be screened"
     screened = redactor.mask(text)
     output = streamed(redactor, text, data.draw(cuts(text)))
-    with mock.patch.object(redact._Screen, "clears", return_value=False):
+    with mock.patch.object(redact._Screen, "suspects", return_value=redactor._screen.covered):
         assert screened == redactor.mask(text)
     assert output == screened
     assert_nothing_leaks(output, secret_list, derived)
@@ -341,3 +341,18 @@ def test_a_long_secret_is_masked_at_every_offset_and_in_a_long_text() -> None:
         text = f"{filler[:offset]}{token}{filler[offset:]}"
         assert redactor.mask(text) == f"{filler[:offset]}{MASK}{filler[offset:]}"
     assert redactor.mask(filler * 1000) == filler * 1000
+
+
+def test_a_mask_that_completes_a_long_secret_is_handled_as_without_the_screen() -> None:
+    """Replacing `first` by `***` spells the other secret, whose own characters in the text
+    are placed to hold none of the screen's words: it must still be searched, as before."""
+    tokens = [secrets.token_urlsafe(24) for _ in range(6)]
+    first, rest = secrets.token_urlsafe(40), secrets.token_urlsafe(21)
+    redactor = Redactor([*tokens, first, f"{MASK}{rest}"])
+    stride = redactor._screen.stride
+    assert stride and len(MASK + rest) >= stride + 7
+    padding = "." * ((1 - len(first)) % stride)  # `rest` starts 1 byte past a word
+    text = f"{padding}{first}{rest} b {tokens[0]}"
+    screened = redactor.mask(text)
+    with mock.patch.object(redact._Screen, "suspects", return_value=redactor._screen.covered):
+        assert screened == redactor.mask(text) == f"{padding}{MASK} b {MASK}"

@@ -55,14 +55,12 @@ class Redactor:
             for pattern in (value, *_derived_patterns(value))
             if pattern not in MASK  # "*" or "**" cannot be hidden behind "***"
         }
-        # Longest in UTF-8 bytes first, so the patterns the screen covers (the long ones)
-        # are all searched before any replacement could change the text under them.
-        self._patterns = tuple(sorted(patterns, key=lambda pattern: (-len(_raw(pattern)), pattern)))
+        self._patterns = tuple(sorted(patterns, key=lambda pattern: (-len(pattern), pattern)))
         self._multiline = tuple(pattern for pattern in self._patterns if "\n" in pattern)
-        self._longest = max(map(len, self._patterns), default=0)
+        self._longest = len(self._patterns[0]) if self._patterns else 0
         self._screen = _Screen.for_patterns(self._patterns)
         self._unscreened = tuple(
-            pattern for pattern in self._patterns if not self._screen.covers(pattern)
+            pattern for pattern in self._patterns if pattern not in self._screen.covered
         )
 
     @classmethod
@@ -88,8 +86,11 @@ class Redactor:
     def mask(self, text: str) -> str:
         # A loop of C-speed substring searches beats one big regex alternation by about
         # 5x (reference/performance-notes.md); most patterns are absent from most text,
-        # and the screen proves that of the long ones in one pass, sparing their searches.
-        patterns = self._unscreened if self._screen.clears(text) else self._patterns
+        # and the screen proves that of most long ones in one pass, sparing their searches.
+        patterns = self._unscreened
+        if suspects := self._screen.suspects(text):
+            covered = self._screen.covered
+            patterns = [p for p in self._patterns if p in suspects or p not in covered]
         for pattern in patterns:
             if pattern in text:
                 text = text.replace(pattern, MASK)
@@ -163,29 +164,34 @@ class StreamMasker:
 
 
 class _Screen:
-    """One C-speed pass that proves none of the long patterns occurs in a text.
+    """One C-speed pass that proves most long patterns absent from a text.
 
     The text's UTF-8 bytes are read as 8-byte words at offsets that are multiples of
     `stride`. Any occurrence of a pattern of at least `stride + 7` bytes contains one of
-    those words whole, and that word is one of the pattern's 8-byte substrings: if no word
-    is among them, no long pattern occurs. Twenty secrets give about eighty patterns, whose
-    searches cost about 80 passes over the text; the screen costs 1 to 5 (bench/output.py).
+    those words whole, and that word is one of the pattern's 8-byte substrings: only the
+    patterns holding one of the text's words may occur. Twenty secrets give about eighty
+    patterns, whose searches cost about 80 passes over the text; the screen costs 1 to 5
+    (bench/output.py). Patterns with a `*` are never covered: a replacement by `***` could
+    make them appear in the text after it was screened.
     """
 
     def __init__(self, patterns: Sequence[str], stride: int) -> None:
         self.stride = stride
-        self.min_length = stride + _WORD - 1
-        self._words = frozenset(
-            int.from_bytes(data[start : start + _WORD], sys.byteorder)
-            for data in map(_raw, patterns if stride else ())
-            if len(data) >= self.min_length
-            for start in range(len(data) - _WORD + 1)
+        self.covered = frozenset(
+            pattern for pattern in patterns if stride and _screenable_length(pattern) >= stride + 7
         )
+        self._holders: dict[int, set[str]] = {}  # word -> the covered patterns holding it
+        for pattern in self.covered:
+            data = _raw(pattern)
+            for start in range(len(data) - _WORD + 1):
+                word = int.from_bytes(data[start : start + _WORD], sys.byteorder)
+                self._holders.setdefault(word, set()).add(pattern)
+        self._words = frozenset(self._holders)
 
     @classmethod
     def for_patterns(cls, patterns: Sequence[str]) -> _Screen:
         """The stride that costs least for these patterns (stride 0: no screen at all)."""
-        lengths = [len(_raw(pattern)) for pattern in patterns]
+        lengths = [_screenable_length(pattern) for pattern in patterns]
 
         def cost(stride: int) -> float:
             if not stride:
@@ -195,20 +201,25 @@ class _Screen:
 
         return cls(patterns, min(_STRIDES, key=cost))
 
-    def covers(self, pattern: str) -> bool:
-        return bool(self.stride) and len(_raw(pattern)) >= self.min_length
-
-    def clears(self, text: str) -> bool:
+    def suspects(self, text: str) -> frozenset[str]:
+        """The covered patterns that may occur in `text`; the others surely do not."""
         if not self._words:
-            return False
+            return frozenset()
         data = _raw(text)
-        words = memoryview(data)[: len(data) - len(data) % _WORD].cast("Q")
-        return self._words.isdisjoint(words[:: self.stride // _WORD])
+        words = memoryview(data)[: len(data) - len(data) % _WORD].cast("Q")[:: self.stride // _WORD]
+        if self._words.isdisjoint(words):
+            return frozenset()
+        found = self._words.intersection(words)
+        return frozenset().union(*(self._holders[word] for word in found))
 
 
 _WORD = 8  # bytes in one word of the screen ("Q")
 _STRIDES = (0, 8, 16, 24, 32)
 _SCREEN_COST = 38.0  # one word read every 8 bytes, in substring searches over the same text
+
+
+def _screenable_length(pattern: str) -> int:
+    return 0 if "*" in pattern else len(_raw(pattern))
 
 
 def _raw(text: str) -> bytes:
