@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from datetime import datetime, timezone
 
 import pytest
@@ -85,6 +86,70 @@ def test_symlinks_are_not_followed(bundle, tmp_path):
     (bundle.dir / "logs" / "link").symlink_to(outside)
     write_manifest(bundle)
     assert b"link" not in bundle.manifest_path.read_bytes()
+
+
+def test_symlinked_folders_and_special_files_are_not_listed(bundle, tmp_path):
+    fill(bundle, ["a.log"])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "inner.log").write_text("not evidence")
+    (bundle.dir / "linked").symlink_to(outside)
+    os.mkfifo(bundle.dir / "logs" / "pipe")
+    write_manifest(bundle)
+    assert parse_manifest(bundle.manifest_path.read_bytes()).keys() == {b"logs/a.log"}
+
+
+def sha256sum_of_tree(folder) -> bytes:
+    """What a user gets from coreutils for every regular file, sorted by bytes."""
+    return subprocess.run(
+        "find . -type f ! -path ./sha256_manifest.txt -printf '%P\\0' | LC_ALL=C sort -z"
+        " | xargs -0 sha256sum",
+        shell=True,
+        cwd=folder,
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+def test_a_large_nested_bundle_is_exactly_what_sha256sum_prints(bundle):
+    """Hundreds of files hashed by several threads, large ones read in chunks, folders whose
+    walk order differs from byte order: the manifest is still sha256sum's output, line for line."""
+    fill(bundle)
+    for folder in ("a", "a-b", "a.b", "A", "a/b", "z/deep/er"):
+        for index in range(60):
+            path = bundle.dir / folder / f"{index}.log"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(os.urandom(index * 37))
+    (bundle.dir / "a" / "large.tar").write_bytes(os.urandom(3 * (1 << 20) + 5))
+    write_manifest(bundle)
+    assert bundle.manifest_path.read_bytes() == sha256sum_of_tree(bundle.dir)
+
+
+def test_verify_finds_a_change_inside_a_large_file(bundle):
+    large = bundle.dir / "reports" / "artifact.tar"
+    large.parent.mkdir(parents=True)
+    large.write_bytes(os.urandom(3 * (1 << 20)))
+    fill(bundle, [f"{index}.log" for index in range(50)])
+    write_manifest(bundle)
+    with large.open("r+b") as handle:
+        handle.seek(2 * (1 << 20) + 1)
+        handle.write(b"!")
+    assert verify(bundle).changed == ("reports/artifact.tar",)
+
+
+def test_many_large_files_need_no_more_open_files_than_a_few(bundle):
+    """Large files wait for a hashing thread holding neither an open file nor their data."""
+    for index in range(40):
+        path = bundle.dir / "reports" / f"{index}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(index.to_bytes(4, "big") * (3 << 18))  # 3 MiB
+    script = (
+        "import resource, sys; from pathlib import Path; from shipyard.evidence import *; "
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (24, 24)); "
+        "write_manifest(Bundle(Path(sys.argv[1]), 'devops', '2026-11-30'))"
+    )
+    subprocess.run([sys.executable, "-c", script, str(bundle.root)], check=True)
+    assert bundle.manifest_path.read_bytes() == sha256sum_of_tree(bundle.dir)
 
 
 def test_manifest_is_replaced_atomically_leaving_no_temp_files(bundle):

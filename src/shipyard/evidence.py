@@ -17,18 +17,23 @@ import os
 import secrets
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from shipyard.redact import Redactor
+
+if TYPE_CHECKING:
+    from _hashlib import HASH
 
 ARTIFACTS_DIR = "artifacts"
 FEEDBACK_DIR = "feedback"
 MANIFEST_NAME = "sha256_manifest.txt"
 _CHUNK = 1 << 20
+_HASH_THREADS = os.cpu_count() or 1  # threads for large files, besides the caller
 _ESCAPES = {b"\\": b"\\\\", b"\n": b"\\n", b"\r": b"\\r"}
 
 
@@ -135,11 +140,22 @@ def write_json(bundle: Bundle, path: Path, document: dict[str, Any], redactor: R
 # --- the manifest -------------------------------------------------------------------------
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+def file_sha256(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
+    return _finish_hashing(path, hashlib.sha256(), 0)
+
+
+def _finish_hashing(
+    path: str | bytes | os.PathLike[str] | os.PathLike[bytes], digest: HASH, offset: int
+) -> str:
+    """`digest` of a file's first `offset` bytes, brought to the file's end."""
+    with open(path, "rb", buffering=0) as handle:  # noqa: PTH123 - bytes paths too
+        handle.seek(offset)
+        return _hash_rest(handle, digest)
+
+
+def _hash_rest(handle: BinaryIO, digest: HASH) -> str:
+    while chunk := handle.read(_CHUNK):  # unbuffered: straight from the file, a MiB at a time
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -147,15 +163,47 @@ def bundle_files(directory: Path) -> list[bytes]:
     """Every regular file under `directory` but the manifest, as sorted relative byte paths.
 
     Symbolic links are neither followed nor listed: the manifest vouches for this folder only.
+    A folder that cannot be listed is skipped, as `os.walk` skips it.
     """
     found: list[bytes] = []
-    for folder, dirnames, filenames in os.walk(directory):
-        dirnames.sort()
-        for name in filenames:
-            path = Path(folder, name)
-            if path.is_file() and not path.is_symlink():
-                found.append(os.fsencode(path.relative_to(directory)))
+    pending = [b""]
+    top = os.fsencode(directory)
+    while pending:
+        prefix = pending.pop()
+        try:
+            with os.scandir(top + b"/" + prefix if prefix else top) as entries:
+                for entry in entries:
+                    if entry.is_file(follow_symlinks=False):
+                        found.append(prefix + entry.name)
+                    elif entry.is_dir(follow_symlinks=False):
+                        pending.append(prefix + entry.name + b"/")
+        except OSError:
+            continue
     return sorted(rel for rel in found if rel != MANIFEST_NAME.encode())
+
+
+def file_digests(directory: Path, relpaths: list[bytes]) -> list[str]:
+    """The sha256 of each file, in order.
+
+    A bundle is mostly small files: each is hashed here as it is read. A file longer than one
+    read is handed to a thread after that read, and hashlib lets go of the GIL while it hashes, so
+    large files are hashed on every core while the small ones pay no hand-off between threads.
+    """
+    top = os.fsencode(directory) + b"/"
+    with ThreadPoolExecutor(_HASH_THREADS, thread_name_prefix="manifest") as pool:
+        started = [_start_hashing(top + rel, pool) for rel in relpaths]
+        return [digest if isinstance(digest, str) else digest.result() for digest in started]
+
+
+def _start_hashing(path: bytes, pool: ThreadPoolExecutor) -> str | Future[str]:
+    """A small file's digest; a large one's, after its first read, is finished by a thread
+    (which holds no open file and no data while it waits: only the running digest)."""
+    with open(path, "rb", buffering=0) as handle:  # noqa: PTH123 - bytes paths too
+        first = handle.read(_CHUNK)
+        digest = hashlib.sha256(first)
+        if len(first) < _CHUNK:
+            return _hash_rest(handle, digest)
+    return pool.submit(_finish_hashing, path, digest, len(first))
 
 
 def manifest_line(relpath: bytes, digest: str) -> bytes:
@@ -196,11 +244,9 @@ def write_manifest(bundle: Bundle) -> str:
 
 
 def _write_manifest_unlocked(bundle: Bundle) -> str:
-    lines = [
-        manifest_line(rel, file_sha256(bundle.dir / os.fsdecode(rel)))
-        for rel in bundle_files(bundle.dir)
-    ]
-    data = b"".join(lines)
+    relpaths = bundle_files(bundle.dir)
+    digests = file_digests(bundle.dir, relpaths)
+    data = b"".join(map(manifest_line, relpaths, digests))
     write_atomic(bundle, bundle.manifest_path, data)
     return hashlib.sha256(data).hexdigest()
 
@@ -231,11 +277,9 @@ def verify(bundle: Bundle) -> Verification:
     """Re-hash the bundle and compare it with its manifest."""
     recorded = parse_manifest(bundle.manifest_path.read_bytes())
     present = set(bundle_files(bundle.dir))
-    changed = [
-        rel
-        for rel in sorted(present & recorded.keys())
-        if file_sha256(bundle.dir / os.fsdecode(rel)) != recorded[rel]
-    ]
+    kept = sorted(present & recorded.keys())
+    digests = file_digests(bundle.dir, kept)
+    changed = [rel for rel, digest in zip(kept, digests, strict=True) if digest != recorded[rel]]
     return Verification(
         added=_display(sorted(present - recorded.keys())),
         missing=_display(sorted(recorded.keys() - present)),
