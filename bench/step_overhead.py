@@ -38,7 +38,7 @@ def config(steps: int) -> str:
 
 
 def run(quick: bool) -> list[Measurement]:
-    steps, runs = (10, 2) if quick else (50, 9)
+    steps, runs = (10, 2) if quick else (50, 11)
     files = {"many.yaml": config(steps), "one.yaml": config(1), "steps.sh": BASELINE_SCRIPT}
     with project(config(1), files) as root:
         env = bench_env()
