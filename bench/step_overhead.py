@@ -2,9 +2,10 @@
 script that runs the same 50 with a timestamp line and `tee` to a log each.
 
 Start-up is taken out on both sides: each side also runs with a single step, and the
-per-step time is (time of N steps - time of 1 step) / (N - 1). The evidence of the previous
-run is removed before each Shipyard run (untimed), so the manifest does not grow from one
-repetition to the next.
+per-step time is (time of N steps - time of 1 step) / (N - 1), floored at 0.1 ms so that
+noise on a busy machine cannot make it zero or negative (it only can in --quick, with few
+steps). The evidence of the previous run is removed before each Shipyard run (untimed), so the
+manifest does not grow from one repetition to the next.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from common import BIN, Measurement, alternate, bench_env, project, timed
 
 TARGET_ADDED_SECONDS = 0.005
+FLOOR_SECONDS = 0.0001
 
 BASELINE_SCRIPT = """\
 #!/bin/bash
@@ -38,7 +40,7 @@ def config(steps: int) -> str:
 
 
 def run(quick: bool) -> list[Measurement]:
-    steps, runs = (10, 2) if quick else (50, 11)
+    steps, runs = (20, 2) if quick else (50, 11)
     files = {"many.yaml": config(steps), "one.yaml": config(1), "steps.sh": BASELINE_SCRIPT}
     with project(config(1), files) as root:
         env = bench_env()
@@ -54,14 +56,18 @@ def run(quick: bool) -> list[Measurement]:
             return timed(["bash", "steps.sh", str(count)], cwd=root, env=env)
 
         def shipyard_per_step() -> float:
-            return (shipyard("many.yaml") - shipyard("one.yaml")) / (steps - 1)
+            return _per_step(shipyard("many.yaml") - shipyard("one.yaml"), steps)
 
         def script_per_step() -> float:
-            return (script(steps) - script(1)) / (steps - 1)
+            return _per_step(script(steps) - script(1), steps)
 
         _check_logs(root, steps)
         pairs = alternate(runs, shipyard_per_step, script_per_step)
     return [_measurement(pairs, steps)]
+
+
+def _per_step(difference: float, steps: int) -> float:
+    return max(difference / (steps - 1), FLOOR_SECONDS)
 
 
 def _check_logs(root: Path, steps: int) -> None:
