@@ -186,9 +186,3 @@ def test_memory_stays_flat_whatever_a_step_prints(tmp_path, chunking):
     assert result.log_path.stat().st_size == megabytes * 1024 * 1024
     assert peak < 8 * 1024 * 1024  # a fraction of what was printed: streamed, not accumulated
 
-
-def test_a_quick_step_is_seen_to_end_within_milliseconds(tmp_path):
-    """The runner waits on the step itself, not in fixed 50 ms polls (bench/step_overhead.py)."""
-    ctx = context(tmp_path)
-    durations = sorted(run_step(Step(f"quick{n}", "sleep 0.01"), ctx).duration for n in range(5))
-    assert durations[2] < 0.04
