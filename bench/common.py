@@ -90,13 +90,16 @@ def alternate(
 
 
 def bench_env(**extra: str) -> dict[str, str]:
-    """A user's environment: the venv's tools first, no CI or GitHub variables, no colour."""
+    """A user's environment: the venv's tools first, no CI or GitHub variables, no colour, and
+    .pyc files written as usual (a sandbox's PYTHONDONTWRITEBYTECODE would make every run
+    recompile Shipyard's sources, while pip compiled the baseline's at install)."""
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("SHIPYARD_", "GITHUB_", "PYTEST_"))
     }
-    env.pop("CI", None)
+    for variable in ("CI", "PYTHONDONTWRITEBYTECODE"):
+        env.pop(variable, None)
     env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", os.defpath)])
     env["NO_COLOR"] = "1"
     env.update(extra)
