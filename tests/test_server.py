@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
+
+import pytest
 
 from shipyard import process, server
 
@@ -64,3 +67,72 @@ def test_start_ticks_name_one_process_across_exec(tmp_path):
         server.stop(first, grace=0.5)
         server.stop(second, grace=0.5)
     assert not server.alive(first)
+
+
+HOLDER = """
+import os, signal, sys
+from pathlib import Path
+from shipyard import server
+
+folder = Path(sys.argv[1])
+command = "sh -c 'touch ran; exec sleep 30'"
+with server.held(command, cwd=folder, env=os.environ, log_path=folder / "log") as pid:
+    print(pid, flush=True)
+    if sys.argv[2] == "die":
+        os.kill(os.getpid(), signal.SIGKILL)  # before the pid is recorded, say
+"""
+
+
+def _holder(tmp_path, how: str) -> int:
+    """Run HOLDER in a child process; the pid of the server it started."""
+    done = subprocess.run(
+        [sys.executable, "-c", HOLDER, str(tmp_path), how],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return int(done.stdout)
+
+
+def _settle(pid: int) -> None:
+    deadline = time.monotonic() + 5
+    while server.alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_a_held_server_whose_starter_dies_before_releasing_it_never_runs(tmp_path):
+    """So an `inv` SIGKILLed between starting a server and recording its pid leaves no
+    unrecorded server on the port."""
+    pid = _holder(tmp_path, "die")
+    _settle(pid)
+    assert not server.alive(pid)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_held_server_runs_once_released(tmp_path):
+    pid = _holder(tmp_path, "release")
+    try:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "ran").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (tmp_path / "ran").exists()
+        assert server.alive(pid)  # detached: it outlives the process that started it
+    finally:
+        server.stop(pid, grace=0.5)
+
+
+def test_a_held_server_does_not_run_when_the_body_fails(tmp_path):
+    with (
+        pytest.raises(RuntimeError),
+        server.held(
+            "sh -c 'touch ran; exec sleep 30'",
+            cwd=tmp_path,
+            env=os.environ,
+            log_path=tmp_path / "log",
+        ) as pid,
+    ):
+        raise RuntimeError("could not record it")
+    _settle(pid)
+    assert not server.alive(pid)
+    assert not (tmp_path / "ran").exists()

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from shipyard.evidence import tail_lines
@@ -50,17 +50,56 @@ def start(
     It outlives this process (nothing waits for it, its process group is its own) unless
     `die_with_parent`: then, on Linux, it gets SIGTERM when this process dies, even by SIGKILL.
     """
+    hook = _death_signal() if die_with_parent else None
+    return _spawn(f"exec {command}", cwd=cwd, env=env, log_path=log_path, preexec=hook)
+
+
+@contextlib.contextmanager
+def held(command: str, *, cwd: Path, env: Mapping[str, str], log_path: Path) -> Iterator[int]:
+    """Start `command` as `start` does, but held at a gate: yields its pid, and the command
+    runs only once the body has returned (say, once it has recorded that pid).
+
+    Should the body raise, or this process die first (even by SIGKILL), the gate reads
+    end-of-file and the shell exits without running the command: no server that nobody
+    recorded is left listening on the port.
+    """
+    reader, writer = os.pipe()
+    with os.fdopen(writer, "wb", buffering=0) as gate:  # closed unwritten: the shell gives up
+        try:
+            pid = _spawn(
+                f"read -r _ || exit 1; exec {command}",
+                cwd=cwd,
+                env=env,
+                log_path=log_path,
+                stdin=reader,
+            )
+        finally:
+            os.close(reader)
+        yield pid
+        with contextlib.suppress(BrokenPipeError):  # it died waiting: its health check says so
+            gate.write(b"go\n")
+
+
+def _spawn(
+    script: str,
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log_path: Path,
+    stdin: int = subprocess.DEVNULL,
+    preexec: Callable[[], None] | None = None,
+) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [shell(), "-c", f"exec {command}"],
+            [shell(), "-c", script],
             cwd=cwd,
             env=dict(env),
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_death_signal() if die_with_parent else None,  # noqa: PLW1509 - see there
+            preexec_fn=preexec,  # noqa: PLW1509 - see _death_signal
         )
     process.returncode = 0  # never reaped by us: keep Popen's destructor from warning
     return process.pid

@@ -313,21 +313,18 @@ class LocalTarget:
         self._stop_server(say)
         command = self._command(version)
         log_path = self.server_dir / f"{version}.log"
-        pid = server.start(
-            command,
-            cwd=self.release_dir(version),
-            env=self._server_env(version),
-            log_path=log_path,
-        )
-        state = {
-            "pid": pid,
-            "start_ticks": start_ticks(pid),
-            "release": version,
-            "port": self.port,
-            "started_at": time.time(),
-            "command": command,
-        }
-        self._write_json(self.server_dir / "state.json", state)
+        folder, env = self.release_dir(version), self._server_env(version)
+        # held until state.json names it: killed in between, no unrecorded server takes the port
+        with server.held(command, cwd=folder, env=env, log_path=log_path) as pid:
+            state = {
+                "pid": pid,
+                "start_ticks": start_ticks(pid),
+                "release": version,
+                "port": self.port,
+                "started_at": time.time(),
+                "command": command,
+            }
+            self._write_json(self.server_dir / "state.json", state)
         say(f"started {version}: pid {pid}, `{command}`, log {self._shown(log_path)}")
         return pid
 
