@@ -106,3 +106,16 @@ def test_tree_digest_sees_content_names_and_links_but_skips_what_it_is_told(tmp_
     assert tree_sha256(tmp_path, skip=frozenset({"release.json"})) == first
     (tmp_path / "a.txt").write_text("two")
     assert tree_sha256(tmp_path, skip=frozenset({"release.json"})) != first
+
+
+def test_tree_digest_leaves_out_the_folders_it_is_told_wherever_they_are(tmp_path):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "server.py").write_text("print('hi')")
+    first = tree_sha256(tmp_path, skip_folders=frozenset({"__pycache__"}))
+    for cache in (tmp_path / "__pycache__", tmp_path / "app" / "__pycache__"):
+        cache.mkdir()
+        (cache / "server.cpython-311.pyc").write_bytes(b"\x00bytecode")
+    assert tree_sha256(tmp_path, skip_folders=frozenset({"__pycache__"})) == first
+    assert tree_sha256(tmp_path) != first
+    (tmp_path / "app" / "server.py").write_text("print('tampered')")
+    assert tree_sha256(tmp_path, skip_folders=frozenset({"__pycache__"})) != first

@@ -297,6 +297,19 @@ def test_rollback_dry_run_refuses_a_tampered_release(staging):
     assert "v1 files do not match their recorded sha256" in done.stdout
 
 
+def test_a_release_whose_app_wrote_bytecode_beside_its_code_can_be_rolled_back_to(staging):
+    """Outside a sandbox, Python writes __pycache__ into the release folder the first time the
+    app runs; that is not tampering, and the rollback to it must work."""
+    app = staging()
+    env = {k: v for k, v in cli_env().items() if k != "PYTHONDONTWRITEBYTECODE"}
+    for version in ("1.0.0", "2.0.0"):
+        app.set_version(version)
+        ok(run_cli([str(BIN / "inv"), "deploy.staging"], app.root, env=env))
+    assert list((app.state / "releases" / "v1").rglob("__pycache__/*.pyc"))
+    ok(run_cli([str(BIN / "inv"), "rollback"], app.root, env=env))
+    assert "release=v1" in app.get()[1]
+
+
 def heartbeat_events(app: Staging) -> int:
     logs = list((app.root / "artifacts").rglob("heartbeat.log"))
     return sum(len(log.read_text().splitlines()) for log in logs)

@@ -81,11 +81,17 @@ def _apply_mode(member: tarfile.TarInfo, destination: Path) -> None:
         (destination / member.name).chmod(0o755 if executable else 0o644)
 
 
-def tree_sha256(directory: Path, *, skip: frozenset[str] = frozenset()) -> str:
-    """One digest over every file and link under `directory` (names, contents, link targets)."""
+def tree_sha256(
+    directory: Path,
+    *,
+    skip: frozenset[str] = frozenset(),
+    skip_folders: frozenset[str] = frozenset(),
+) -> str:
+    """One digest over every file and link under `directory` (names, contents, link targets),
+    but the relative paths in `skip` and any folder named in `skip_folders`, wherever it is."""
     digest = hashlib.sha256()
     for folder, dirnames, filenames in os.walk(directory):
-        dirnames.sort()
+        dirnames[:] = sorted(name for name in dirnames if name not in skip_folders)
         for name in sorted(filenames + [d for d in dirnames if Path(folder, d).is_symlink()]):
             path = Path(folder, name)
             relative = path.relative_to(directory).as_posix()

@@ -44,6 +44,9 @@ DEFAULT_PORT = 8787
 STOP_GRACE = 5.0
 RELEASE_FILE = "release.json"
 _VERSION = re.compile(r"v([1-9][0-9]*)")
+# What a served app writes beside its own code (Python's bytecode, unless
+# PYTHONDONTWRITEBYTECODE is set): not a change to the release's files.
+_CACHES = frozenset({"__pycache__"})
 
 
 class LocalTarget:
@@ -393,7 +396,9 @@ class LocalTarget:
         temp.replace(self.current_link)
 
     def _tree(self, version: str) -> str:
-        return artifact.tree_sha256(self.release_dir(version), skip=frozenset({RELEASE_FILE}))
+        return artifact.tree_sha256(
+            self.release_dir(version), skip=frozenset({RELEASE_FILE}), skip_folders=_CACHES
+        )
 
     def _last_number(self) -> int:
         numbers = [
