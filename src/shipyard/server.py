@@ -16,7 +16,7 @@ from pathlib import Path
 from shipyard.evidence import tail_lines
 from shipyard.process import group_alive, shell, signal_group
 
-_POLL_SECONDS = 0.05
+_POLL_SECONDS = 0.01  # a stopped app is seen gone within 10 ms: the port is free sooner
 _PR_SET_PDEATHSIG = 1
 
 
