@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,13 +48,12 @@ STEADY_INTERVAL = 1 / 50  # the downtime client: 50 requests per second
 REQUEST_TIMEOUT = 2.0
 SETTLE_SECONDS = 0.3  # the downtime client runs this long before and after the command
 WHERE_THE_TIME_GOES = (
-    "Phase timing of one `inv rollback` (wrappers around its functions, on this loaded"
-    " machine): Python, invoke and Shipyard imports take 250-400 ms before anything happens"
-    " (invoke about 100 ms and shipyard about 100 ms of it by -X importtime; see start-up);"
-    " the plan, the lock and the sha256 check of the release's files about 10 ms; stopping"
-    " the old server 60-70 ms (the app needs about 40 ms to exit on SIGTERM, and Shipyard"
-    " checks every 50 ms); then the new app's own start, the floor. So the ratio is mostly"
-    " the start-up of the `inv` process, not the rollback itself."
+    "Phase timing of one `inv rollback` (wrappers around its functions): Python with the"
+    " invoke and Shipyard imports takes 140-190 ms before anything happens (invoke about"
+    " 90 ms of it; see start-up); the plan, the lock and the sha256 check of the release's"
+    " files about 10 ms; stopping the old server 20-30 ms (the app exits about 25 ms after"
+    " SIGTERM); then the new app's own start, the floor. The ratio is mostly the start-up of"
+    " the `inv` process, which a user pays for any command."
 )
 ZERO_DOWNTIME = (
     "Shipyard stops the old server (SIGTERM to its group), then starts the new release on"
@@ -80,9 +79,9 @@ def get(port: int) -> tuple[int | None, str]:
         connection.close()
 
 
-def first_answer(port: int, release: str, began: float, timeout: float = 30.0) -> float:
-    """Seconds from `began` until `release` answers 200 on `port`, polling every 2 ms."""
-    return watch(port, release, began, timeout).up
+def first_answer(port: int, release: str, began: float, process: subprocess.Popen[str]) -> float:
+    """Seconds from `began` until `release` answers 200 on `port` (`process` serves it)."""
+    return watch(port, release, began, failed=lambda: process.poll() is not None).up
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,10 @@ class Switch:
         return self.up - self.gone
 
 
-def watch(port: int, release: str, began: float, timeout: float = 30.0) -> Switch:
+def watch(
+    port: int, release: str, began: float, timeout: float = 30.0, *, failed: Callable[[], bool]
+) -> Switch:
+    """Poll every 2 ms until `release` answers 200; stop early when `failed()` says it won't."""
     gone: float | None = None
     while True:
         status, body = get(port)
@@ -106,8 +108,8 @@ def watch(port: int, release: str, began: float, timeout: float = 30.0) -> Switc
             return Switch(now if gone is None else gone, now)
         if status != 200 and gone is None:
             gone = now
-        if now > timeout:
-            raise RuntimeError(f"{release} did not answer on port {port} within {timeout:g}s")
+        if now > timeout or failed():
+            raise RuntimeError(f"{release} did not answer on port {port} ({now:.1f}s)")
         time.sleep(FAST_POLL_SECONDS)
 
 
@@ -189,11 +191,12 @@ def timed_rollback(staging: Staging, to: str) -> Switch:
     """What a client saw from launching `inv rollback --to` to `to` answering 200."""
     began = time.perf_counter()
     process = staging.spawn("rollback", "--to", to)
-    switch = watch(staging.port, to, began)
-    output, _ = process.communicate(timeout=60)
-    if process.returncode != 0:
-        raise RuntimeError(f"inv rollback --to {to} exited {process.returncode}: {output}")
-    return switch
+    try:
+        return watch(staging.port, to, began, failed=lambda: process.poll() not in (None, 0))
+    finally:
+        output, _ = process.communicate(timeout=60)
+        if process.returncode != 0:
+            raise RuntimeError(f"inv rollback --to {to} exited {process.returncode}: {output}")
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,7 @@ def app_floor(staging: Staging, release: str) -> Floor:
     began = time.perf_counter()
     process = subprocess.Popen(
         ["python3", "-m", "webapp", "--port", str(port)],
+        text=True,
         cwd=staging.release_dir(release),
         env=env,
         stdin=subprocess.DEVNULL,
@@ -221,7 +225,7 @@ def app_floor(staging: Staging, release: str) -> Floor:
         start_new_session=True,
     )
     try:
-        start = first_answer(port, release, began)
+        start = first_answer(port, release, began, process)
         probe_began = time.perf_counter()
         if get(port)[0] != 200:
             raise RuntimeError(f"the app of {release} stopped answering")
