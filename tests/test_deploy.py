@@ -458,7 +458,8 @@ def test_a_server_that_dies_in_staging_is_caught_at_once_and_rolled_back(staging
     )
     done = app.inv("deploy.staging")
     assert done.returncode == 3, done.stdout + done.stderr
-    assert "the server exited" in done.stdout
+    # dead before Shipyard's health check, or during the smoke's probes: either is named
+    assert "the server exited" in done.stdout or "is not running" in done.stdout, done.stdout
     assert "release=v1" in app.get()[1]
 
 
