@@ -9,14 +9,9 @@ nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["gates"]
 nox.options.error_on_missing_interpreters = True
 
-# uv, unlike pip, does not compile bytecode as it installs, and what Shipyard imports once invoke
-# has parsed the command line (invoke sets sys.dont_write_bytecode) is never cached at import
-# either: without this, every reused uv session recompiled it (bench/nox_gates.py).
-COMPILE_BYTECODE = {"UV_COMPILE_BYTECODE": "1"}
-
 
 def _step(session: nox.Session, name: str, extra: str = "") -> None:
-    session.install(f".[{extra}]" if extra else ".", "ruff", env=COMPILE_BYTECODE)
+    session.install(f".[{extra}]" if extra else ".", "ruff")
     session.run("shipyard", "step", name, *session.posargs)
 
 
@@ -47,5 +42,5 @@ def scan(session: nox.Session) -> None:
 @nox.session(requires=["fmt", "lint", "tests", "scan"])
 def gates(session: nox.Session) -> None:
     """All four gates, each in its own environment; then the day's evidence is verified."""
-    session.install(".", env=COMPILE_BYTECODE)
+    session.install(".")
     session.run("shipyard", "evidence.verify")

@@ -13,9 +13,8 @@ forced with `--force-venv-backend`; the download caches of uv and pip are warmed
 (unrecorded), so the figures compare environment building, not the network.
 
 The target: the backend noxfile.py picks by default (the first available of its
-`default_venv_backend` chain) is the faster one measured; a median within 5% is a tie. Both
-noxfiles install with UV_COMPILE_BYTECODE=1, without which uv's reuse is the slower (see
-BYTECODE_NOTE).
+`default_venv_backend` chain) is the faster one measured; a median within 5% is a tie. See
+BYTECODE_NOTE for what made uv's reuse the slower at first.
 """
 
 from __future__ import annotations
@@ -42,12 +41,12 @@ FRESH_RUNS = 3  # a fresh virtualenv run takes 35-65 s here: three keep this nea
 REUSE_RUNS = 6  # a reuse takes about 2 s, and its ratio is the noisier
 TARGET = "default = the faster available"
 BYTECODE_NOTE = (
-    "uv, unlike pip, does not compile bytecode as it installs, and `shipyard` caches none of what "
-    "it imports after invoke's parse (invoke's Program sets sys.dont_write_bytecode unless "
-    "--write-pyc): with a plain noxfile each reused uv session recompiled Shipyard's lazily "
-    "imported modules and detect-secrets, and uv's reuse took 1.25x virtualenv's (2.4 s vs "
-    "1.9 s; fresh 0.25x). noxfile.py now installs with UV_COMPILE_BYTECODE=1: reuse 0.99x, "
-    "fresh 0.42x (the compile, paid once)."
+    "uv, unlike pip, does not compile bytecode as it installs, and invoke's Program sets "
+    "sys.dont_write_bytecode unless --write-pyc, so nothing a task imported after the parse was "
+    "ever cached: each reused uv session recompiled Shipyard's lazily imported modules and "
+    "detect-secrets, and uv's reuse took 1.25x virtualenv's (2.4 s vs 1.9 s). Shipyard now "
+    "gives bytecode writing back to Python's own setting once invoke has parsed "
+    "(shipyard.tasks.cache_bytecode)."
 )
 
 

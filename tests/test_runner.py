@@ -185,4 +185,3 @@ def test_memory_stays_flat_whatever_a_step_prints(tmp_path, chunking):
     assert result.ok
     assert result.log_path.stat().st_size == megabytes * 1024 * 1024
     assert peak < 8 * 1024 * 1024  # a fraction of what was printed: streamed, not accumulated
-

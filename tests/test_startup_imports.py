@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BIN, ok, run_cli
+from conftest import BIN, cli_env, ok, run_cli
 
 CONFIG = """
 version: 1
@@ -90,3 +90,25 @@ def test_running_a_command_still_imports_what_it_needs(project, tmp_path):
     done = ok(run_cli([str(BIN / "inv"), "build"], root))
     assert "built" in done.stdout
     assert any(Path(root, "artifacts").rglob("sha256_manifest.txt"))
+
+
+@pytest.mark.parametrize("program", ["inv", "shipyard"])
+@pytest.mark.parametrize("python_says", [None, "1"])
+def test_what_a_task_imports_is_cached_as_bytecode_unless_python_says_not(
+    project, tmp_path, program, python_says
+):
+    """invoke turns .pyc writing off for everything after its parse; Shipyard gives the choice
+    back to Python (-B, PYTHONDONTWRITEBYTECODE), so the modules a task imports lazily are not
+    compiled again on every run."""
+    root = project(CONFIG)
+    prefix = tmp_path / "pyc"
+    env = cli_env(PYTHONPYCACHEPREFIX=str(prefix))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if python_says:
+        env["PYTHONDONTWRITEBYTECODE"] = python_says
+    ok(run_cli([str(BIN / program), "build"], root, env=env))
+    cached = {path.name.split(".")[0] for path in prefix.rglob("*.pyc")}
+    if python_says:
+        assert not cached
+    else:
+        assert {"pipeline", "runner", "evidence"} <= cached  # imported when the step ran

@@ -10,7 +10,7 @@ from invoke import Exit, ParseError, Program
 
 from shipyard import __version__, commands
 from shipyard.errors import ExitCode, ShipyardError
-from shipyard.tasks import namespace, private_umask
+from shipyard.tasks import cache_bytecode, namespace, private_umask
 
 
 class ShipyardProgram(Program):
@@ -19,6 +19,7 @@ class ShipyardProgram(Program):
     def parse_core(self, argv: list[str] | None) -> None:
         with _usage_errors():
             super().parse_core(argv)
+        cache_bytecode()  # the namespace was built before invoke set the flag
 
     def parse_tasks(self) -> None:
         with _usage_errors():

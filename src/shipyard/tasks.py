@@ -12,6 +12,7 @@ import functools
 import os
 import re
 import shlex
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -204,8 +205,17 @@ def _root_and_agent(config: Config | None) -> tuple[Path, str]:
     return (config.root, config.agent) if config else (Path.cwd(), DEFAULT_AGENT)
 
 
+def cache_bytecode() -> None:
+    """Undo invoke's `sys.dont_write_bytecode` (set unless `--write-pyc`, to keep the folder of
+    tasks.py clean): without .pyc files, every module a task imports (Shipyard's own, loaded
+    when the task runs, and detect-secrets) is compiled again on every run. Python's own
+    `-B` / PYTHONDONTWRITEBYTECODE still win."""
+    sys.dont_write_bytecode = bool(sys.flags.dont_write_bytecode)
+
+
 def namespace() -> Collection:
     """The task collection: the same for `inv` (via tasks.py) and the `shipyard` script."""
+    cache_bytecode()  # `inv` loads tasks.py after it has set the flag
     deploy = Collection("deploy", *(deploy_task(name) for name in environment_names()))
     return Collection(
         gates,

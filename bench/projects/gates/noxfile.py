@@ -15,11 +15,10 @@ nox.options.sessions = ["gates"]
 nox.options.error_on_missing_interpreters = True
 
 SHIPYARD = os.environ.get("SHIPYARD_SOURCE") or str(Path(__file__).resolve().parents[3])
-COMPILE_BYTECODE = {"UV_COMPILE_BYTECODE": "1"}  # as Shipyard's noxfile.py, which says why
 
 
 def _step(session: nox.Session, name: str, *tools: str) -> None:
-    session.install(".", SHIPYARD, *tools, env=COMPILE_BYTECODE)
+    session.install(".", SHIPYARD, *tools)
     session.run("shipyard", "step", name, *session.posargs)
 
 
@@ -45,5 +44,5 @@ def scan(session: nox.Session) -> None:
 
 @nox.session(requires=["fmt", "lint", "tests", "scan"])
 def gates(session: nox.Session) -> None:
-    session.install(SHIPYARD, env=COMPILE_BYTECODE)
+    session.install(SHIPYARD)
     session.run("shipyard", "evidence.verify")
