@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -118,6 +119,8 @@ def test_a_held_server_runs_once_released(tmp_path):
             time.sleep(0.02)
         assert (tmp_path / "ran").exists()
         assert server.alive(pid)  # detached: it outlives the process that started it
+        if Path("/proc").is_dir():  # the gate was its shell's stdin, not the server's
+            assert os.readlink(f"/proc/{pid}/fd/0") == "/dev/null"
     finally:
         server.stop(pid, grace=0.5)
 

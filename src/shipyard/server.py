@@ -18,6 +18,7 @@ from shipyard.process import group_alive, shell, signal_group
 
 _POLL_SECONDS = 0.01  # a stopped app is seen gone within 10 ms: the port is free sooner
 _PR_SET_PDEATHSIG = 1
+_KILL_WAIT = 5.0  # SIGKILL always ends a process, but a loaded machine can take its time
 
 
 def render(template: str, **values: object) -> str:
@@ -67,7 +68,7 @@ def held(command: str, *, cwd: Path, env: Mapping[str, str], log_path: Path) -> 
     with os.fdopen(writer, "wb", buffering=0) as gate:  # closed unwritten: the shell gives up
         try:
             pid = _spawn(
-                f"read -r _ || exit 1; exec {command}",
+                f"read -r _ || exit 1; exec {command} </dev/null",  # the gate is not its stdin
                 cwd=cwd,
                 env=env,
                 log_path=log_path,
@@ -146,7 +147,8 @@ def stop(pid: int, *, grace: float = 5.0) -> None:
             return
         time.sleep(_POLL_SECONDS)
     signal_group(pid, signal.SIGKILL)
-    while alive(pid) and time.monotonic() < deadline + grace:
+    killed = time.monotonic() + _KILL_WAIT
+    while alive(pid) and time.monotonic() < killed:
         time.sleep(_POLL_SECONDS)
 
 
