@@ -153,19 +153,26 @@ class FlyTarget:
     def _argv(self, *args: str) -> list[str]:
         return [self.flyctl(), *args]
 
-    def _run(self, args: Sequence[str]) -> FlyResult:
-        """A short read-only call: stdout (JSON) and stderr (the error) kept apart; a call
-        still running after `read_timeout` is killed with its group and reads as exit 124."""
-        process = subprocess.Popen(
+    def _start(
+        self, args: Sequence[str], *, stderr: int, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        """flyctl ARGS in its own process group (so it can be stopped whole), stdout piped."""
+        return subprocess.Popen(
             self._argv(*args),
             cwd=self.config.root,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=stderr,
             text=True,
             errors="replace",
             start_new_session=True,
         )
+
+    def _run(self, args: Sequence[str]) -> FlyResult:
+        """A short read-only call: stdout (JSON) and stderr (the error) kept apart; a call
+        still running after `read_timeout` is killed with its group and reads as exit 124."""
+        process = self._start(args, stderr=subprocess.PIPE)
         deadline = time.monotonic() + self.env.read_timeout
         stop = self.stop or threading.Event()
         while not stop.is_set() and time.monotonic() < deadline:
@@ -184,16 +191,8 @@ class FlyTarget:
     def _stream(self, args: Sequence[str], say: Say) -> tuple[FlyResult, dict[str, Any] | None]:
         """A deploy: output streamed line by line through `say` (which masks it), the release
         JSON line picked out wherever it appears, stopped (SIGTERM, then SIGKILL) on `stop`."""
-        process = subprocess.Popen(
-            self._argv(*args),
-            cwd=self.config.root,
-            env={**os.environ, "FLY_EMIT_RELEASE_JSON": "1"},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            start_new_session=True,
+        process = self._start(
+            args, stderr=subprocess.STDOUT, env={**os.environ, "FLY_EMIT_RELEASE_JSON": "1"}
         )
         watcher = threading.Thread(target=self._stop_when_asked, args=(process,), daemon=True)
         watcher.start()
