@@ -11,6 +11,7 @@ import pytest
 from conftest import BIN, cli_env, random_secret, run_cli
 from test_deploy import Staging
 
+from shipyard.errors import ExitCode, Outcome, Verdict
 from shipyard.gha import (
     RunReport,
     command,
@@ -73,11 +74,12 @@ def test_summary_table(tmp_path):
             tmp_path,
         ),
     ]
-    report = RunReport(
-        "inv deploy.staging", "r1", "artifacts/devops/2026-11-30/", "failed", 1, results
-    )
+    verdict = Verdict(Outcome.FAILED, ExitCode.STEP_FAILED, "failed: Smoke (exit 1)")
+    report = RunReport("inv deploy.staging", "r1", "artifacts/devops/2026-11-30/", verdict, results)
     assert report.markdown().splitlines() == [
-        "### Shipyard: `inv deploy.staging`: failed (exit 1)",
+        "### Shipyard: `inv deploy.staging`: ❌ failed (exit 1)",
+        "",
+        "> failed: Smoke (exit 1)",
         "",
         "| step | status | exit | duration |",
         "|---|---|---|---|",

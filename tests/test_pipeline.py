@@ -7,7 +7,8 @@ from pathlib import Path
 
 from shipyard.config import Step
 from shipyard.console import PlainConsole
-from shipyard.pipeline import Run, execute, git_sha, outcome
+from shipyard.errors import ExitCode, Outcome
+from shipyard.pipeline import Run, execute, git_sha, steps_verdict
 from shipyard.redact import Redactor
 from shipyard.runner import StepResult, StepStatus
 
@@ -22,13 +23,14 @@ def status_result(status: StepStatus) -> StepResult:
     return StepResult("s", status, 0, None, 0.0, (), Path("x.log"))
 
 
-def test_outcome_takes_the_most_severe_status():
+def test_the_steps_verdict_takes_the_most_severe_status():
     def verdict(*statuses: StepStatus, interrupted: bool = False) -> tuple[str, int]:
-        return outcome([status_result(s) for s in statuses], interrupted=interrupted)
+        found = steps_verdict([status_result(s) for s in statuses], interrupted=interrupted)
+        return found.outcome.value, int(found.exit_code)
 
     assert verdict(StepStatus.OK, StepStatus.OK) == ("ok", 0)
     assert verdict(StepStatus.OK, StepStatus.FAILED, StepStatus.SKIPPED) == ("failed", 1)
-    assert verdict(StepStatus.FAILED, StepStatus.TIMEOUT) == ("timeout", 124)
+    assert verdict(StepStatus.FAILED, StepStatus.TIMEOUT) == ("timed out", 124)
     assert verdict(StepStatus.TIMEOUT, StepStatus.INTERRUPTED) == ("interrupted", 130)
     assert verdict(StepStatus.OK, interrupted=True) == ("interrupted", 130)
     assert verdict() == ("ok", 0)
@@ -43,15 +45,18 @@ def test_execute_writes_record_manifest_and_feedback(tmp_path):
     run = make_run(tmp_path)
     steps = [Step("ok", "echo fine"), Step("bad", "echo broken; exit 2")]
     stream = io.StringIO()
-    results, code = execute(run, steps, jobs=2, console=PlainConsole(stream, live_output=False))
-    assert code == 1
-    assert [r.status for r in results] == [StepStatus.OK, StepStatus.FAILED]
+    verdict = execute(run, steps, jobs=2, console=PlainConsole(stream, live_output=False))
+    assert (verdict.outcome, verdict.exit_code) == (Outcome.FAILED, ExitCode.STEP_FAILED)
+    assert verdict.reason == "failed: bad (exit 2)"
     record = json.loads(run.bundle.run_record_path(run.run_id).read_text())
+    assert [s["status"] for s in record["steps"]] == ["ok", "failed"]
+    assert (record["outcome"], record["exit_code"], record["reason"]) == ("failed", 1, verdict.reason)
     assert record["steps"][1]["log"] == f"logs/{run.run_id}/bad.log"
     assert record["steps"][1]["attempts"][0]["exit_code"] == 2
     assert run.bundle.manifest_path.exists()
     assert "broken" in run.bundle.feedback_path.read_text()
-    assert "failed: evidence in artifacts/devops/" in stream.getvalue()
+    last = stream.getvalue().splitlines()[-1]
+    assert last.startswith("failed (exit 1): failed: bad (exit 2) · evidence in artifacts/devops/")
 
 
 def test_git_sha_inside_and_outside_a_work_tree(tmp_path):

@@ -22,7 +22,11 @@ class UnsafeArtifact(UsageError):
 
 def find_artifact(root: Path, pattern: str) -> Path:
     """The newest file matching `pattern` (a glob relative to `root`)."""
-    matches = [path for path in root.glob(pattern) if path.is_file()]
+    try:
+        matches = [path for path in root.glob(pattern) if path.is_file()]
+    except (NotImplementedError, ValueError) as error:  # an absolute or empty pattern
+        problem = f"artifact: '{pattern}' is not a glob relative to {root} ({error})"
+        raise UsageError(problem) from None
     if not matches:
         raise UsageError(f"no artifact matches '{pattern}' under {root} (run the build first)")
     return max(matches, key=lambda path: (path.stat().st_mtime_ns, path.name))

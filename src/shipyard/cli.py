@@ -6,15 +6,34 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from invoke import Exit, ParseError, Program
+from invoke import Argument, Exit, ParseError, Program
 
 from shipyard import __version__, commands
 from shipyard.errors import ExitCode, ShipyardError
 from shipyard.tasks import cache_bytecode, namespace, private_umask
 
+# invoke's core options that would do nothing for Shipyard's tasks (steps never run through
+# `c.run`): left out of `shipyard --help` and its parser (`inv` refuses them in each task).
+HIDDEN_CORE_OPTIONS = frozenset(
+    {"pty", "warn-only", "echo", "hide", "command-timeout", "prompt-for-sudo-password", "no-dedupe"}
+)
+
 
 class ShipyardProgram(Program):
-    """invoke's Program, but a usage mistake exits 2 (invoke's own `inv` exits 1)."""
+    """invoke's Program, but a usage mistake exits 2 (invoke's own `inv` exits 1), and only
+    the core options that mean something for Shipyard."""
+
+    def core_args(self) -> list[Argument]:
+        return [arg for arg in super().core_args() if arg.name not in HIDDEN_CORE_OPTIONS]
+
+    def task_args(self) -> list[Argument]:
+        return [arg for arg in super().task_args() if arg.name not in HIDDEN_CORE_OPTIONS]
+
+    def update_config(self, merge: bool = True) -> None:
+        for name in HIDDEN_CORE_OPTIONS:  # invoke's own update_config reads every one of them
+            if name not in self.args:
+                self.args[name] = Argument(name=name, kind=str if name == "hide" else bool)
+        super().update_config(merge)
 
     def parse_core(self, argv: list[str] | None) -> None:
         with _usage_errors():
@@ -55,7 +74,7 @@ def _heartbeat(args: list[str]) -> int:
         return int(ExitCode.USAGE)
     private_umask()
     try:
-        return commands.heartbeat(args[0], args[2:])
+        return int(commands.heartbeat(args[0], args[2:]).exit_code)
     except ShipyardError as error:
         print(error.message, file=sys.stderr)
         return int(error.exit_code)

@@ -619,6 +619,14 @@ def _relative_dir(value: object, where: _Where) -> str:
     return value
 
 
+def _relative_glob(value: object, where: _Where) -> str:
+    """A glob of files inside the project: pathlib cannot glob an absolute pattern, and a
+    release must not be built from files outside the project."""
+    if not isinstance(value, str) or not value.strip() or _escapes_root(value):
+        where.expected("a file glob relative to the project root (like dist/app-*.tar.gz)", value)
+    return value
+
+
 def _escapes_root(path: str) -> bool:
     normal = PurePosixPath(os.path.normpath(path))
     return normal.is_absolute() or ".." in normal.parts
@@ -733,7 +741,7 @@ _STEP_FIELDS: Mapping[str, _Check] = {
     "timeout": _duration,
     "retries": _integer(0, 10),
     "grace": _duration,
-    "artifact": _text("a file glob"),
+    "artifact": _relative_glob,
     "cwd": _relative_dir,
     "env": _env,
 }

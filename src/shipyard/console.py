@@ -54,6 +54,10 @@ class PlainConsole:
     def run_finished(self, results: Sequence[StepResult], footer: str) -> None:
         self.write(summary_table(results) + footer + "\n")
 
+    def error(self, line: str) -> None:
+        """A refusal's reason on stderr too, where scripts and people look for it."""
+        print(line, file=sys.stderr, flush=True)
+
     def close(self) -> None:
         pass
 
@@ -165,10 +169,17 @@ class PassthroughConsole(PlainConsole):
 
 
 class SilentConsole(PassthroughConsole):
-    """Nothing on the terminal (for `--json`): steps still go to their logs and the evidence."""
+    """Nothing on stdout (for `--json`): steps still go to their logs and the evidence, and
+    the run's last line goes to stderr."""
 
     def write(self, text: str) -> None:
         pass
 
     def step_output(self, step: str, text: str) -> None:
         pass
+
+    def run_finished(self, results: Sequence[StepResult], footer: str) -> None:
+        print(footer, file=sys.stderr, flush=True)
+
+    def error(self, line: str) -> None:
+        pass  # the last line, on stderr, names it

@@ -15,6 +15,7 @@ from shipyard import evidence
 from shipyard.config import Config
 from shipyard.errors import ExitCode
 from shipyard.pipeline import Run
+from shipyard.records import DeployRecord
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Check:
         return f"{'ok  ' if self.ok else 'FAIL'} {self.name}: {self.detail}"
 
 
-def run_contract(config: Config, env_name: str, *, command: str) -> int:
+def run_contract(config: Config, env_name: str, *, command: str) -> ExitCode:
     environment = deployment.pick_environment(config, env_name)
     runs: list[Run] = []
     deployment.deploy(config, environment.name, command=command, runs=runs)
@@ -38,7 +39,7 @@ def run_contract(config: Config, env_name: str, *, command: str) -> int:
         print(check.line())
     failed = [check.name for check in checks if not check.ok]
     print(f"contract: {'held' if not failed else 'broken: ' + ', '.join(failed)}")
-    return int(ExitCode.STEP_FAILED if failed else ExitCode.OK)
+    return ExitCode.STEP_FAILED if failed else ExitCode.OK
 
 
 def contract_checks(runs: list[Run], *, smoke_title: str) -> Iterator[Check]:
@@ -71,7 +72,7 @@ def _step_check(name: str, step: dict[str, Any] | None, *, what: str = "") -> Ch
 
 
 def _rollback_check(step: dict[str, Any] | None, record: dict[str, Any]) -> Check:
-    plan = (record.get("rollback") or {}).get("plan") or {}
+    plan = DeployRecord.from_json(record.get("rollback") or {}).plan or {}
     if step is not None and step.get("status") == "ok" and not plan.get("possible"):
         return Check("Rollback", False, f"dry-run: {plan.get('reason', 'no plan')}")
     return _step_check("Rollback", step, what="rollback dry-run")

@@ -1,32 +1,47 @@
 """Deploy and rollback: the same orchestration for every target.
 
-    deploy:   lock → Build application → Smoke (the artifact) → Deploy → Smoke <env>
-              → Rollback (only when Deploy or Smoke <env> failed)
-    rollback: plan → lock → Rollback → Smoke <env> → (Restore when that smoke failed)
+    deploy:   preflight → lock → Build application → Smoke (the artifact) → Deploy
+              → Smoke <env> → Rollback (only when Deploy or Smoke <env> failed)
+    rollback: preflight → lock → plan → Rollback → Smoke <env> → (Restore when that failed)
+    --dry-run of either: preflight → plan, shown as one step; nothing changes
 
-Each step runs with the heartbeat and lands in the run's evidence; the run record gets a
-`deploy` (or `rollback`) section with the environment, target and releases.
+Each step runs with the heartbeat and lands in the run's evidence. Every way a run ends is a
+`Verdict` (see errors.py), decided here and written by `pipeline.finish`; the run record gets
+a `deploy` (or `rollback`) section: the typed `DeployRecord`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-from shipyard import artifact, audit, server, targets
+from shipyard import artifact, audit, git, server, targets
 from shipyard.config import Config, Environment, Step
 from shipyard.console import PlainConsole, SilentConsole, make_console
-from shipyard.errors import ExitCode, LockHeld, ShipyardError, StepFailed, UsageError
+from shipyard.errors import (
+    OK,
+    ConfigError,
+    ExitCode,
+    NothingToRollBack,
+    Outcome,
+    PreflightError,
+    ShipyardError,
+    StepFailed,
+    UsageError,
+    Verdict,
+    verdict_for,
+)
 from shipyard.lock import DeployLock
-from shipyard.pipeline import Run, finish, step_context, stop_on_signals
+from shipyard.pipeline import Run, finish, guarded, step_context, steps_verdict, stop_on_signals
 from shipyard.process import tools_path
+from shipyard.records import DeployRecord
 from shipyard.runner import StepResult, run_action, run_step
 from shipyard.smoke import SmokeCheck, probe
 from shipyard.targets import DeployPlan, RollbackPlan, Target, state_dir
@@ -37,7 +52,9 @@ DEPLOY = "Deploy"
 ROLLBACK = "Rollback"
 RESTORE = "Restore"
 ROLLBACK_DRY_RUN = "Rollback (dry-run)"
+DEPLOY_DRY_RUN = "Deploy (dry-run)"
 ARTIFACT_SERVER_GRACE = 5.0
+MIN_FREE_BYTES = 100 * 2**20  # room a deploy needs in .shipyard/ (a release, logs, state)
 
 Say = Callable[[str], None]
 
@@ -89,34 +106,26 @@ class Flow:
 
 @dataclass
 class Operation:
-    """One deploy or rollback of one environment: what it works on and what it records."""
+    """One deploy or rollback of one environment: its run, its target and what it records."""
 
     config: Config
     environment: Environment
-    target: Target
     flow: Flow
-    record: dict[str, Any]
+    record: DeployRecord
+    _target: Target | None = None
 
     @classmethod
     def start(
         cls, config: Config, environment: Environment, *, command: str, quiet: bool = False
     ) -> Operation:
-        target = targets.create(config, environment)  # preflight: before anything is written
         run = Run.for_config(config, command=command, extra_environ=environment.env)
-        target.observe, target.stop = _heartbeat_observer(run), run.stop
-        record = {
-            "environment": environment.name,
-            "target": environment.target,
-            "release": None,
-            "previous": None,
-            "rolled_back_to": None,
-        }
         console = (
             SilentConsole(sys.stdout, live_output=False)
             if quiet
             else make_console(jobs=1, redactor=run.redactor)
         )
-        return cls(config, environment, target, Flow(run, console), record)
+        record = DeployRecord(environment.name, environment.target)
+        return cls(config, environment, Flow(run, console), record)
 
     @property
     def run(self) -> Run:
@@ -126,54 +135,55 @@ class Operation:
     def state_dir(self) -> Path:
         return state_dir(self.config, self.environment)
 
-    def locked(self, lock_wait: float, body: Callable[[], int]) -> int:
-        """`body()` under the environment's lock; exit 5 naming the holder when it is taken."""
+    @property
+    def target(self) -> Target:
+        """The environment's target, created (and preflighted) on first use, inside the run."""
+        if self._target is None:
+            target = targets.create(self.config, self.environment)
+            target.observe, target.stop = _heartbeat_observer(self.run), self.run.stop
+            self._target = target
+        return self._target
+
+    def locked(self, lock_wait: float, body: Callable[[], Verdict]) -> Verdict:
+        """`body()` under the environment's lock; LockHeld (exit 5) names the holder."""
         lock = DeployLock(
             self.state_dir,
             command=self.run.redactor.mask(self.run.command),
             audit_path=self.state_dir / "audit.jsonl",
             warn=lambda line: self.flow.console.write(f"warning: {line}\n"),
         )
+        lock.acquire(wait=lock_wait)
         try:
-            lock.acquire(wait=lock_wait)
-        except LockHeld as held:
-            print(held.message, file=sys.stderr)
-            self.record["refused"] = held.message
-            return int(ExitCode.LOCKED)
-        try:
-            return self.guarded(body)
+            return body()
         finally:
             lock.release()
 
-    def guarded(self, body: Callable[[], int]) -> int:
-        """`body()`, with an expected failure (no artifact, flyctl refusing) reported in one
-        line and recorded, so that the run's evidence is still written."""
-        try:
-            return body()
-        except ShipyardError as error:
-            print(error.message, file=sys.stderr)
-            self.record["error"] = error.message
-            return int(error.exit_code)
+    def conclude(self, section: str, body: Callable[[], Verdict]) -> Verdict:
+        """Run `body` and record how it ended, whatever way that was: the one exit of every
+        deploy and rollback. `section`: "deploy" or "rollback" (also the audit event; a dry
+        run changes nothing and is not audited)."""
+        with stop_on_signals(self.run.stop):
+            try:
+                verdict = guarded(self.run, body)
+            finally:
+                self.flow.console.close()
+            if self.run.stop.is_set() and verdict.outcome is Outcome.OK:
+                verdict = Verdict(Outcome.INTERRUPTED, ExitCode.INTERRUPTED, "interrupted")
+            if not self.record.dry_run:
+                fields = {**self.record.to_json(), **verdict.to_json(), "run_id": self.run.run_id}
+                audit.append(
+                    self.state_dir / "audit.jsonl", section, redactor=self.run.redactor, **fields
+                )
+            return finish(
+                self.run,
+                self.flow.results,
+                verdict,
+                console=self.flow.console,
+                section=(section, self.record),
+            )
 
-    def finish(self, event: str, code: int, *, show: bool = True) -> int:
-        if event != "dry-run":
-            path = self.state_dir / "audit.jsonl"
-            fields = {**self.record, "run_id": self.run.run_id, "exit_code": code}
-            audit.append(path, event, redactor=self.run.redactor, **fields)
-        section = "rollback" if event in ("rollback", "dry-run") else "deploy"
-        console = self.flow.console if show else None
-        return finish(
-            self.run,
-            self.flow.results,
-            exit_code=code,
-            extra={section: self.record},
-            console=console,
-        )
-
-    def code_after_restore(self, restored: bool) -> int:
-        if self.flow.interrupted:
-            return int(ExitCode.INTERRUPTED)
-        return int(ExitCode.DEPLOY_RESTORED if restored else ExitCode.DEPLOY_NOT_RESTORED)
+    def made(self, version: str | None) -> None:
+        self.record.made_release(version)
 
 
 def _heartbeat_observer(run: Run) -> targets.Observer:
@@ -188,6 +198,10 @@ def _heartbeat_observer(run: Run) -> targets.Observer:
     return observe
 
 
+def _failed_step_verdict(flow: Flow) -> Verdict:
+    return steps_verdict(flow.results, interrupted=flow.interrupted)
+
+
 # --- deploy --------------------------------------------------------------------------------
 
 
@@ -198,37 +212,92 @@ def deploy(
     command: str,
     lock_wait: float = 0.0,
     build: bool = True,
+    dry_run: bool = False,
+    allow_dirty: bool = False,
     runs: list[Run] | None = None,
-) -> int:
+) -> Verdict:
     """`build=False` deploys the newest artifact already built (CI's separate build step).
     `runs`, when given, receives this call's Run (for `inv contract`)."""
     environment = pick_environment(config, env_name)
-    build_step = _build_step(config)
     op = Operation.start(config, environment, command=command)
+    op.record.dry_run = dry_run
     if runs is not None:
         runs.append(op.run)
-    with stop_on_signals(op.run.stop):
-        try:
-            code = op.locked(lock_wait, lambda: _deploy_steps(op, build_step, build=build))
-        finally:
-            op.flow.console.close()
-        return op.finish("deploy", code)
+    if dry_run:
+        return op.conclude(
+            "deploy", lambda: _dry_run_deploy(op, build=build, allow_dirty=allow_dirty)
+        )
+
+    def body() -> Verdict:
+        build_step = _build_step(config)
+        _preflight_deploy(op, allow_dirty=allow_dirty)  # before the lock and before building
+        return op.locked(lock_wait, lambda: _deploy_steps(op, build_step, build=build))
+
+    return op.conclude("deploy", body)
 
 
 def _build_step(config: Config) -> Step:
     build = config.steps.get("build")
     if build is None or not build.artifact:
-        raise UsageError(
+        raise ConfigError(
             f"{config.path.name}: a deploy needs a 'build' step with an 'artifact:' glob"
         )
     return replace(build, name=BUILD)
 
 
-def _deploy_steps(op: Operation, build_step: Step, *, build: bool) -> int:
+def deploy_preflight(
+    config: Config, environment: Environment, target: Target, *, allow_dirty: bool
+) -> tuple[git.TreeState, list[str]]:
+    """Every check a deploy makes before it builds anything (`inv doctor` makes the same):
+    the target's own (a free port), room in `.shipyard/`, and the tree's uncommitted changes."""
+    problems: list[str] = []
+    try:
+        target.preflight_deploy()
+    except PreflightError as error:
+        problems.append(error.message)
+    folder = state_dir(config, environment)
+    free = free_bytes(folder)
+    if free is not None and free < MIN_FREE_BYTES:
+        problems.append(
+            f"only {free // 2**20} MiB free on the disk of {folder} (a deploy needs at least"
+            f" {MIN_FREE_BYTES // 2**20} MiB): free some space"
+        )
+    tree = git.tree_state(config.root, ignore=(config.path,))
+    if tree.dirty and not allow_dirty:
+        problems.append(
+            "the working tree has uncommitted changes to tracked files"
+            f" ({tree.describe_changes()}); commit or stash them, or pass --allow-dirty to"
+            " deploy them (recorded as dirty)"
+        )
+    return tree, problems
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Free bytes on the disk that holds `folder` (or its nearest existing parent)."""
+    for candidate in (folder, *folder.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
+
+
+def _preflight_deploy(op: Operation, *, allow_dirty: bool) -> None:
+    """The deploy's preflight, recorded: a refusal names every problem in one line."""
+    tree, problems = deploy_preflight(
+        op.config, op.environment, op.target, allow_dirty=allow_dirty
+    )
+    op.record.git_sha = tree.sha
+    op.record.dirty, op.record.diff_sha256 = tree.dirty, tree.diff_sha256
+    op.record.config_sha256 = artifact.file_sha256(op.config.path)
+    if problems:
+        raise PreflightError("; ".join(problems))
+
+
+def _deploy_steps(op: Operation, build_step: Step, *, build: bool) -> Verdict:
     flow = op.flow
-    op.target.preflight_deploy()  # e.g. the port is free: fail before building anything
     if build and not flow.shell(build_step).ok:
-        return _stopped_or(flow, ExitCode.STEP_FAILED)
+        return _failed_step_verdict(flow)
     archive = artifact.find_artifact(op.config.root, build_step.artifact or "")
     relative = archive.relative_to(op.config.root).as_posix()
     if op.environment.start:
@@ -238,58 +307,142 @@ def _deploy_steps(op: Operation, build_step: Step, *, build: bool) -> int:
             lambda say: smoke_artifact(op.environment, archive, say, flow.run.stop),
         )
         if not smoked.ok:
-            return _stopped_or(flow, ExitCode.STEP_FAILED)
+            return _failed_step_verdict(flow)
     else:
         flow.console.write(
             f"(no artifact smoke: environments.{op.environment.name} has no start)\n"
         )
-    plan = op.target.plan_deploy(relative)
-    op.record.update(
-        planned=plan.release,
-        previous=plan.previous,
-        artifact=relative,
-        artifact_sha256=artifact.file_sha256(archive),
-    )
-    if _deploy_and_smoke(op, plan):
-        op.record["outcome"] = "deployed"
-        return int(ExitCode.OK)
-    return _roll_back_deploy(op, plan)
+    plan = _with_tree(op, op.target.plan_deploy(relative))
+    op.record.planned, op.record.previous = plan.release, plan.previous
+    op.record.artifact, op.record.artifact_sha256 = relative, artifact.file_sha256(archive)
+    failed = _deploy_and_smoke(op, plan)
+    if failed is None:
+        op.record.serving = op.record.release
+        return OK
+    return _roll_back_deploy(op, plan, failed)
 
 
-def _deploy_and_smoke(op: Operation, plan: DeployPlan) -> bool:
+def _with_tree(op: Operation, plan: DeployPlan) -> DeployPlan:
+    """The plan, carrying what the release must record about the tree it was built from."""
+    record = op.record
+    return replace(plan, git_sha=record.git_sha, dirty=record.dirty, diff_sha256=record.diff_sha256)
+
+
+def _deploy_and_smoke(op: Operation, plan: DeployPlan) -> str | None:
+    """None when the new release serves and passed its smoke; else the step that failed."""
     flow, target = op.flow, op.target
 
-    deployed = flow.action(DEPLOY, "; ".join(plan.actions), lambda say: target.deploy(plan, say))
-    op.record["release"] = target.created  # what exists now, whether the deploy passed or not
-    if not deployed.ok or flow.interrupted:
-        return False
+    def deploy_release(say: Say) -> None:
+        try:
+            target.deploy(plan, say)
+        finally:
+            op.record.release = target.created  # what exists now, whether it passed or not
+            op.made(target.created)
+
+    if not flow.action(DEPLOY, "; ".join(plan.actions), deploy_release).ok:
+        return DEPLOY
+    if flow.interrupted:
+        return DEPLOY
 
     def smoke_and_commit(say: Say) -> None:
         check_serving(target, say, flow.run.stop)
         target.commit(plan, say)
 
-    return flow.action(smoke_title(op.environment), target.smoke_check().url, smoke_and_commit).ok
+    title = smoke_title(op.environment)
+    return None if flow.action(title, target.smoke_check().url, smoke_and_commit).ok else title
 
 
-def _roll_back_deploy(op: Operation, plan: DeployPlan) -> int:
+def _roll_back_deploy(op: Operation, plan: DeployPlan, failed: str) -> Verdict:
     """The new release failed where it serves: back to the previous one (not interruptible)."""
-    op.target.stop = threading.Event()  # after ^C too, the restore runs to its end
+    target = op.target
+    target.stop = threading.Event()  # after ^C too, the restore runs to its end
 
     def restore(say: Say) -> None:
-        if not op.target.restore(plan, say):
-            raise StepFailed(f"no earlier complete release of {op.environment.name} to restore")
-        check_serving(op.target, say, threading.Event())
+        try:
+            if not target.restore(plan, say):
+                raise StepFailed(f"no earlier complete release of {op.environment.name} to restore")
+        finally:
+            op.made(target.created if target.created != op.record.release else None)
+        check_serving(target, say, threading.Event())
 
     restored = op.flow.action(ROLLBACK, f"restore {plan.previous or 'nothing'}", restore).ok
-    op.record.update(
-        outcome="rolled back" if restored else "down",
-        rolled_back_to=plan.previous if restored else None,
+    op.record.rolled_back_to = plan.previous if restored else None
+    op.record.serving = plan.previous if restored else None
+    new = op.record.release or plan.release
+    if op.flow.interrupted:
+        after = f"{plan.previous} restored" if restored else "nothing could be restored"
+        return Verdict(Outcome.INTERRUPTED, ExitCode.INTERRUPTED, f"interrupted; {after}")
+    if restored:
+        return Verdict(
+            Outcome.ROLLED_BACK,
+            ExitCode.DEPLOY_RESTORED,
+            f"{failed} failed for {new}; rolled back to {plan.previous}",
+        )
+    return Verdict(
+        Outcome.DOWN,
+        ExitCode.DEPLOY_NOT_RESTORED,
+        f"{failed} failed for {new} and no earlier release could be restored:"
+        f" {op.environment.name} is down",
     )
-    return op.code_after_restore(restored)
 
 
-def _stopped_or(flow: Flow, code: ExitCode) -> int:
-    return int(ExitCode.INTERRUPTED if flow.interrupted else code)
+def _dry_run_deploy(op: Operation, *, build: bool, allow_dirty: bool) -> Verdict:
+    """The deploy's plan, with the preflight's verdict; nothing is built or changed."""
+    build_step = _build_step(op.config)
+    refusal: list[ShipyardError] = []
+
+    def show(say: Say) -> None:
+        try:
+            _preflight_deploy(op, allow_dirty=allow_dirty)
+            say(
+                f"check: preflight passes (git {(op.record.git_sha or 'none')[:12]}"
+                f"{', dirty: ' + str(op.record.diff_sha256)[:12] if op.record.dirty else ''})"
+            )
+        except PreflightError as error:
+            refusal.append(error)
+            say(f"problem: {error.message}")
+        for line in deploy_plan_lines(op, build_step, build=build):
+            say(line)
+        say("dry run: nothing was changed")
+        if refusal:
+            raise refusal[0]
+
+    op.flow.action(DEPLOY_DRY_RUN, "plan the deploy; change nothing", show)
+    return verdict_for(refusal[0]) if refusal else _failed_step_verdict(op.flow)
+
+
+def deploy_plan_lines(op: Operation, build_step: Step, *, build: bool) -> list[str]:
+    """The deploy's steps in the order a real run takes them."""
+    pattern = build_step.artifact or ""
+    if build:
+        source = f"the artifact step 1 builds (newest match of {pattern})"
+        steps = [f"build: `{build_step.run}` (step {BUILD})"]
+    else:
+        found = artifact.find_artifact(op.config.root, pattern)
+        source = found.relative_to(op.config.root).as_posix()
+        steps = [f"no build (--no-build): deploy {source}"]
+    environment = op.environment
+    if environment.start:
+        smoke = environment.smoke
+        steps.append(
+            f"smoke the artifact: `{environment.start}` on a free 127.0.0.1 port, GET"
+            f" {smoke.path} expects {smoke.expect_status} within {smoke.timeout:g}s (step {SMOKE})"
+        )
+    plan = op.target.plan_deploy(source)
+    head = f"deploy {environment.name} ({environment.target}): {plan.release}"
+    head += f", replacing {plan.previous}" if plan.previous else ", the first release"
+    steps += list(plan.actions)  # steps Deploy and Smoke <env>
+    back = (
+        f"stop {plan.release}, mark it failed and bring back {plan.previous} (smoked again);"
+        f" exit 3, or 4 if {plan.previous} cannot be brought back"
+        if plan.previous
+        else f"stop {plan.release} and mark it failed; nothing to bring back: exit 4"
+    )
+    return [
+        head,
+        *(f"{number}. {step}" for number, step in enumerate(steps, 1)),
+        f"on failure of step {DEPLOY} or {smoke_title(environment)} (step {ROLLBACK}): {back}",
+    ]
 
 
 def check_serving(target: Target, say: Say, stop: threading.Event) -> None:
@@ -348,26 +501,31 @@ def _artifact_env(port: int) -> dict[str, str]:
     }
 
 
-def smoke(config: Config, env_name: str, *, command: str, archive: str = "") -> int:
+def smoke(config: Config, env_name: str, *, command: str, archive: str = "") -> Verdict:
     """`inv smoke`: the built artifact on a free port, probed; exit 1 with the server log tail."""
     environment = pick_environment(config, env_name)
-    path = (
-        Path(archive)
-        if archive
-        else artifact.find_artifact(config.root, _build_step(config).artifact or "")
-    )
     run = Run.for_config(config, command=command, extra_environ=environment.env)
     flow = Flow(run, make_console(jobs=1, redactor=run.redactor))
+
+    def body() -> Verdict:
+        path = (
+            Path(archive)
+            if archive
+            else artifact.find_artifact(config.root, _build_step(config).artifact or "")
+        )
+        flow.action(
+            SMOKE,
+            f"start {path.name} on a free 127.0.0.1 port and probe it",
+            lambda say: smoke_artifact(environment, path, say, run.stop),
+        )
+        return _failed_step_verdict(flow)
+
     with stop_on_signals(run.stop):
         try:
-            flow.action(
-                SMOKE,
-                f"start {path.name} on a free 127.0.0.1 port and probe it",
-                lambda say: smoke_artifact(environment, path, say, run.stop),
-            )
+            verdict = guarded(run, body)
         finally:
             flow.console.close()
-        return finish(run, flow.results, console=flow.console)
+        return finish(run, flow.results, verdict, console=flow.console)
 
 
 # --- rollback ------------------------------------------------------------------------------
@@ -383,82 +541,114 @@ def rollback(
     as_json: bool = False,
     lock_wait: float = 0.0,
     runs: list[Run] | None = None,
-) -> int:
+) -> Verdict:
     environment = pick_environment(config, env_name)
     if to is not None and not (to.startswith("v") and to[1:].isdigit()):
         raise UsageError(f"--to {to}: expected a release like v3")
     op = Operation.start(config, environment, command=command, quiet=as_json)
+    op.record.dry_run = dry_run
     if runs is not None:
         runs.append(op.run)
-    op.record["dry_run"] = dry_run
     plans: list[RollbackPlan] = []
-    with stop_on_signals(op.run.stop):
-        try:
-            if dry_run:
-                code = op.guarded(lambda: _dry_run(op, to, plans))
-            else:
-                code = op.locked(lock_wait, lambda: _rollback_steps(op, to, plans))
-        finally:
-            op.flow.console.close()
-        if plans:
-            op.record.update(plan=plans[0].to_json(), previous=plans[0].current)
-        code = op.finish("dry-run" if dry_run else "rollback", code, show=not as_json)
+
+    def body() -> Verdict:
+        op.target  # noqa: B018 - the target's preflight, before the lock
+        if dry_run:
+            return _dry_run(op, to, plans)
+        return op.locked(lock_wait, lambda: _rollback_steps(op, to, plans))
+
+    verdict = op.conclude("rollback", body)
     if as_json and plans:
-        print(
-            json.dumps({**plans[0].to_json(), "exit_code": code, "run_id": op.run.run_id}, indent=2)
-        )
-    return code
+        document = {**plans[0].to_json(), **verdict.to_json(), "run_id": op.run.run_id}
+        print(json.dumps(document, indent=2))
+    return verdict
 
 
-def _plan_code(plan: RollbackPlan, to: str | None) -> int:
+def _plan(op: Operation, to: str | None, plans: list[RollbackPlan]) -> RollbackPlan:
+    plan = op.target.plan_rollback(to)
+    plans.append(plan)
+    op.record.plan, op.record.previous = plan.to_json(), plan.current
+    return plan
+
+
+def plan_error(plan: RollbackPlan, to: str | None) -> ShipyardError | None:
+    """Why the plan cannot be carried out, as the error a real rollback would end with."""
     if plan.possible:
-        return int(ExitCode.OK)
+        return None
     if plan.to is None:
-        return int(ExitCode.USAGE if to is not None else ExitCode.NOTHING_TO_ROLL_BACK)
-    return int(ExitCode.STEP_FAILED)  # a candidate, but its files are not intact
+        return UsageError(plan.reason) if to is not None else NothingToRollBack(plan.reason)
+    return StepFailed(f"the rollback to {plan.to} cannot be carried out: {plan.problems[0]}")
 
 
-def _dry_run(op: Operation, to: str | None, plans: list[RollbackPlan]) -> int:
-    plans.append(op.target.plan_rollback(to))
-    plan = plans[0]
+def _dry_run(op: Operation, to: str | None, plans: list[RollbackPlan]) -> Verdict:
+    plan = _plan(op, to, plans)
+    error = plan_error(plan, to)
 
     def show(say: Say) -> None:
         for line in plan.lines():
             say(line)
-        if plan.to is not None and not plan.possible:  # a target, but it fails its checks
-            raise StepFailed("the rollback cannot be carried out")
         say("dry run: nothing was changed")
+        if error is not None:
+            raise error
 
     op.flow.action(ROLLBACK_DRY_RUN, "plan the rollback; change nothing", show)
-    return _plan_code(plan, to)
+    return verdict_for(error) if error is not None else _failed_step_verdict(op.flow)
 
 
-def _rollback_steps(op: Operation, to: str | None, plans: list[RollbackPlan]) -> int:
-    plans.append(op.target.plan_rollback(to))  # planned under the lock: nobody moves it now
-    plan, target = plans[0], op.target
-    if not plan.possible:
+def _rollback_steps(op: Operation, to: str | None, plans: list[RollbackPlan]) -> Verdict:
+    plan = _plan(op, to, plans)  # planned under the lock: nobody moves it now
+    error = plan_error(plan, to)
+    if error is not None:
         for line in plan.lines():
             op.flow.console.write(line + "\n")
-        return _plan_code(plan, to)
+        raise error
+    target = op.target
 
     def rollback_and_smoke(say: Say) -> None:
         for line in plan.lines():
             say(line)
-        target.rollback(plan, say)
+        try:
+            target.rollback(plan, say)
+        finally:
+            op.record.release = target.created
+            op.made(target.created)
         check_serving(target, say, op.run.stop)
         target.commit_rollback(plan, say)
 
     if op.flow.action(ROLLBACK, f"{plan.current} -> {plan.to}", rollback_and_smoke).ok:
-        op.record.update(outcome="rolled back", rolled_back_to=plan.to)
-        return int(ExitCode.OK)
+        op.record.rolled_back_to = plan.to
+        op.record.serving = target.created or plan.to
+        return OK
+    return _undo_rollback(op, plan)
 
+
+def _undo_rollback(op: Operation, plan: RollbackPlan) -> Verdict:
+    target = op.target
     target.stop = threading.Event()  # after ^C too, the restore runs to its end
+    before = target.created
 
     def restore(say: Say) -> None:
-        if not target.undo_rollback(plan, say):
-            raise StepFailed("nothing to restore")
+        try:
+            if not target.undo_rollback(plan, say):
+                raise StepFailed("nothing to restore")
+        finally:
+            op.made(target.created if target.created != before else None)
         check_serving(target, say, threading.Event())
 
     restored = op.flow.action(RESTORE, f"restore {plan.current}", restore).ok
-    op.record["outcome"] = "restored" if restored else "down"
-    return op.code_after_restore(restored)
+    op.record.serving = plan.current if restored else None
+    if op.flow.interrupted:
+        after = f"{plan.current} restored" if restored else "nothing could be restored"
+        return Verdict(Outcome.INTERRUPTED, ExitCode.INTERRUPTED, f"interrupted; {after}")
+    if restored:
+        return Verdict(
+            Outcome.RESTORED,
+            ExitCode.DEPLOY_RESTORED,
+            f"the rollback to {plan.to} failed its checks; {plan.current} serves again",
+        )
+    return Verdict(
+        Outcome.DOWN,
+        ExitCode.DEPLOY_NOT_RESTORED,
+        f"the rollback to {plan.to} failed and {plan.current} could not be restored:"
+        f" {op.environment.name} is down",
+    )

@@ -1,8 +1,15 @@
-"""Typed errors and the one place that maps them to exit codes (see docs/cli.md)."""
+"""How a command ends: exit codes, outcomes, typed errors, and the one place that maps an
+error or a set of step results to a `Verdict` (see docs/cli.md).
+
+Every sink that reports how a run ended (the console's last line, the run record, the
+feedback heading, the audit entry, the Actions step summary and `::error`, the exit code)
+is written from one `Verdict`, so they cannot disagree.
+"""
 
 from __future__ import annotations
 
-from enum import IntEnum
+from dataclasses import dataclass
+from enum import Enum, IntEnum
 
 
 class ExitCode(IntEnum):
@@ -17,10 +24,52 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+class Outcome(str, Enum):
+    """What happened, in one word a reviewer can trust."""
+
+    OK = "ok"
+    FAILED = "failed"  # a step or a check failed; nothing that served was changed
+    REFUSED = "refused"  # the command would not start: usage, config, preflight, lock
+    ROLLED_BACK = "rolled back"  # a deploy failed where it serves; the previous release is back
+    RESTORED = "restored"  # a rollback failed its smoke; the release it left serves again
+    DOWN = "down"  # a deploy or rollback failed and nothing good could be put back
+    INTERRUPTED = "interrupted"  # SIGINT/SIGTERM
+    TIMED_OUT = "timed out"  # a step ran past its timeout
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    exit_code: ExitCode | int  # an ExitCode; `shipyard heartbeat` passes on its command's own
+    reason: str = ""  # one line: why, for every outcome but ok
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+    def headline(self) -> str:
+        """`ok`, or `refused (exit 5): <reason>`: the start of the console's last line."""
+        if self.ok and self.exit_code == ExitCode.OK:
+            return "ok"
+        head = f"{self.outcome.value} (exit {int(self.exit_code)})"
+        return f"{head}: {self.reason}" if self.reason else head
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "outcome": self.outcome.value,
+            "exit_code": int(self.exit_code),
+            "reason": self.reason or None,
+        }
+
+
+OK = Verdict(Outcome.OK, ExitCode.OK)
+
+
 class ShipyardError(Exception):
     """An expected failure: printed as one line, never as a traceback."""
 
     exit_code: ExitCode = ExitCode.STEP_FAILED
+    outcome: Outcome = Outcome.FAILED
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -31,22 +80,26 @@ class ConfigError(ShipyardError):
     """`shipyard.yaml` is missing or wrong: `file:line: key.path: what was expected`."""
 
     exit_code = ExitCode.USAGE
+    outcome = Outcome.REFUSED
 
 
 class UsageError(ShipyardError):
-    """A command was called wrongly (unknown step, bad option value)."""
+    """A command was called wrongly (unknown step, bad option value, no such release)."""
 
     exit_code = ExitCode.USAGE
+    outcome = Outcome.REFUSED
 
 
 class PreflightError(ShipyardError):
-    """Something the run needs is missing or taken: a tool, a credential, a port."""
+    """Something the run needs is missing or taken: a tool, a credential, a port, a clean tree."""
 
     exit_code = ExitCode.USAGE
+    outcome = Outcome.REFUSED
 
 
 class NothingToRollBack(ShipyardError):
     exit_code = ExitCode.NOTHING_TO_ROLL_BACK
+    outcome = Outcome.REFUSED
 
 
 class StepFailed(ShipyardError):
@@ -55,22 +108,32 @@ class StepFailed(ShipyardError):
 
 class StepTimedOut(ShipyardError):
     exit_code = ExitCode.TIMEOUT
+    outcome = Outcome.TIMED_OUT
 
 
 class Interrupted(ShipyardError):
     exit_code = ExitCode.INTERRUPTED
+    outcome = Outcome.INTERRUPTED
 
 
 class LockHeld(ShipyardError):
     """Another deploy or rollback holds this environment's lock."""
 
     exit_code = ExitCode.LOCKED
+    outcome = Outcome.REFUSED
+
+
+def verdict_for(error: BaseException) -> Verdict:
+    """The verdict of a command that ended by `error`; anything unexpected is a failure."""
+    if isinstance(error, ShipyardError):
+        return Verdict(error.outcome, error.exit_code, error.message)
+    if isinstance(error, KeyboardInterrupt):
+        return Verdict(Outcome.INTERRUPTED, ExitCode.INTERRUPTED, "interrupted")
+    return Verdict(
+        Outcome.FAILED, ExitCode.STEP_FAILED, f"internal error: {type(error).__name__}: {error}"
+    )
 
 
 def exit_code_for(error: BaseException) -> int:
-    """The documented exit code for `error`; anything unexpected is a failure (1)."""
-    if isinstance(error, ShipyardError):
-        return int(error.exit_code)
-    if isinstance(error, KeyboardInterrupt):
-        return int(ExitCode.INTERRUPTED)
-    return int(ExitCode.STEP_FAILED)
+    """The documented exit code for `error`."""
+    return int(verdict_for(error).exit_code)

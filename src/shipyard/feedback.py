@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
+from shipyard.errors import Verdict
 from shipyard.evidence import Bundle, locked, tail_lines
 from shipyard.redact import Redactor
 from shipyard.runner import StepResult, StepStatus
+
+if TYPE_CHECKING:
+    from shipyard.evidence import Sealed
 
 TAIL_LINES = 20
 
@@ -18,32 +23,45 @@ class RunSummary:
     run_id: str
     command: str
     started: str
-    outcome: str  # "ok", "failed", "timeout", "interrupted"
-    exit_code: int
+    verdict: Verdict
     git_sha: str | None
     results: Sequence[StepResult]
-    manifest_digest: str
+    sealed: Sealed
+    warnings: Sequence[str] = ()
 
 
 def render(summary: RunSummary, bundle: Bundle) -> str:
     evidence = bundle.dir.relative_to(bundle.root).as_posix()
-    verdict = f"{summary.outcome} (exit {summary.exit_code})"
+    verdict = summary.verdict
+    heading = f"{verdict.outcome.value} (exit {int(verdict.exit_code)})"
+    manifest = summary.sealed.manifest_sha256 or "not rewritten (an earlier seal is broken)"
     parts = [
-        f"## {summary.started} · `{summary.command}` · {verdict}",
+        f"## {summary.started} · `{summary.command}` · {heading}",
         "",
+        *([f"- reason: {_one_line(verdict.reason)}"] if verdict.reason else []),
         f"- run: `{summary.run_id}`, git: `{summary.git_sha or 'unknown'}`",
         f"- evidence: `{evidence}/` (run record `runs/{summary.run_id}.json`)",
-        f"- manifest sha256: `{summary.manifest_digest}`",
+        f"- seal sha256: `{summary.sealed.seal_sha256}` (`seals/{summary.run_id}.sha256`)",
+        f"- manifest sha256: `{manifest}`",
+        *(f"- warning: {_one_line(line)}" for line in summary.warnings),
         "",
-        "| step | status | exit | attempts | duration |",
-        "|---|---|---|---|---|",
-        *(_row(result) for result in summary.results),
-        "",
+        *_table(summary.results),
     ]
     for result in summary.results:
         if result.status not in (StepStatus.OK, StepStatus.SKIPPED):
             parts += _failure(result)
     return "\n".join(parts) + "\n"
+
+
+def _table(results: Sequence[StepResult]) -> list[str]:
+    if not results:
+        return ["(no step ran)", ""]
+    head = ["| step | status | exit | attempts | duration |", "|---|---|---|---|---|"]
+    return [*head, *(_row(result) for result in results), ""]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).replace("`", "'")
 
 
 def _row(result: StepResult) -> str:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from shipyard.console import PlainConsole, copy_log, describe
+from shipyard.errors import Verdict
 from shipyard.evidence import tail_lines
 from shipyard.redact import Redactor
 from shipyard.runner import StepResult, StepStatus
@@ -105,8 +107,7 @@ class RunReport:
     command_line: str
     run_id: str
     evidence: str  # the bundle's folder, relative to the project
-    verdict: str
-    exit_code: int
+    verdict: Verdict
     results: Sequence[StepResult]
     release: str | None = None  # the release now serving, after a deploy or rollback
 
@@ -118,34 +119,51 @@ class RunReport:
             for r in self.results
         ]
         released = f"release **{self.release}** · " if self.release else ""
-        head = f"### Shipyard: `{self.command_line}`: {self.verdict} (exit {self.exit_code})"
+        verdict = self.verdict
+        head = (
+            f"### Shipyard: `{self.command_line}`: {icon.get(verdict.outcome.value, '❌')} "
+            f"{verdict.outcome.value} (exit {int(verdict.exit_code)})"
+        )
+        reason = [f"> {verdict.reason}", ""] if verdict.reason else []
         table = ["| step | status | exit | duration |", "|---|---|---|---|", *rows]
+        steps = table if rows else ["(no step ran)"]
         footer = f"{released}run `{self.run_id}` · evidence `{self.evidence}`"
-        return "\n".join([head, "", *table, "", footer, "", ""])
+        return "\n".join([head, "", *reason, *steps, "", footer, "", ""])
 
     def outputs(self) -> dict[str, str]:
-        found = {"run-id": self.run_id, "evidence": self.evidence, "exit-code": str(self.exit_code)}
+        found = {
+            "run-id": self.run_id,
+            "evidence": self.evidence,
+            "exit-code": str(int(self.verdict.exit_code)),
+            "outcome": self.verdict.outcome.value,
+        }
         return {**found, "release": self.release} if self.release else found
+
+    def annotation(self) -> str | None:
+        """One `::error` for every outcome but ok, naming the outcome, exit code and reason."""
+        verdict = self.verdict
+        if verdict.ok:
+            return None
+        title = f"Shipyard: {verdict.outcome.value} (exit {int(verdict.exit_code)})"
+        return command("error", verdict.reason or verdict.outcome.value, title=title)
 
 
 def publish(
-    report: RunReport, *, redactor: Redactor, environ: Mapping[str, str] = os.environ
+    report: RunReport,
+    *,
+    redactor: Redactor,
+    environ: Mapping[str, str] = os.environ,
+    stream: TextIO | None = None,
 ) -> None:
-    """Append the run's table to GITHUB_STEP_SUMMARY and its ids to GITHUB_OUTPUT (masked)."""
+    """The run's `::error` (when it did not end ok) on stdout, its table appended to
+    GITHUB_STEP_SUMMARY and its ids to GITHUB_OUTPUT (all masked)."""
+    annotation = report.annotation()
+    if annotation:
+        out = stream or sys.stdout
+        out.write(redactor.mask(annotation) + "\n")
+        out.flush()
     _append(environ.get("GITHUB_STEP_SUMMARY"), redactor.mask(report.markdown()))
     _append(environ.get("GITHUB_OUTPUT"), redactor.mask(output_lines(report.outputs())))
-
-
-def release_of(extra: Mapping[str, Any]) -> str | None:
-    """The release serving after a run, from its `deploy` or `rollback` record."""
-    for section in ("deploy", "rollback"):
-        record = extra.get(section) or {}
-        serving = record.get("rolled_back_to") or (
-            record.get("release") if record.get("outcome") == "deployed" else None
-        )
-        if serving:
-            return str(serving)
-    return None
 
 
 def output_lines(outputs: Mapping[str, str]) -> str:

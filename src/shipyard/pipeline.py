@@ -9,7 +9,8 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,12 +22,15 @@ from shipyard import __version__, evidence, feedback, gha
 from shipyard.audit import current_user
 from shipyard.config import Config, Step
 from shipyard.console import PlainConsole, make_console
-from shipyard.errors import ExitCode
+from shipyard.errors import OK, ExitCode, Outcome, ShipyardError, Verdict, verdict_for
 from shipyard.evidence import Bundle
 from shipyard.heartbeat import Heartbeat, iso_timestamp
 from shipyard.process import tools_path
+from shipyard.records import DeployRecord
 from shipyard.redact import Redactor
 from shipyard.runner import StepContext, StepResult, StepStatus, run_step, skipped_result
+
+INTERNAL_ERROR_LOG = "shipyard-internal-error.log"
 
 
 @dataclass
@@ -100,15 +104,42 @@ def execute(
     jobs: int = 1,
     fail_fast: bool = False,
     console: PlainConsole | None = None,
-) -> tuple[list[StepResult], int]:
-    """Run `steps`, write the evidence (also when interrupted) and return the exit code."""
+) -> Verdict:
+    """Run `steps`, write the evidence (also when interrupted) and return the verdict."""
     console = console or make_console(jobs=jobs, redactor=run.redactor)
+    results: list[StepResult] = []
     with stop_on_signals(run.stop):  # also while the evidence is written: a second ^C waits
         try:
-            results = run_steps(run, steps, jobs=jobs, fail_fast=fail_fast, console=console)
+            verdict = guarded(
+                run,
+                lambda: steps_verdict(
+                    run_steps(
+                        run, steps, jobs=jobs, fail_fast=fail_fast, console=console, into=results
+                    ),
+                    interrupted=run.stop.is_set(),
+                ),
+            )
         finally:
             console.close()
-        return results, finish(run, results, console=console)
+        return finish(run, results, verdict, console=console)
+
+
+def guarded(run: Run, body: Callable[[], Verdict]) -> Verdict:
+    """The one place where an ending becomes a verdict: a Shipyard error is what it says it is;
+    anything else is a bug, recorded as a failure with its traceback in the run's logs."""
+    try:
+        return body()
+    except ShipyardError as error:
+        return verdict_for(error)
+    except Exception as error:  # a bug must not leave the run without its record
+        log = run.bundle.log_dir(run.run_id) / INTERNAL_ERROR_LOG
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(run.redactor.mask(traceback.format_exc()), encoding="utf-8")
+        verdict = verdict_for(error)
+        where = log.relative_to(run.root).as_posix()
+        return Verdict(
+            verdict.outcome, verdict.exit_code, f"{verdict.reason} (traceback in {where})"
+        )
 
 
 def step_context(run: Run, console: PlainConsole) -> StepContext:
@@ -125,8 +156,15 @@ def step_context(run: Run, console: PlainConsole) -> StepContext:
 
 
 def run_steps(
-    run: Run, steps: Sequence[Step], *, jobs: int, fail_fast: bool, console: PlainConsole
+    run: Run,
+    steps: Sequence[Step],
+    *,
+    jobs: int,
+    fail_fast: bool,
+    console: PlainConsole,
+    into: list[StepResult] | None = None,
 ) -> list[StepResult]:
+    """Run `steps`; their results, in order, also go into `into` (kept if something raises)."""
     context = step_context(run, console)
     halt = threading.Event()
 
@@ -142,67 +180,90 @@ def run_steps(
         return result
 
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="step") as pool:
-        return list(pool.map(one, steps))
+        results = list(pool.map(one, steps))
+    if into is not None:
+        into.extend(results)
+    return results
 
 
-def outcome(results: Sequence[StepResult], *, interrupted: bool) -> tuple[str, int]:
-    """The run's verdict, most severe first: interrupted, timeout, failed, ok."""
+def steps_verdict(results: Sequence[StepResult], *, interrupted: bool) -> Verdict:
+    """The steps' verdict, most severe first: interrupted, timed out, failed, ok; the reason
+    names the steps (and a Python step's own error)."""
     statuses = {result.status for result in results}
     if interrupted or StepStatus.INTERRUPTED in statuses:
-        return "interrupted", int(ExitCode.INTERRUPTED)
+        return Verdict(Outcome.INTERRUPTED, ExitCode.INTERRUPTED, "interrupted by a signal")
     if StepStatus.TIMEOUT in statuses:
-        return "timeout", int(ExitCode.TIMEOUT)
+        reason = f"timed out: {_named(results, StepStatus.TIMEOUT)}"
+        return Verdict(Outcome.TIMED_OUT, ExitCode.TIMEOUT, reason)
     if StepStatus.FAILED in statuses:
-        return "failed", int(ExitCode.STEP_FAILED)
-    return "ok", int(ExitCode.OK)
+        reason = f"failed: {_named(results, StepStatus.FAILED)}"
+        return Verdict(Outcome.FAILED, ExitCode.STEP_FAILED, reason)
+    return OK
+
+
+def _named(results: Sequence[StepResult], status: StepStatus) -> str:
+    return "; ".join(
+        f"{r.name} (exit {r.exit_code}{': ' + r.error if r.error else ''})"
+        for r in results
+        if r.status is status
+    )
 
 
 def finish(
     run: Run,
     results: Sequence[StepResult],
+    verdict: Verdict,
     *,
     console: PlainConsole | None = None,
-    exit_code: int | None = None,
-    extra: Mapping[str, Any] | None = None,
+    section: tuple[str, DeployRecord] | None = None,
     with_feedback: bool = True,
-) -> int:
-    """Write the run record, the manifest and the feedback entry; return the exit code."""
-    verdict, code = outcome(results, interrupted=run.stop.is_set())
-    code = code if exit_code is None else exit_code
+) -> Verdict:
+    """Write everything that reports how the run ended, all from `verdict`: the run record, the
+    seal and manifest, the feedback entry, the Actions summary and the console's last line.
+    `section` is a deploy or rollback's own record, e.g. ("deploy", record)."""
     sha = git_sha(run.root)
-    record = run_record(run, results, verdict=verdict, exit_code=code, git_sha=sha, extra=extra)
+    record = run_record(run, results, verdict=verdict, git_sha=sha, section=section)
     evidence.write_json(run.bundle, run.bundle.run_record_path(run.run_id), record, run.redactor)
-    digest = evidence.write_manifest(run.bundle)
+    sealed = _seal(run)
+    where = run.bundle.dir.relative_to(run.root).as_posix()
+    warnings = [f"evidence changed after it was sealed: {line}" for line in sealed.broken]
+    if sealed.broken:
+        warnings.append(f"{where}/{evidence.MANIFEST_NAME} was not rewritten over it")
     if with_feedback:
         summary = feedback.RunSummary(
-            run.run_id, run.command, record["started"], verdict, code, sha, results, digest
+            run.run_id, run.command, record["started"], verdict, sha, results, sealed, warnings
         )
         feedback.append(summary, run.bundle, run.redactor)
-    where = run.bundle.dir.relative_to(run.root).as_posix()
     if gha.active():
-        report = gha.RunReport(
-            run.command,
-            run.run_id,
-            f"{where}/",
-            verdict,
-            code,
-            results,
-            gha.release_of(extra or {}),
-        )
+        serving = section[1].serving if section else None
+        report = gha.RunReport(run.command, run.run_id, f"{where}/", verdict, results, serving)
         gha.publish(report, redactor=run.redactor)
     if console is not None:
-        console.run_finished(results, f"{verdict}: evidence in {where}/ (run {run.run_id})")
-    return code
+        for line in warnings:
+            console.write(f"warning: {line}\n")
+        if verdict.outcome is Outcome.REFUSED:
+            console.error(verdict.reason)
+        footer = f"{verdict.headline()} · evidence in {where}/ (run {run.run_id})"
+        console.run_finished(results, footer)
+    return verdict
+
+
+def _seal(run: Run) -> Any:  # TEMPORARY until evidence.seal_run lands
+    if hasattr(evidence, "seal_run"):
+        return evidence.seal_run(run.bundle, run.run_id)
+    from types import SimpleNamespace
+
+    digest = evidence.write_manifest(run.bundle)
+    return SimpleNamespace(seal_sha256=digest, manifest_sha256=digest, broken=())
 
 
 def run_record(
     run: Run,
     results: Sequence[StepResult],
     *,
-    verdict: str,
-    exit_code: int,
+    verdict: Verdict,
     git_sha: str | None,
-    extra: Mapping[str, Any] | None,
+    section: tuple[str, DeployRecord] | None = None,
 ) -> dict[str, Any]:
     finished = datetime.now(timezone.utc)
     return {
@@ -212,14 +273,13 @@ def run_record(
         "started": iso_timestamp(run.started),
         "finished": iso_timestamp(finished),
         "duration": round((finished - run.started).total_seconds(), 3),
-        "outcome": verdict,
-        "exit_code": exit_code,
+        **verdict.to_json(),
         "git_sha": git_sha,
         "user": current_user(),
         "host": socket.gethostname(),
         "shipyard_version": __version__,
         "steps": [_step_record(run, result) for result in results],
-        **(extra or {}),
+        **({section[0]: section[1].to_json()} if section else {}),
     }
 
 
@@ -242,19 +302,15 @@ def _step_record(run: Run, result: StepResult) -> dict[str, Any]:
             for a in result.attempts
         ],
         "log": result.log_path.relative_to(run.bundle.dir).as_posix() if result.attempts else None,
+        "error": result.error,
     }
 
 
 def git_sha(root: Path) -> str | None:
     """The commit checked out at `root`, or None outside a git work tree."""
-    from plumbum import local  # plumbum costs ~75 ms to import: only when a run ends
-    from plumbum.commands.processes import CommandNotFound, ProcessTimedOut
+    from shipyard.git import head_sha
 
-    try:
-        code, out, _ = local["git"]["rev-parse", "HEAD"].run(retcode=None, timeout=10, cwd=root)
-    except (CommandNotFound, ProcessTimedOut, OSError):
-        return None
-    return out.strip() or None if code == 0 else None
+    return head_sha(root)
 
 
 @contextmanager

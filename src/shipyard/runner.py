@@ -62,6 +62,7 @@ class StepResult:
     duration: float
     attempts: tuple[Attempt, ...]
     log_path: Path
+    error: str | None = None  # a Python step's failure, in one line (already masked)
 
     @property
     def ok(self) -> bool:
@@ -258,25 +259,26 @@ def run_action(name: str, description: str, action: Action, ctx: StepContext) ->
     with log_path.open("w", encoding="utf-8", errors="replace") as log:
         say = _Sayer(log, name, ctx)
         with _beating(name, ctx, say, began):
-            status, exit_code = _perform(action, say)
+            status, exit_code, error = _perform(action, say)
     if status is StepStatus.FAILED and ctx.stop.is_set():
         status, exit_code = StepStatus.INTERRUPTED, int(ExitCode.INTERRUPTED)
     elapsed = time.monotonic() - began
     ctx.heartbeat.emit(name, "end", status=status.value, exit=exit_code, elapsed=elapsed)
     attempt = Attempt(1, status, exit_code, started, elapsed, say.out_bytes)
-    return StepResult(name, status, exit_code, started, elapsed, (attempt,), log_path)
+    masked = ctx.redactor.mask(error) if error else None
+    return StepResult(name, status, exit_code, started, elapsed, (attempt,), log_path, masked)
 
 
-def _perform(action: Action, say: _Sayer) -> tuple[StepStatus, int]:
+def _perform(action: Action, say: _Sayer) -> tuple[StepStatus, int, str | None]:
     try:
         action(say)
-    except ShipyardError as error:
+    except ShipyardError as error:  # its own exit code: a refused plan is exit 2, not 1
         say(f"error: {error.message}")
-        return StepStatus.FAILED, int(ExitCode.STEP_FAILED)
-    except Exception:  # a bug must not leave the run without evidence: record it and fail
+        return StepStatus.FAILED, int(error.exit_code), error.message
+    except Exception as error:  # a bug must not leave the run without evidence: record it
         say(traceback.format_exc().rstrip())
-        return StepStatus.FAILED, int(ExitCode.STEP_FAILED)
-    return StepStatus.OK, int(ExitCode.OK)
+        return StepStatus.FAILED, int(ExitCode.STEP_FAILED), f"{type(error).__name__}: {error}"
+    return StepStatus.OK, int(ExitCode.OK), None
 
 
 class _Sayer:

@@ -8,6 +8,7 @@ Use from a project's `tasks.py`:
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import re
@@ -22,12 +23,14 @@ from invoke import Collection, Context, Exit, Task, task
 
 from shipyard import commands
 from shipyard.config import DEFAULT_AGENT, Config, find_config, load
-from shipyard.errors import ShipyardError
+from shipyard.errors import ExitCode, ShipyardError, UsageError, Verdict
 
+DEFAULT_ENVIRONMENT = "staging"
 _TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # Listing reads the config for its environment names: libyaml's parser when PyYAML has it
 # (a tenth of the pure-Python parser's time), the same safe subset of YAML either way.
 _FAST_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+Ended = Verdict | ExitCode | int
 CONFIG_HELP = "shipyard.yaml to use (default: $SHIPYARD_CONFIG, or found upwards from here)"
 
 
@@ -37,23 +40,75 @@ def private_umask() -> None:
     os.umask(os.umask(0) | 0o022)
 
 
-def _exits(body: Callable[..., int]) -> Callable[..., None]:
-    """A command's exit code, or a ShipyardError, as invoke's `Exit`: one line, no traceback."""
+# invoke's core options that Shipyard's tasks have no use for: steps are never run through
+# invoke's `c.run`, so these would be accepted and silently do nothing. Refused (exit 2).
+_IGNORED_CORE_OPTIONS = {
+    ("run", "pty"): "--pty",
+    ("run", "warn"): "-w/--warn-only",
+    ("run", "echo"): "-e/--echo",
+    ("run", "hide"): "--hide",
+    ("sudo", "password"): "--prompt-for-sudo-password",
+    ("timeouts", "command"): "-T/--command-timeout (use a step's timeout: in shipyard.yaml)",
+}
+# One meaning per short flag across every task, and none that is also a core flag.
+SHORT_FLAGS = {"dry-run": "n", "jobs": "j"}
+
+
+class ShipyardTask(Task):
+    """A task whose options have only the short flags in `SHORT_FLAGS` (invoke would derive
+    one from each option's first free letter, giving `-d` and `-j` two meanings)."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts = super().arg_opts(name, default, taken_names)
+        short = SHORT_FLAGS.get(opts["names"][0])
+        if short and short not in taken_names:
+            opts["names"].append(short)
+        return opts
+
+
+def shipyard_task(*args: Any, **kwargs: Any) -> Any:
+    return task(*args, klass=ShipyardTask, auto_shortflags=False, **kwargs)
+
+
+def _refuse_ignored_core_options(c: Context, *, dry_ok: bool) -> None:
+    for (section, key), flag in _IGNORED_CORE_OPTIONS.items():
+        if c.config.get(section, {}).get(key):
+            raise UsageError(f"{flag} does nothing in Shipyard's tasks; leave it out")
+    if c.config.get("run", {}).get("dry") and not dry_ok:
+        raise UsageError(
+            "--dry/-R: this task has no dry run (only deploy.<env> and rollback do:"
+            " --dry-run); leave it out"
+        )
+
+
+def _exits(body: Callable[..., Ended], *, dry: str = "refuse") -> Callable[..., None]:
+    """How a command ended (a Verdict, an ExitCode) or a ShipyardError raised before its run,
+    as invoke's `Exit`: one line, no traceback, the documented code. `dry` says what invoke's
+    own `--dry` means for this task: "refuse" it, "map" it to `dry_run=True`, or "ignore" it
+    (a read-only task changes nothing anyway)."""
 
     @functools.wraps(body)
     def wrapper(c: Context, *args: Any, **kwargs: Any) -> None:
         private_umask()
         try:
-            code = body(c, *args, **kwargs)
+            _refuse_ignored_core_options(c, dry_ok=dry != "refuse")
+            if dry == "map" and c.config.get("run", {}).get("dry"):
+                kwargs["dry_run"] = True
+            ended = body(c, *args, **kwargs)
         except ShipyardError as error:
             raise Exit(error.message, int(error.exit_code)) from None
+        code = int(ended.exit_code if isinstance(ended, Verdict) else ended)
         if code:
             raise Exit(code=code)
 
     return wrapper
 
 
-@task(
+_read_only = functools.partial(_exits, dry="ignore")
+_dry_run_mapped = functools.partial(_exits, dry="map")
+
+
+@shipyard_task(
     help={
         "config": CONFIG_HELP,
         "jobs": "parallel steps: a number or 'auto' (CPUs)",
@@ -61,26 +116,28 @@ def _exits(body: Callable[..., int]) -> Callable[..., None]:
     }
 )
 @_exits
-def gates(c: Context, config: str = "", jobs: str = "auto", fail_fast: bool = False) -> int:
+def gates(c: Context, config: str = "", jobs: str = "auto", fail_fast: bool = False) -> Ended:
     """Run all gates in parallel and report every failure."""
     return commands.gates(load(config or None), jobs=jobs, fail_fast=fail_fast)
 
 
-@task(positional=["name"], help={"name": "a step from shipyard.yaml", "config": CONFIG_HELP})
+@shipyard_task(
+    positional=["name"], help={"name": "a step from shipyard.yaml", "config": CONFIG_HELP}
+)
 @_exits
-def step(c: Context, name: str, config: str = "") -> int:
+def step(c: Context, name: str, config: str = "") -> Ended:
     """Run one configured step, with heartbeat and evidence."""
     return commands.step(load(config or None), name)
 
 
-@task(help={"config": CONFIG_HELP})
+@shipyard_task(help={"config": CONFIG_HELP})
 @_exits
-def build(c: Context, config: str = "") -> int:
+def build(c: Context, config: str = "") -> Ended:
     """Build the release artifact (the `build` step)."""
     return commands.build(load(config or None))
 
 
-@task(
+@shipyard_task(
     help={
         "config": CONFIG_HELP,
         "baseline": "allowlist file (default .secrets.baseline)",
@@ -88,23 +145,23 @@ def build(c: Context, config: str = "") -> int:
     }
 )
 @_exits
-def scan(c: Context, config: str = "", baseline: str = "", write_baseline: bool = False) -> int:
+def scan(c: Context, config: str = "", baseline: str = "", write_baseline: bool = False) -> Ended:
     """Secret-scan the git-tracked files; SARIF into the evidence."""
     found = commands.optional_config(config or None)
     root, agent = _root_and_agent(found)
     return commands.scan(root, agent, baseline=baseline, write_baseline=write_baseline)
 
 
-@task(positional=["agent"], help={"agent": "evidence folder name, e.g. devops"})
+@shipyard_task(positional=["agent"], help={"agent": "evidence folder name, e.g. devops"})
 @_exits
-def heartbeat(c: Context, agent: str) -> int:
+def heartbeat(c: Context, agent: str) -> Ended:
     """Run `-- CMD...` in the heartbeat, keeping its exit code."""
     return commands.heartbeat(agent, shlex.split(c.remainder))
 
 
-@task(help={"date": "UTC day as YYYY-MM-DD (default today)", "config": CONFIG_HELP})
-@_exits
-def verify(c: Context, date: str = "", config: str = "") -> int:
+@shipyard_task(help={"date": "UTC day as YYYY-MM-DD (default today)", "config": CONFIG_HELP})
+@_read_only
+def verify(c: Context, date: str = "", config: str = "") -> Ended:
     """Re-hash a day's evidence; name every file that differs."""
     found = commands.optional_config(config or None)
     root, agent = _root_and_agent(found)
@@ -114,7 +171,7 @@ def verify(c: Context, date: str = "", config: str = "") -> int:
 ENV_HELP = "environment from shipyard.yaml (default: staging, or the only one)"
 
 
-@task(
+@shipyard_task(
     help={
         "env": ENV_HELP,
         "artifact": "tarball to smoke (default: newest build)",
@@ -122,12 +179,12 @@ ENV_HELP = "environment from shipyard.yaml (default: staging, or the only one)"
     }
 )
 @_exits
-def smoke(c: Context, env: str = "", artifact: str = "", config: str = "") -> int:
+def smoke(c: Context, env: str = "", artifact: str = "", config: str = "") -> Ended:
     """Start the built artifact on a free port and probe it."""
     return commands.smoke(load(config or None), env=env, artifact=artifact)
 
 
-@task(
+@shipyard_task(
     help={
         "env": ENV_HELP,
         "to": "release to go back to, e.g. v3 (default: newest good one before current)",
@@ -137,7 +194,7 @@ def smoke(c: Context, env: str = "", artifact: str = "", config: str = "") -> in
         "config": CONFIG_HELP,
     }
 )
-@_exits
+@_dry_run_mapped
 def rollback(  # noqa: PLR0917 - invoke turns each parameter into a flag
     c: Context,
     env: str = "",
@@ -146,37 +203,37 @@ def rollback(  # noqa: PLR0917 - invoke turns each parameter into a flag
     json: bool = False,
     lock_wait: str = "",
     config: str = "",
-) -> int:
+) -> Ended:
     """Go back to the previous good release (or --to vN)."""
     return commands.rollback(
         load(config or None), env=env, to=to, dry_run=dry_run, as_json=json, lock_wait=lock_wait
     )
 
 
-@task(help={"env": ENV_HELP, "json": "print JSON", "config": CONFIG_HELP})
-@_exits
-def releases(c: Context, env: str = "", json: bool = False, config: str = "") -> int:
+@shipyard_task(help={"env": ENV_HELP, "json": "print JSON", "config": CONFIG_HELP})
+@_read_only
+def releases(c: Context, env: str = "", json: bool = False, config: str = "") -> Ended:
     """List an environment's releases, newest first."""
     return commands.releases(load(config or None), env=env, as_json=json)
 
 
-@task(help={"env": ENV_HELP, "json": "print JSON", "config": CONFIG_HELP})
-@_exits
-def status(c: Context, env: str = "", json: bool = False, config: str = "") -> int:
+@shipyard_task(help={"env": ENV_HELP, "json": "print JSON", "config": CONFIG_HELP})
+@_read_only
+def status(c: Context, env: str = "", json: bool = False, config: str = "") -> Ended:
     """Show what serves an environment, and check its health."""
     return commands.status(load(config or None), env=env, as_json=json)
 
 
-@task(help={"env": "check only this environment", "config": CONFIG_HELP})
-@_exits
-def doctor(c: Context, env: str = "", config: str = "") -> int:
+@shipyard_task(help={"env": "check only this environment", "config": CONFIG_HELP})
+@_read_only
+def doctor(c: Context, env: str = "", config: str = "") -> Ended:
     """Check tools, credentials and config before anything runs."""
     return commands.doctor(config, env=env)
 
 
-@task(help={"env": ENV_HELP, "config": CONFIG_HELP})
+@shipyard_task(help={"env": ENV_HELP, "config": CONFIG_HELP})
 @_exits
-def contract(c: Context, env: str = "", config: str = "") -> int:
+def contract(c: Context, env: str = "", config: str = "") -> Ended:
     """Re-deploy, dry-run the rollback, and prove the evidence."""
     from shipyard.contract import run_contract
 
@@ -186,19 +243,33 @@ def contract(c: Context, env: str = "", config: str = "") -> int:
 def deploy_task(env_name: str) -> Task:
     """`deploy.<env_name>`: one task per configured environment."""
 
-    def body(c: Context, lock_wait: str = "", no_build: bool = False, config: str = "") -> int:
+    def body(  # noqa: PLR0917 - invoke turns each parameter into a flag
+        c: Context,
+        dry_run: bool = False,
+        allow_dirty: bool = False,
+        lock_wait: str = "",
+        no_build: bool = False,
+        config: str = "",
+    ) -> Ended:
         return commands.deploy(
-            load(config or None), env_name, lock_wait=lock_wait, build=not no_build
+            load(config or None),
+            env_name,
+            lock_wait=lock_wait,
+            build=not no_build,
+            dry_run=dry_run,
+            allow_dirty=allow_dirty,
         )
 
     body.__doc__ = f"Build, smoke and deploy to {env_name}; roll back on failure."
     body.__name__ = env_name
     help_ = {
+        "dry-run": "print the deploy plan and check the preflight; change nothing",
+        "allow-dirty": "deploy uncommitted changes to tracked files (recorded as dirty)",
         "lock-wait": "wait this long for the lock, e.g. 60s",
         "no-build": "deploy the newest artifact already built (skip Build application)",
         "config": CONFIG_HELP,
     }
-    return task(name=env_name, help=help_)(_exits(body))
+    return shipyard_task(name=env_name, help=help_)(_dry_run_mapped(body))
 
 
 def _root_and_agent(config: Config | None) -> tuple[Path, str]:
@@ -235,14 +306,24 @@ def namespace() -> Collection:
 
 
 def environment_names(environ: Mapping[str, str] = os.environ) -> list[str]:
-    """The environments named in the config, read leniently: the tasks exist even when the
-    file has a mistake, and running one reports that mistake (exit 2)."""
+    """The environments named in the config, read leniently so that the deploy tasks a user
+    expects exist even when the file has a mistake (running one then reports it, exit 2):
+    from `environments:`, else from a key misspelling it (`enviroments:`), else, when the
+    file does not parse or `environments:` is not a mapping, the default `staging`."""
     try:
         path = find_config(environ=environ)
         document = yaml.load(path.read_text(encoding="utf-8"), Loader=_FAST_SAFE_LOADER)  # noqa: S506
-    except (ShipyardError, OSError, ValueError, yaml.YAMLError):
+    except (ShipyardError, OSError):
+        return []  # no config: no environments
+    except (ValueError, yaml.YAMLError):
+        return [DEFAULT_ENVIRONMENT]
+    if not isinstance(document, dict):
+        return [DEFAULT_ENVIRONMENT]
+    keys = [key for key in document if isinstance(key, str)]
+    spelled = difflib.get_close_matches("environments", keys, n=1, cutoff=0.8)
+    if not spelled:
         return []
-    environments = document.get("environments") if isinstance(document, dict) else None
+    environments = document[spelled[0]]
     if not isinstance(environments, dict):
-        return []
+        return [DEFAULT_ENVIRONMENT]
     return [name for name in environments if isinstance(name, str) and _TASK_NAME.fullmatch(name)]

@@ -31,6 +31,7 @@ class ReleaseStatus(str, Enum):
     BUILDING = "building"
     COMPLETE = "complete"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"  # stopped part way (flyctl on SIGINT/SIGTERM)
     BAD = "bad"
 
 
@@ -62,6 +63,9 @@ class DeployPlan:
     artifact: str | None = None
     artifact_sha256: str | None = None
     actions: tuple[str, ...] = ()
+    git_sha: str | None = None  # the commit the artifact was built from
+    dirty: bool = False  # built from uncommitted changes (deployed with --allow-dirty)
+    diff_sha256: str | None = None  # sha256 of `git diff HEAD --binary`, when dirty
 
 
 @dataclass(frozen=True)

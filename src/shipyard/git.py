@@ -1,0 +1,94 @@
+"""What git says about the tree a run builds from: its commit, and whether it has uncommitted
+changes to tracked files (a dirty tree deploys only with `--allow-dirty`)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+GIT_TIMEOUT = 10.0
+SHOWN_FILES = 5
+
+
+@dataclass(frozen=True)
+class TreeState:
+    sha: str | None  # HEAD, or None outside a git work tree
+    changed: tuple[str, ...] = ()  # tracked files with uncommitted changes, as git names them
+    diff_sha256: str | None = None  # sha256 of `git diff HEAD`, when there are changes
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.changed)
+
+    def describe_changes(self) -> str:
+        shown = ", ".join(self.changed[:SHOWN_FILES])
+        more = len(self.changed) - SHOWN_FILES
+        return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _git(root: Path, *args: str) -> str | None:
+    """git's stdout as text, or None when git is missing, fails or hangs."""
+    from plumbum import local  # ~75 ms to import: only when a run needs git
+    from plumbum.commands.processes import CommandNotFound, ProcessTimedOut
+
+    try:
+        code, out, _ = local["git"][args].run(retcode=None, timeout=GIT_TIMEOUT, cwd=root)
+    except (CommandNotFound, ProcessTimedOut, OSError):
+        return None
+    return out if code == 0 else None
+
+
+def _diff_sha256(root: Path) -> str | None:
+    """sha256 of `git diff HEAD --binary` as bytes (what `... | sha256sum` prints)."""
+    try:
+        done = subprocess.run(
+            ["git", "diff", "HEAD", "--binary"],
+            cwd=root,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=GIT_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return hashlib.sha256(done.stdout).hexdigest() if done.returncode == 0 else None
+
+
+def head_sha(root: Path) -> str | None:
+    """The commit checked out at `root`, or None outside a git work tree."""
+    out = _git(root, "rev-parse", "HEAD")
+    return out.strip() or None if out is not None else None
+
+
+def tree_state(root: Path, *, ignore: tuple[Path, ...] = ()) -> TreeState:
+    """HEAD and the tracked files under git's work tree that differ from it (staged or not);
+    paths in `ignore` (the config file) do not count. Untracked files never count."""
+    sha = head_sha(root)
+    status = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=no")
+    top = _git(root, "rev-parse", "--show-toplevel")
+    if sha is None or status is None or top is None:
+        return TreeState(sha)
+    ignored = {path.resolve() for path in ignore}
+    base = Path(top.strip())
+    changed = [name for name in _porcelain_paths(status) if (base / name).resolve() not in ignored]
+    if not changed:
+        return TreeState(sha)
+    return TreeState(sha, tuple(changed), _diff_sha256(root))
+
+
+def _porcelain_paths(output: str) -> list[str]:
+    """Paths from `git status --porcelain=v1 -z`: `XY path\\0`, renames followed by the old path."""
+    paths: list[str] = []
+    entries = output.split("\0")
+    index = 0
+    while index < len(entries):
+        entry = entries[index]
+        index += 1
+        if len(entry) < 4:
+            continue
+        paths.append(entry[3:])
+        if entry[:1] in ("R", "C"):
+            index += 1  # the rename's source path
+    return paths
