@@ -1,14 +1,23 @@
-"""The local target's choices, on release folders written by hand (no server involved)."""
+"""The local target's choices, on release folders written by hand; then plans carried out
+on a real LocalTarget serving a tiny real server (`python3 -m http.server`)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import tarfile
+import threading
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 from shipyard import server
 from shipyard.artifact import tree_sha256
-from shipyard.config import Config, Environment
+from shipyard.config import Config, Environment, Smoke
+from shipyard.deploy import check_serving
 from shipyard.process import start_ticks
 from shipyard.targets import ReleaseStatus
 from shipyard.targets.local import LocalTarget
@@ -41,6 +50,10 @@ def test_rollback_target_is_the_newest_complete_release_before_current(tmp_path)
     plan = local.plan_rollback()
     assert (plan.current, plan.to, plan.possible) == ("v5", "v2", True)
     assert plan.checks[0].startswith("v2 files intact (sha256 ")
+    assert (plan.mark_failed, plan.mark_bad) == (None, "v5")
+    # in the order the run takes them: current moves first, then the release left is marked
+    point = next(i for i, action in enumerate(plan.actions) if action.startswith("point "))
+    assert plan.actions[point + 1 :] == ("mark v5 bad, so later rollbacks skip it",)
 
 
 def test_nothing_to_roll_back_to(tmp_path):
@@ -60,8 +73,12 @@ def test_named_release_rules(tmp_path):
     assert local.plan_rollback("v1").to == "v1"
     assert "marked bad earlier" in local.plan_rollback("v1").reason
     assert local.plan_rollback("v2").to is None
-    assert local.plan_rollback("v3").to is None
     assert "no such release" in local.plan_rollback("v9").reason
+    # v3 is current but nothing serves it: --to v3 starts it again and marks nothing bad
+    again = local.plan_rollback("v3")
+    assert (again.to, again.mark_bad, again.possible) == ("v3", None, True)
+    assert "v3 is current, but nothing serves" in again.reason
+    assert not any(" bad" in action for action in again.actions)
 
 
 def test_dangling_or_foreign_current_reads_as_none(tmp_path):
@@ -109,3 +126,189 @@ def test_a_live_pid_that_is_not_the_server_we_started_is_not_ours(tmp_path):
             assert (local.serving() is not None) is ours
     finally:
         server.stop(other, grace=0.5)
+
+
+# --- plans carried out on a real server -------------------------------------------------------
+
+SERVE = "python3 -m http.server {port} --bind 127.0.0.1"
+# the start of the line the run says when it carries out an action starting with this verb
+SAID = {
+    "unpack": "unpacked ",
+    "record": "recorded in ",
+    "stop": "stopped ",
+    "start": "started ",
+    "smoke": "smoke: attempt 1 ",
+    "prune": "pruned ",
+}
+
+
+def said_for(action: str) -> str:
+    verb, rest = action.split(" ", 1)
+    if verb == "mark":  # "mark v2 bad, so ..." -> "marked v2 bad"
+        return "marked " + re.split("[:,]", rest)[0]
+    if verb == "point":  # "point .../current at releases/v2 ..." -> "v2 is current"
+        return re.search(r"releases/(v[0-9]+)", rest)[1] + " is current"
+    return SAID[verb]
+
+
+def assert_said_in_plan_order(actions: tuple[str, ...], lines: list[str]) -> None:
+    """Each action has its line, and the lines come in the plan's order."""
+    position = 0
+    for action in actions:
+        expected = said_for(action)
+        found = [i for i, line in enumerate(lines) if i >= position and line.startswith(expected)]
+        assert found, f"no line {expected!r} for {action!r} after line {position}:\n" + "\n".join(
+            lines
+        )
+        position = found[0] + 1
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A LocalTarget whose `start` is a real HTTP server of the release folder."""
+    config = Config(path=tmp_path / "shipyard.yaml", root=tmp_path)
+    environment = Environment(
+        name="staging",
+        target="local",
+        start=SERVE,
+        port=server.free_port(),
+        smoke=Smoke(path="/", contains="site ", timeout=15),
+    )
+    local = LocalTarget(config, environment)
+    yield local
+    state = local.serving()
+    if state:
+        server.stop(state["pid"], grace=1)
+
+
+def site(local: LocalTarget, label: str) -> Path:
+    """An artifact: a tarball of one index.html saying `site <label>`."""
+    source = local.config.root / "src" / label
+    source.mkdir(parents=True)
+    (source / "index.html").write_text(f"site {label}\n")
+    archive = local.config.root / f"site-{label}.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source / "index.html", arcname="index.html")
+    return archive
+
+
+def page(local: LocalTarget) -> str:
+    with urllib.request.urlopen(local.smoke_check().url, timeout=5) as answer:
+        return answer.read().decode()
+
+
+def deploy(local: LocalTarget, label: str) -> tuple[tuple[str, ...], list[str]]:
+    """plan_deploy, then deploy(), the smoke and commit(), as `inv deploy.<env>` runs them."""
+    plan = local.plan_deploy(str(site(local, label)))
+    lines: list[str] = []
+    local.deploy(plan, lines.append)
+    check_serving(local, lines.append, threading.Event())
+    local.commit(plan, lines.append)
+    return plan.actions, lines
+
+
+def rollback(local: LocalTarget, to: str | None = None) -> tuple[tuple[str, ...], list[str]]:
+    """plan_rollback, then rollback(), the smoke and commit_rollback(), as `inv rollback`."""
+    plan = local.plan_rollback(to)
+    assert plan.possible, plan.reason
+    lines: list[str] = []
+    local.rollback(plan, lines.append)
+    check_serving(local, lines.append, threading.Event())
+    local.commit_rollback(plan, lines.append)
+    return plan.actions, lines
+
+
+def crash_mid_deploy(local: LocalTarget, label: str) -> str:
+    """Serve a new release as a deploy does, then leave as SIGKILL would: the switch stays
+    recorded, by a process that is gone. Returns the half-switched release."""
+    plan = local.plan_deploy(str(site(local, label)))
+    local.deploy(plan, lambda _: None)
+    state = json.loads(local.state_path.read_text())
+    assert state["switching"]["to"] == plan.release
+    assert f"a switch from v1 to {plan.release} is under way" in local.status().detail
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    state["switching"].update(pid=gone.pid, start_ticks=None)
+    local.state_path.write_text(json.dumps(state))
+    return plan.release
+
+
+def statuses(local: LocalTarget) -> dict[str, str]:
+    return {release.version: release.status.value for release in local.releases()}
+
+
+def test_deploy_and_rollback_say_what_they_do_in_the_plans_order(served):
+    local = served
+    for label in ("one", "two"):
+        actions, lines = deploy(local, label)
+        assert_said_in_plan_order(actions, lines)
+        assert page(local) == f"site {label}\n"
+    assert "stop the server of v1" in actions[2]  # what served, by its pid
+    actions, lines = rollback(local)
+    assert_said_in_plan_order(actions, lines)
+    assert [a.split(" ")[0] for a in actions[-2:]] == ["point", "mark"]  # current first
+    assert lines[-2:] == ["v1 is current", "marked v2 bad"]
+    assert page(local) == "site one\n"
+    assert statuses(local) == {"v1": "complete", "v2": "bad"}
+    assert "switching" not in json.loads(local.state_path.read_text())
+    refused = local.plan_rollback("v1")  # current, and it serves
+    assert refused.to is None and "already serving" in refused.reason
+
+
+def test_after_a_crash_mid_switch_status_tells_and_a_rollback_repairs(served):
+    local = served
+    deploy(local, "one")
+    half = crash_mid_deploy(local, "two")
+    status = local.status()
+    assert (status.current, status.serving) == ("v1", half)
+    assert f"{half} serves but current is v1" in status.detail
+    assert f"a switch from v1 to {half} was interrupted" in status.detail
+
+    plain = local.plan_rollback()  # back to current, which is not marked bad
+    assert (plain.to, plain.mark_failed, plain.mark_bad) == ("v1", half, None)
+    assert "was interrupted" in plain.reason
+    named = local.plan_rollback("v1")  # v1 is current but does not serve: allowed
+    assert (named.to, named.mark_failed, named.mark_bad) == ("v1", half, None)
+    assert named.actions[0].startswith(f"mark {half} failed: ")
+
+    actions, lines = rollback(local, "v1")
+    assert_said_in_plan_order(actions, lines)
+    assert page(local) == "site one\n"
+    assert statuses(local) == {"v1": "complete", half: "failed"}
+    assert local.current_version() == "v1" and local.status().serving == "v1"
+    assert "switching" not in json.loads(local.state_path.read_text())
+
+
+def test_a_server_left_serving_by_an_older_shipyard_counts_as_an_interrupted_switch(served):
+    """A state.json from before switches were recorded: the live server is not current."""
+    local = served
+    deploy(local, "one")
+    half = crash_mid_deploy(local, "two")
+    state = json.loads(local.state_path.read_text())
+    del state["switching"]
+    local.state_path.write_text(json.dumps(state))
+    assert f"{half} serves but current is v1" in local.status().detail
+    plan = local.plan_rollback()
+    assert (plan.to, plan.mark_failed, plan.mark_bad) == ("v1", half, None)
+
+
+def test_after_a_crash_with_nothing_serving_the_next_deploy_repairs(served):
+    local = served
+    deploy(local, "one")
+    half = crash_mid_deploy(local, "two")
+    server.stop(local.serving()["pid"], grace=1)  # the half-switched server died too
+    status = local.status()
+    assert (status.current, status.serving) == ("v1", None)
+    assert f"a switch from v1 to {half} was interrupted" in status.detail
+    plain = local.plan_rollback()
+    assert (plain.to, plain.mark_bad) == ("v1", None)
+    assert "nothing serves" in plain.reason
+
+    actions, lines = deploy(local, "three")
+    assert actions[0].startswith(f"mark {half} failed: ")
+    assert_said_in_plan_order(actions, lines)
+    assert page(local) == "site three\n"
+    assert f"marked {half} failed" in lines[0]  # repaired first; failed, so pruned at the end
+    assert lines[-1] == f"pruned {half}"
+    assert statuses(local) == {"v1": "complete", "v3": "complete"}
+    assert "switching" not in json.loads(local.state_path.read_text())

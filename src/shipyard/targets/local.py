@@ -2,12 +2,20 @@
 
     .shipyard/<env>/releases/v<N>/     unpacked artifact + release.json
     .shipyard/<env>/current            symlink to releases/v<N>, switched by os.replace()
-    .shipyard/<env>/server/            state.json (pid, release, port) and one log per release
+    .shipyard/<env>/server/            state.json (pid, release, port; the switch under way)
+                                       and one log per release
     .shipyard/<env>/audit.jsonl        deploys, rollbacks, lock breaks, prunes
 
 Invariant: `current` only ever points at a `complete` release. A new release is served and
 smoke-tested first, marked complete, and only then made current; so a crash at any instant
 leaves `current` on a release that passed its smoke.
+
+Serving a release that is not `current` is a switch: state.json records it ("switching":
+from, to, at, and the process switching) before the old server is stopped, and it is cleared
+once `current` follows or the old release serves again. A switch left recorded by a process
+that is gone was interrupted: what serves may not be `current`. The next deploy or rollback
+repairs it: the release it half-switched to is marked `failed` (never `bad`), and `current`
+is never marked bad for it.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import shutil
 import socket
 import threading
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +52,70 @@ from shipyard.targets.base import (
 DEFAULT_PORT = 8787
 STOP_GRACE = 5.0
 RELEASE_FILE = "release.json"
+STATE_FILE = "state.json"
+SWITCHING = "switching"  # state.json's record of the switch under way
 _VERSION = re.compile(r"v([1-9][0-9]*)")
 # What a served app writes beside its own code (Python's bytecode, unless
 # PYTHONDONTWRITEBYTECODE is set): not a change to the release's files.
 _CACHES = frozenset({"__pycache__"})
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A change of what serves, from the release `current` named to another one."""
+
+    source: str | None  # "from": the release current pointed at, if any
+    target: str  # "to": the release being started
+    at: str | None = None
+    pid: int | None = None  # the Shipyard process switching; None: inferred, not recorded
+    start_ticks: int | None = None
+
+    @classmethod
+    def read(cls, record: object) -> Switch | None:
+        if not isinstance(record, dict) or not isinstance(record.get("to"), str):
+            return None
+        source, at, pid, ticks = (record.get(key) for key in ("from", "at", "pid", "start_ticks"))
+        return cls(
+            source=source if isinstance(source, str) else None,
+            target=record["to"],
+            at=at if isinstance(at, str) else None,
+            pid=pid if isinstance(pid, int) else None,
+            start_ticks=ticks if isinstance(ticks, int) else None,
+        )
+
+    @classmethod
+    def begin(cls, source: str | None, target: str) -> Switch:
+        """A switch by this process, starting now."""
+        pid = os.getpid()
+        return cls(source, target, iso_timestamp(), pid, start_ticks(pid))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "from": self.source,
+            "to": self.target,
+            "at": self.at,
+            "pid": self.pid,
+            "start_ticks": self.start_ticks,
+        }
+
+    @property
+    def under_way(self) -> bool:
+        """The process switching still runs (with its recorded start time: not a reused pid)."""
+        return self.pid is not None and _process_runs(self.pid, self.start_ticks)
+
+    def describe(self) -> str:
+        return f"a switch from {self.source or 'nothing'} to {self.target}"
+
+
+@dataclass(frozen=True)
+class LocalDeployPlan(DeployPlan):
+    mark_failed: str | None = None  # the release an interrupted switch left half-switched
+
+
+@dataclass(frozen=True)
+class LocalRollbackPlan(RollbackPlan):
+    mark_failed: str | None = None  # the release an interrupted switch left half-switched
+    mark_bad: str | None = None  # the release this rollback takes out of service
 
 
 class LocalTarget:
@@ -75,6 +144,10 @@ class LocalTarget:
     @property
     def server_dir(self) -> Path:
         return self.state_dir / "server"
+
+    @property
+    def state_path(self) -> Path:
+        return self.server_dir / STATE_FILE
 
     @property
     def audit_path(self) -> Path:
@@ -128,15 +201,40 @@ class LocalTarget:
             return None
         return version
 
+    def _server_state(self) -> dict[str, Any]:
+        """state.json as last written, whether its server still runs or not."""
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
     def serving(self) -> dict[str, Any] | None:
         """The server this target started, while it still runs: pid, release, port, started."""
-        try:
-            state = json.loads((self.server_dir / "state.json").read_text())
-        except (OSError, ValueError):
-            return None
-        if not isinstance(state, dict) or not isinstance(state.get("pid"), int):
+        state = self._server_state()
+        if not isinstance(state.get("pid"), int):
             return None
         return state if _is_our_server(state) else None
+
+    def switch(self) -> Switch | None:
+        """The switch state.json records, unless `current` already names its release (then
+        only the bookkeeping after it was cut short)."""
+        switch = Switch.read(self._server_state().get(SWITCHING))
+        if switch is None or switch.target == self.current_version():
+            return None
+        return switch
+
+    def interrupted_switch(self) -> Switch | None:
+        """A switch that no running process will finish: recorded by a process that is gone,
+        or (a state.json written before switches were recorded) a server of a release that
+        is not current."""
+        switch = self.switch()
+        if switch is not None:
+            return None if switch.under_way else switch
+        state, current = self.serving(), self.current_version()
+        if state is None or current is None or state["release"] == current:
+            return None
+        return Switch(source=current, target=state["release"])
 
     def smoke_check(self) -> SmokeCheck:
         smoke = self.env.smoke
@@ -144,15 +242,17 @@ class LocalTarget:
         return SmokeCheck(url, smoke.expect_status, smoke.contains, smoke.timeout)
 
     def status(self) -> Status:
+        """`serving` is what runs (the recorded server, alive), `current` the link; `detail`
+        names both when they differ, and the switch recorded between them."""
         state = self.serving()
         current = self.current_version()
+        mismatch = self._mismatch(current, state["release"] if state else None)
         if state is None:
-            return Status(self.env.name, self.name, current, detail="no server running")
+            return Status(self.env.name, self.name, current, detail="no server running" + mismatch)
         from shipyard.smoke import probe
 
         check = self.smoke_check()
         answer = probe(SmokeCheck(check.url, check.expect_status, check.contains, 0.1), say=_quiet)
-        mismatch = "" if state["release"] == current else f" (current is {current or 'none'})"
         return Status(
             environment=self.env.name,
             target=self.name,
@@ -165,6 +265,17 @@ class LocalTarget:
             detail=answer.reason + mismatch,
         )
 
+    def _mismatch(self, current: str | None, running: str | None) -> str:
+        """What `detail` adds: what serves when it is not current, and the switch recorded."""
+        notes = []
+        if running is not None and running != current:
+            notes.append(f"{running} serves but current is {current or 'none'}")
+        switch = self.switch()
+        if switch is not None:
+            state = f"is under way (pid {switch.pid})" if switch.under_way else "was interrupted"
+            notes.append(f"{switch.describe()} {state}" + (f" at {switch.at}" if switch.at else ""))
+        return "".join(f"; {note}" for note in notes)
+
     # --- deploy ------------------------------------------------------------------------
 
     def preflight(self) -> None:
@@ -173,33 +284,42 @@ class LocalTarget:
     def preflight_deploy(self) -> None:
         self._check_port()
 
-    def plan_deploy(self, artifact_path: str | None) -> DeployPlan:
+    def plan_deploy(self, artifact_path: str | None) -> LocalDeployPlan:
         version = f"v{self._last_number() + 1}"
         previous = self.current_version()
         folder = self._shown(self.release_dir(version))
-        return DeployPlan(
+        interrupted = self.interrupted_switch()
+        half = self._half_switched(interrupted)
+        actions = (  # in the order deploy(), the smoke and commit() carry them out
+            *_repair_actions(half, interrupted),
+            f"unpack {artifact_path} into {folder}",
+            self._record_action(previous, version),
+            self._stop_action(),
+            f"start `{self._command(version)}` in {folder} on port {self.port}",
+            f"smoke {self.smoke_check().url} (expect {self.env.smoke.expect_status})",
+            f"mark {version} complete",
+            self._point_action(version),
+            f"prune to the newest {self.env.keep_releases} complete releases (and current,"
+            " the rollback target, the newest folder)",
+        )
+        return LocalDeployPlan(
             environment=self.env.name,
             target=self.name,
             release=version,
             previous=previous,
             artifact=artifact_path,
-            actions=(
-                f"unpack {artifact_path} into {folder}",
-                f"stop the server of {previous or 'nothing'}: SIGTERM, {STOP_GRACE:g}s, SIGKILL",
-                f"start `{self._command(version)}` in {folder} on port {self.port}",
-                f"smoke {self.smoke_check().url} (expect {self.env.smoke.expect_status})",
-                f"mark {version} complete, point {self._shown(self.current_link)} at it, prune"
-                f" to {self.env.keep_releases} releases",
-            ),
+            actions=actions,
+            mark_failed=half,
         )
 
     def deploy(self, plan: DeployPlan, say: Say) -> None:
+        self._mark_failed(_marks(plan)[0], say)
         folder = self.release_dir(plan.release)
         self.releases_dir.mkdir(parents=True, exist_ok=True)
         folder.mkdir()  # claims the version: no two deploys write one folder
         self.created = plan.release
         archive = Path(plan.artifact or "")
-        record = self._new_record(plan.release, archive)
+        record = self._new_record(plan, archive)
         self._write_record(plan.release, record)
         artifact.unpack(archive, folder)
         self._write_record(plan.release, {**record, "tree_sha256": self._tree(plan.release)})
@@ -219,54 +339,68 @@ class LocalTarget:
 
     def commit(self, plan: DeployPlan, say: Say) -> None:
         self._set_status(plan.release, ReleaseStatus.COMPLETE)
-        self._switch(plan.release)
-        say(f"{plan.release} is complete and current")
+        say(f"marked {plan.release} complete")
+        self._make_current(plan.release, say)
         self._prune(say)
 
     def restore(self, plan: DeployPlan, say: Say) -> bool:
-        """Back to the release that was current; False when there is none to go back to."""
+        """Back to the release that was current; False when there is none to go back to.
+        Either way the switch recorded by the deploy is over."""
         self._stop_server(say)
         self._set_status(plan.release, ReleaseStatus.FAILED)
         say(f"marked {plan.release} failed")
         if plan.previous is None:
+            self._end_switch()
             say("no earlier complete release to restore: staging is down")
             return False
-        self._serve(plan.previous, say)
+        self._start(plan.previous, say)
         return True
 
     # --- rollback ----------------------------------------------------------------------
 
-    def plan_rollback(self, to: str | None = None) -> RollbackPlan:
+    def plan_rollback(self, to: str | None = None) -> LocalRollbackPlan:
         current = self.current_version()
+        state = self.serving()
+        interrupted = self.interrupted_switch()
         releases = self.releases()
-        chosen, reason = _choose(releases, current, to)
+        running = state["release"] if state else None
+        chosen, reason = _choose(releases, current, running, interrupted, to)
         if chosen is None:
-            return RollbackPlan(self.env.name, self.name, current, None, reason)
+            return LocalRollbackPlan(self.env.name, self.name, current, None, reason)
         check, problems = self._verify(chosen)
-        return RollbackPlan(
+        # the release taken out of service is marked bad: not one an interrupted switch left
+        # current without serving, nor the one rolled back to
+        leaves = current if interrupted is None and current != chosen.version else None
+        half = self._half_switched(interrupted)
+        plan = LocalRollbackPlan(
             environment=self.env.name,
             target=self.name,
             current=current,
             to=chosen.version,
             reason=reason,
-            actions=self._rollback_actions(current, chosen.version),
             checks=(check,),
             problems=problems,
+            mark_failed=half,
+            mark_bad=leaves,
         )
+        return replace(plan, actions=self._rollback_actions(plan, chosen, interrupted))
 
-    def _rollback_actions(self, current: str | None, to: str) -> tuple[str, ...]:
-        state = self.serving()
-        running = f"pid {state['pid']}, {state['release']}" if state else "none running"
-        folder = self._shown(self.release_dir(to))
-        mark_bad = (f"mark {current} bad, so later rollbacks skip it",) if current else ()
+    def _rollback_actions(
+        self, plan: LocalRollbackPlan, chosen: Release, interrupted: Switch | None
+    ) -> tuple[str, ...]:
+        """In the order rollback(), the smoke and commit_rollback() carry them out."""
+        to, folder = chosen.version, self._shown(self.release_dir(chosen.version))
+        revive = chosen.status is ReleaseStatus.BAD
         return (
-            f"take the lock {self._shown(self.state_dir / 'lock')}",
-            f"stop the server ({running}): SIGTERM to its group, up to {STOP_GRACE:g}s, SIGKILL",
+            *_repair_actions(plan.mark_failed, interrupted),
+            *((self._record_action(plan.current, to),) if to != plan.current else ()),
+            self._stop_action(),
             f"start `{self._command(to)}` in {folder} on port {self.port}",
             f"smoke {self.smoke_check().url} (expect {self.env.smoke.expect_status},"
             f" up to {self.env.smoke.timeout:g}s)",
-            *mark_bad,
-            f"point {self._shown(self.current_link)} at releases/{to} (atomic rename)",
+            *((f"mark {to} complete again: it passed its smoke",) if revive else ()),
+            self._point_action(to),
+            *((f"mark {plan.mark_bad} bad, so later rollbacks skip it",) if plan.mark_bad else ()),
         )
 
     def _verify(self, release: Release) -> tuple[str, tuple[str, ...]]:
@@ -282,6 +416,7 @@ class LocalTarget:
         _, problems = self._verify(self._release(plan.to or "", plan.current))
         if problems:
             raise StepFailed(problems[0])
+        self._mark_failed(_marks(plan)[0], say)
         self._serve(plan.to or "", say)
 
     def commit_rollback(self, plan: RollbackPlan, say: Say) -> None:
@@ -290,19 +425,71 @@ class LocalTarget:
         target = plan.to or ""
         if self._release(target, None).status is ReleaseStatus.BAD:
             self._set_status(target, ReleaseStatus.COMPLETE)  # it just passed its smoke again
-            say(f"{target} passed its smoke again: complete")
-        self._switch(target)
-        say(f"{target} is current")
-        if plan.current:
-            self._set_status(plan.current, ReleaseStatus.BAD)
-            say(f"marked {plan.current} bad")
+            say(f"marked {target} complete again: it passed its smoke")
+        self._make_current(target, say)
+        leaves = _marks(plan)[1]
+        if leaves:
+            self._set_status(leaves, ReleaseStatus.BAD)
+            say(f"marked {leaves} bad")
 
     def undo_rollback(self, plan: RollbackPlan, say: Say) -> bool:
+        """Back to the release `current` names; the switch recorded by the rollback is over."""
+        self._stop_server(say)
         if plan.current is None:
-            self._stop_server(say)
+            self._end_switch()
             return False
-        self._serve(plan.current, say)
+        self._start(plan.current, say)
         return True
+
+    # --- switches and their repair -------------------------------------------------------
+
+    def _half_switched(self, interrupted: Switch | None) -> str | None:
+        """The release an interrupted switch started that never passed its smoke (still
+        `building`): the next deploy or rollback marks it failed. Never `current`."""
+        if interrupted is None or not self.release_dir(interrupted.target).is_dir():
+            return None
+        release = self._release(interrupted.target, self.current_version())
+        building = release.status is ReleaseStatus.BUILDING and not release.current
+        return release.version if building else None
+
+    def _mark_failed(self, version: str | None, say: Say) -> None:
+        if version is None:
+            return
+        self._set_status(version, ReleaseStatus.FAILED)
+        say(f"marked {version} failed: it served in a switch that was interrupted")
+
+    def _record_action(self, source: str | None, version: str) -> str:
+        shown = self._shown(self.state_path)
+        return f"record in {shown} the switch from {source or 'nothing'} to {version}"
+
+    def _stop_action(self) -> str:
+        state = self.serving()
+        running = f"of {state['release']} (pid {state['pid']})" if state else "(none running)"
+        return f"stop the server {running}: SIGTERM to its group, up to {STOP_GRACE:g}s, SIGKILL"
+
+    def _point_action(self, version: str) -> str:
+        return f"point {self._shown(self.current_link)} at releases/{version} (atomic rename)"
+
+    def _begin_switch(self, version: str, say: Say) -> Switch:
+        """Record the switch before the old server stops: a crash from here on leaves it."""
+        switch = Switch.begin(self.current_version(), version)
+        self._write_json(self.state_path, {**self._server_state(), SWITCHING: switch.to_json()})
+        say(
+            f"recorded in {self._shown(self.state_path)} the switch from"
+            f" {switch.source or 'nothing'} to {version}"
+        )
+        return switch
+
+    def _end_switch(self) -> None:
+        state = self._server_state()
+        if state.pop(SWITCHING, None) is not None:
+            self._write_json(self.state_path, state)
+
+    def _make_current(self, version: str, say: Say) -> None:
+        """Point `current` at what now serves; the switch to it is over."""
+        self._point_current(version)
+        self._end_switch()
+        say(f"{version} is current")
 
     # --- the server --------------------------------------------------------------------
 
@@ -312,10 +499,16 @@ class LocalTarget:
             self.env.start or "", port=self.port, release=version, release_dir=folder
         )
 
-    def _serve(self, version: str, say: Say) -> int:
+    def _serve(self, version: str, say: Say) -> None:
+        """Stop what serves and start `version`: a switch, recorded, unless it is current."""
+        switch = self._begin_switch(version, say) if version != self.current_version() else None
         self._stop_server(say)
+        self._start(version, say, switch)
+
+    def _start(self, version: str, say: Say, switch: Switch | None = None) -> int:
+        """Start `version`'s server; state.json names it (and keeps `switch`, if any)."""
         command = self._command(version)
-        log_path = self.server_dir / f"{version}.log"
+        log_path = self.server_log(version)
         folder, env = self.release_dir(version), self._server_env(version)
         # held until state.json names it: killed in between, no unrecorded server takes the port
         with server.held(command, cwd=folder, env=env, log_path=log_path) as pid:
@@ -326,14 +519,16 @@ class LocalTarget:
                 "port": self.port,
                 "started_at": time.time(),
                 "command": command,
+                **({SWITCHING: switch.to_json()} if switch else {}),
             }
-            self._write_json(self.server_dir / "state.json", state)
+            self._write_json(self.state_path, state)
         say(f"started {version}: pid {pid}, `{command}`, log {self._shown(log_path)}")
         return pid
 
     def _stop_server(self, say: Say) -> None:
         state = self.serving()
         if state is None:
+            say("stopped nothing: no server running")
             return
         server.stop(state["pid"], grace=STOP_GRACE)
         say(f"stopped the server of {state['release']} (pid {state['pid']})")
@@ -360,16 +555,19 @@ class LocalTarget:
 
     # --- writing the state ---------------------------------------------------------------
 
-    def _new_record(self, version: str, archive: Path) -> dict[str, Any]:
-        from shipyard.pipeline import git_sha
+    def _new_record(self, plan: DeployPlan, archive: Path) -> dict[str, Any]:
+        """release.json: who made the release, from what (the tree's state is the plan's)."""
+        from shipyard.git import head_sha
 
+        dirty = {"dirty": True, "diff_sha256": plan.diff_sha256} if plan.dirty else {}
         return {
-            "version": version,
+            "version": plan.release,
             "status": ReleaseStatus.BUILDING.value,
             "created_at": iso_timestamp(),
             "artifact": archive.name,
             "artifact_sha256": artifact.file_sha256(archive),
-            "git_sha": git_sha(self.config.root),
+            "git_sha": plan.git_sha or head_sha(self.config.root),
+            **dirty,
             "user": audit.current_user(),
             "host": socket.gethostname(),
         }
@@ -389,7 +587,7 @@ class LocalTarget:
         temp.write_text(json.dumps(document, indent=2) + "\n")
         temp.replace(path)
 
-    def _switch(self, version: str) -> None:
+    def _point_current(self, version: str) -> None:
         """Point `current` at the release with one rename(2): readers see old or new, never none."""
         temp = self.state_dir / f".current.{secrets.token_hex(4)}"
         temp.symlink_to(Path("releases") / version)
@@ -420,9 +618,11 @@ class LocalTarget:
         removed = [r.version for r in releases if r.version not in protected]
         for version in removed:
             self._remove_release(version)
-        if removed:
-            say(f"pruned {', '.join(removed)}")
-            audit.append(self.audit_path, "prune", environment=self.env.name, removed=removed)
+        if not removed:
+            say(f"pruned nothing: {len(releases)} releases, all kept")
+            return
+        say(f"pruned {', '.join(removed)}")
+        audit.append(self.audit_path, "prune", environment=self.env.name, removed=removed)
 
     def _remove_release(self, version: str) -> None:
         trash = self.releases_dir / f".trash-{version}-{secrets.token_hex(4)}"
@@ -438,14 +638,25 @@ class LocalTarget:
 
 
 def _choose(
-    releases: list[Release], current: str | None, to: str | None
+    releases: list[Release],
+    current: str | None,
+    running: str | None,
+    interrupted: Switch | None,
+    to: str | None,
 ) -> tuple[Release | None, str]:
-    """The release to roll back to and why: the one asked for, or the newest good one before."""
+    """The release to roll back to and why: the one asked for; after an interrupted switch,
+    the current one; or else the newest good one before it."""
     by_version = {release.version: release for release in releases}
     if to is not None:
-        return _chosen(by_version.get(to), to, current)
+        return _chosen(by_version.get(to), to, current, running)
     if current is None:
         return None, "no current release: nothing has been deployed successfully"
+    if interrupted is not None and by_version[current].status is ReleaseStatus.COMPLETE:
+        serves = f"{running} serves" if running else "nothing serves"
+        return by_version[current], (
+            f"{interrupted.describe()} was interrupted ({serves}): back to {current},"
+            " the current release, which is not marked bad"
+        )
     older = [
         r
         for r in releases
@@ -456,17 +667,50 @@ def _choose(
     return older[-1], f"newest complete, not-bad release older than {current}"
 
 
-def _chosen(release: Release | None, to: str, current: str | None) -> tuple[Release | None, str]:
+def _chosen(
+    release: Release | None, to: str, current: str | None, running: str | None
+) -> tuple[Release | None, str]:
     if release is None:
         return None, f"--to {to}: no such release"
-    if release.version == current:
-        return None, f"--to {to}: that is the current release"
+    if release.version == current == running:
+        return None, f"--to {to}: that is the release already serving (and current)"
     if release.status not in (ReleaseStatus.COMPLETE, ReleaseStatus.BAD):
         return None, f"--to {to}: it is {release.status.value}, never passed its smoke"
+    if release.version == current:
+        serves = f"{running} serves" if running else "nothing serves"
+        return release, f"asked for with --to: {to} is current, but {serves}"
     marked = (
         " (marked bad earlier; chosen explicitly)" if release.status is ReleaseStatus.BAD else ""
     )
     return release, f"asked for with --to{marked}"
+
+
+def _repair_actions(half: str | None, interrupted: Switch | None) -> tuple[str, ...]:
+    if half is None or interrupted is None:
+        return ()
+    return (f"mark {half} failed: {interrupted.describe()} was interrupted before its smoke",)
+
+
+def _marks(plan: DeployPlan | RollbackPlan) -> tuple[str | None, str | None]:
+    """(to mark failed, to mark bad) as this target planned; a plan made elsewhere repairs
+    nothing and marks the release it rolls back from bad, as rollbacks always did."""
+    if isinstance(plan, LocalRollbackPlan):
+        return plan.mark_failed, plan.mark_bad
+    if isinstance(plan, LocalDeployPlan):
+        return plan.mark_failed, None
+    if isinstance(plan, RollbackPlan) and plan.current != plan.to:
+        return None, plan.current
+    return None, None
+
+
+def _process_runs(pid: int, ticks: int | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it runs
+    return start_ticks(pid) == ticks
 
 
 def _is_our_server(state: dict[str, Any]) -> bool:
