@@ -73,9 +73,9 @@ def test_verify_names_every_changed_missing_and_added_file(bundle):
     assert result.missing == ("logs/remove.log",)
     assert result.added == ("logs/new\\nfile.log",)
     assert result.lines() == [
-        "changed: logs/change.log",
-        "missing: logs/remove.log",
-        "added: logs/new\\nfile.log",
+        "changed: logs/change.log (manifest)",
+        "missing: logs/remove.log (manifest)",
+        "added: logs/new\\nfile.log (not in the manifest)",
     ]
 
 

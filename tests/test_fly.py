@@ -4,6 +4,7 @@ follows shared/reference/flyctl.md; the HTTP smoke goes to a real server on 127.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -15,10 +16,15 @@ import pytest
 from conftest import BIN, evidence_dir, ok, sha256sum_check, write_project
 from test_smoke import serving
 
+from shipyard import audit
+from shipyard.config import load_config
+from shipyard.errors import StepFailed
 from shipyard.heartbeat import logfmt_value
+from shipyard.targets.base import DeployPlan
+from shipyard.targets.fly import FlyResult, FlyTarget
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fakes.fly_state import FakeFly, machines, new_release, write
+from fakes.fly_state import STATE_ENV, FakeFly, machines, new_release, new_state, write
 
 APP = "webapp-staging"
 CONFIG = """
@@ -48,8 +54,10 @@ class Fly:
         strategy: str = "rolling",
         app: str = APP,
         read_timeout: str = "20s",
+        releases: int = 1,
     ) -> None:
-        self.fake = FakeFly(root.parent)
+        """`releases` complete releases on Fly (one image each), the machines on the newest."""
+        self.fake = FakeFly(root.parent, new_state(APP, releases=releases))
         config = CONFIG.format(url=url, strategy=strategy, app=app, read_timeout=read_timeout)
         self.root = write_project(root, config)
         (root / "fly.toml").write_text(f'app = "{APP}"\n')
@@ -103,6 +111,18 @@ class Fly:
     def newest(self) -> int:
         return max(r["Version"] for r in self.releases)
 
+    def deploys(self) -> int:
+        return [c["argv"][0] for c in self.fake.calls].count("deploy")
+
+    def target(self, monkeypatch: pytest.MonkeyPatch) -> FlyTarget:
+        """The Fly target in this process, as `inv` builds it, calling the fake flyctl."""
+        for name in [name for name in os.environ if name.startswith("FLY_")]:
+            monkeypatch.delenv(name)
+        for name, value in self._env().items():
+            monkeypatch.setenv(name, value)
+        config = load_config(self.root / "shipyard.yaml")
+        return FlyTarget(config, config.environments["fly-staging"])
+
     def assert_evidence_is_true(self, done: subprocess.CompletedProcess[str], before: int) -> None:
         """The deploy's evidence claims only what the fake's state shows: the release it made
         (or none), where the machines are, the steps that ran and how they ended.
@@ -114,16 +134,19 @@ class Fly:
         )
         assert record["exit_code"] == done.returncode
         assert deploy["release"] == (f"v{made[0]['Version']}" if made else None), deploy
-        outcome, images = deploy.get("outcome"), self.machine_images()
-        if outcome == "deployed":
+        assert deploy["made"] == [f"v{r['Version']}" for r in made], deploy
+        outcome, images = record["outcome"], self.machine_images()
+        if outcome == "ok":
             assert made[0]["Status"] == "complete" and images == {made[0]["ImageRef"]}
-        elif outcome == "rolled back":
+            assert deploy["serving"] == deploy["release"]
+        elif deploy["rolled_back_to"]:  # rolled back (exit 3), or interrupted and restored
+            assert outcome in ("rolled back", "interrupted")
             restored = self.image(int(deploy["rolled_back_to"].lstrip("v")))
             assert images == {restored}
-            if made:  # the restore deployed the earlier image as a new release
+            if len(made) > 1:  # the restore deployed the earlier image as a new release
                 assert (made[-1]["ImageRef"], made[-1]["Status"]) == (restored, "complete")
         elif outcome == "down":
-            assert deploy["rolled_back_to"] is None
+            assert deploy["serving"] is None
         else:  # stopped before deploying: Fly has nothing new
             assert not made and not [c for c in self.fake.calls if c["argv"][0] == "deploy"]
         beats = (evidence_dir(self.root) / "logs" / "heartbeat.log").read_text()
@@ -247,7 +270,9 @@ def test_rollback_creates_a_new_release_with_the_earlier_image_and_skips_it_next
     listed = json.loads(fly.inv("releases", "--env", "fly-staging", "--json").stdout)
     assert {r["version"]: r["status"] for r in listed}["v2"] == "bad"
     again = fly.inv("rollback", "--env", "fly-staging", "--dry-run")
-    assert "v3 -> v1" in again.stdout  # v2 was rolled back from: skipped
+    assert again.returncode == 6, again.stdout + again.stderr  # nothing left to go back to:
+    assert "v3 -> nothing" in again.stdout  # v2 was rolled back from, v1's image runs
+    assert f"v1: its image {fly.image(1)} is already running (as v3)" in again.stdout
 
 
 @pytest.mark.e2e
@@ -271,7 +296,13 @@ def test_without_a_token_every_fly_task_exits_2_naming_it(fly, task):
     assert done.returncode == 2, done.stdout + done.stderr
     assert "FLY_API_TOKEN" in done.stderr and done.stderr.count("\n") == 1
     assert not fly.fake.calls  # nothing reached flyctl
-    assert not (fly.root / "artifacts").exists()
+    if task[0] in ("releases", "status"):  # read-only: no run, no evidence
+        assert not (fly.root / "artifacts").exists()
+    else:  # a deploy or rollback refused by its preflight is recorded as refused
+        record = fly.record()
+        assert (record["outcome"], record["exit_code"], record["steps"]) == ("refused", 2, [])
+        assert "FLY_API_TOKEN" in record["reason"]
+        assert done.stdout.strip().splitlines()[-1].startswith("refused (exit 2): FLY_API_TOKEN")
 
 
 @pytest.mark.e2e
@@ -307,7 +338,9 @@ def test_reads_that_keep_hanging_fail_the_deploy_before_anything_is_deployed(tmp
     fly.fake.script(slow={"releases": 10})
     done = fly.inv("deploy.fly-staging")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "flyctl releases kept failing (4 attempts): no answer within 1s" in done.stderr
+    reason = "flyctl releases kept failing (4 attempts): no answer within 1s"
+    assert done.stdout.strip().splitlines()[-1].startswith(f"failed (exit 1): {reason}")
+    assert fly.record()["reason"].startswith(reason)
     fly.assert_evidence_is_true(done, before=1)
 
 
@@ -337,7 +370,9 @@ def test_interrupted_flyctl_deploy_is_stopped_and_rolled_back(fly):
     assert not (fly.root / ".shipyard" / "fly-staging" / "lock").exists()
     done = subprocess.CompletedProcess(process.args, 130, out, err)
     fly.assert_evidence_is_true(done, before=1)
-    assert fly.record()["deploy"]["outcome"] == "rolled back"
+    record = fly.record()
+    assert (record["outcome"], record["deploy"]["rolled_back_to"]) == ("interrupted", "v1")
+    assert record["reason"] == "interrupted; v1 restored"
 
 
 @pytest.mark.e2e
@@ -379,8 +414,9 @@ def test_rollback_to_an_image_gone_from_the_registry_fails_without_a_release(fly
     assert "could not find image" in done.stdout
     assert "Fly lists no release after v2: this deploy made none" in done.stdout
     assert len(fly.releases) == count and fly.machine_images() == {fly.image(2)}
-    record = fly.record()["rollback"]
-    assert (record["outcome"], record["rolled_back_to"]) == ("restored", None)
+    record = fly.record()
+    assert (record["outcome"], record["rollback"]["rolled_back_to"]) == ("restored", None)
+    assert record["rollback"]["made"] == [] and record["rollback"]["serving"] == "v2"
     deploys = [c for c in fly.fake.calls if c["argv"][0] == "deploy"]
     assert len(deploys) == 2  # the first deploy and the failed rollback: no restore deploy
 
@@ -392,7 +428,7 @@ def test_a_deploy_whose_image_push_fails_makes_no_release_and_claims_none(fly):
     assert done.returncode == 3, done.stdout + done.stderr
     assert fly.newest == 2 and fly.machine_images() == {fly.image(2)}
     fly.assert_evidence_is_true(done, before=2)
-    assert fly.record()["deploy"]["outcome"] == "rolled back"
+    assert fly.record()["outcome"] == "rolled back"
 
 
 @pytest.mark.e2e
@@ -417,3 +453,155 @@ def test_the_token_is_in_no_child_process_argv_while_a_deploy_runs(fly):
     assert process.wait() == 0
     assert any("deploy" in line and "--app" in line for line in seen)  # flyctl deploy was seen
     assert not [line for line in seen if fly.token in line]
+
+
+# --- rollback choices by image (issue 10, point 4) -------------------------------------------
+
+
+def test_after_a_rollback_the_next_one_goes_to_another_image_never_the_running_one(
+    tmp_path, healthy_url
+):
+    fly = Fly(tmp_path / "proj", healthy_url, releases=4)
+    ok(fly.inv("rollback", "--env", "fly-staging"))  # v5: v3's image
+    assert (fly.newest, fly.machine_images()) == (5, {fly.image(3)})
+    dry = fly.inv("rollback", "--env", "fly-staging", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "v5 -> v2" in dry.stdout and "-> v3" not in dry.stdout
+    assert f"skipped v3: its image {fly.image(3)} is already running (as v5)" in dry.stdout
+    assert f"--image {fly.image(2)} " in dry.stdout
+    ok(fly.inv("rollback", "--env", "fly-staging"))  # v6: v2's image; v5 (v3's image) left
+    assert (fly.newest, fly.machine_images()) == (6, {fly.image(2)})
+    dry = fly.inv("rollback", "--env", "fly-staging", "--dry-run")
+    assert "v6 -> v1" in dry.stdout, dry.stdout  # not back to the image just left
+    assert "v3: its image was rolled back from as v5" in dry.stdout
+    assert fly.deploys() == 2  # the dry runs deployed nothing
+
+
+def test_rollback_to_a_release_whose_image_runs_is_refused_with_exit_2(tmp_path, healthy_url):
+    fly = Fly(tmp_path / "proj", healthy_url, releases=3)
+    ok(fly.inv("rollback", "--env", "fly-staging"))  # v4: v2's image
+    for args in (("--to", "v2"), ("--to", "v2", "--dry-run")):
+        refused = fly.inv("rollback", "--env", "fly-staging", *args)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        said = refused.stdout + refused.stderr
+        assert f"--to v2: v2's image {fly.image(2)} is already running (as v4)" in said
+    current = fly.inv("rollback", "--env", "fly-staging", "--to", "v4")
+    assert current.returncode == 2, current.stdout + current.stderr
+    assert "--to v4: v4's image" in current.stdout + current.stderr
+    assert fly.deploys() == 1 and fly.newest == 4  # the first rollback only
+    ok(fly.inv("rollback", "--env", "fly-staging", "--to", "v3", "--dry-run"))  # left, not running
+
+
+def test_an_interrupted_release_is_shown_as_interrupted_and_never_chosen(tmp_path, healthy_url):
+    fly = Fly(tmp_path / "proj", healthy_url, releases=3)
+    state = fly.fake.state
+    state["apps"][APP]["releases"][1].update(Status="interrupted", Stable=False)
+    write(fly.fake.path, state)
+    listed = json.loads(fly.inv("releases", "--env", "fly-staging", "--json").stdout)
+    assert [(r["version"], r["status"]) for r in listed] == [
+        ("v1", "complete"),
+        ("v2", "interrupted"),
+        ("v3", "complete"),
+    ]
+    assert "v3 -> v1" in fly.inv("rollback", "--env", "fly-staging", "--dry-run").stdout
+    asked = fly.inv("rollback", "--env", "fly-staging", "--to", "v2", "--dry-run")
+    assert asked.returncode == 2 and "--to v2: it is interrupted" in asked.stdout
+
+
+def test_flyctl_killed_mid_deploy_reports_exit_127_and_its_last_line(fly):
+    """Someone else's SIGTERM reaches flyctl: it exits 127 and prints no `Error:` line (as
+    flyctl does for a canceled context); its last meaningful line is the message."""
+    fly.fake.script(deploy_seconds=10)
+    process = fly.spawn("deploy.fly-staging")
+    fly.fake.wait_for(
+        lambda state: any(r["Status"] == "running" for r in state["apps"][APP]["releases"]), 30
+    )
+    fly.fake.script(deploy_seconds=0)  # the restore's deploy, not this one, sees it
+    os.kill(flyctl_deploy_pid(fly.fake.path), signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 3, out + err
+    message = "flyctl deploy exited 127: Updating existing machines in 'webapp-staging'"
+    assert message in out
+    assert [r["Status"] for r in fly.releases] == ["complete", "interrupted", "complete"]
+    listed = json.loads(fly.inv("releases", "--env", "fly-staging", "--json").stdout)
+    assert {r["version"]: r["status"] for r in listed}["v2"] == "interrupted"
+
+
+def flyctl_deploy_pid(state: Path) -> int:
+    """The fake `flyctl deploy` working on `state` (not another test's, on a shared machine)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"deploy" in cmdline and f"{STATE_ENV}={state}".encode() in environ:
+            return int(proc.name)
+    raise AssertionError("no flyctl deploy is running")
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        (
+            "Updating existing machines in 'app' with rolling strategy\n-------\n\n-------\n",
+            "flyctl deploy exited 127: Updating existing machines in 'app' with rolling strategy",
+        ),
+        ("-------\n\n ... \n***\n", "flyctl deploy exited 127 with no error message"),
+        ("", "flyctl deploy exited 127 with no error message"),
+        (
+            "Error: could not find image\nView more information at https://fly.io/x\n-------\n",
+            "flyctl deploy exited 127: could not find image",
+        ),
+    ],
+)
+def test_a_flyctl_failure_says_its_error_line_else_its_last_meaningful_line(output, expected):
+    assert FlyResult(127, "", output).failure("deploy") == expected
+
+
+def test_rollback_undo_and_restore_name_the_release_they_made(tmp_path, healthy_url, monkeypatch):
+    fly = Fly(tmp_path / "proj", healthy_url, releases=3)
+    target, said = fly.target(monkeypatch), []
+    plan = target.plan_rollback()
+    target.rollback(plan, said.append)
+    assert (target.created, fly.newest, fly.image(4)) == ("v4", 4, fly.image(2))
+    assert target.undo_rollback(plan, said.append)
+    assert (target.created, fly.image(5)) == ("v5", fly.image(3))  # what ran before
+    assert target.restore(DeployPlan("fly-staging", "fly", "v6", "v5"), said.append)
+    assert target.created == "v6" == f"v{fly.newest}"
+
+
+def test_a_rollback_that_makes_no_release_names_none(tmp_path, healthy_url, monkeypatch):
+    fly = Fly(tmp_path / "proj", healthy_url, releases=3)
+    state = fly.fake.state
+    state["apps"][APP]["registry"].remove(fly.image(2))
+    write(fly.fake.path, state)
+    target = fly.target(monkeypatch)
+    plan = target.plan_rollback()
+    with pytest.raises(StepFailed, match="could not find image"):
+        target.rollback(plan, print)
+    assert target.created is None and fly.newest == 3
+    assert target.undo_rollback(plan, print) and target.created is None
+    assert fly.deploys() == 1
+
+
+def test_rollbacks_read_back_from_the_audit_trail_in_either_wording(
+    tmp_path, healthy_url, monkeypatch
+):
+    """Rollback events: outcome "ok" (now) or "rolled back" (before); deploy events: "rolled
+    back" or "down". A rollback that restored what it left marks nothing."""
+    fly = Fly(tmp_path / "proj", healthy_url, releases=5)
+    target = fly.target(monkeypatch)
+    trail = target.state_dir / "audit.jsonl"
+    audit.append(trail, "rollback", outcome="ok", previous="v4", rolled_back_to="v3")
+    audit.append(trail, "rollback", outcome="rolled back", previous="v3", rolled_back_to="v2")
+    audit.append(trail, "rollback", outcome="restored", previous="v5", rolled_back_to=None)
+    audit.append(trail, "deploy", outcome="down", release="v1")
+    statuses = {r.version: r.status.value for r in target.releases()}
+    assert statuses == {"v1": "bad", "v2": "complete", "v3": "bad", "v4": "bad", "v5": "complete"}
+
+
+def test_the_rollback_run_record_names_the_release_it_made(fly):
+    ok(fly.inv("deploy.fly-staging"))
+    ok(fly.inv("rollback", "--env", "fly-staging"))
+    assert fly.record()["rollback"]["release"] == "v3" == f"v{fly.newest}"

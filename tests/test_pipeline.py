@@ -50,7 +50,11 @@ def test_execute_writes_record_manifest_and_feedback(tmp_path):
     assert verdict.reason == "failed: bad (exit 2)"
     record = json.loads(run.bundle.run_record_path(run.run_id).read_text())
     assert [s["status"] for s in record["steps"]] == ["ok", "failed"]
-    assert (record["outcome"], record["exit_code"], record["reason"]) == ("failed", 1, verdict.reason)
+    assert (record["outcome"], record["exit_code"], record["reason"]) == (
+        "failed",
+        1,
+        verdict.reason,
+    )
     assert record["steps"][1]["log"] == f"logs/{run.run_id}/bad.log"
     assert record["steps"][1]["attempts"][0]["exit_code"] == 2
     assert run.bundle.manifest_path.exists()

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, evidence_dir, ok, run_cli
+from conftest import cli_env, ok, run_cli
 from test_deploy import BIN, Staging
 
 from shipyard.lock import DeployLock
@@ -73,7 +73,9 @@ def assert_verdict(
         assert (entry["outcome"], entry["exit_code"]) == (outcome, code)
         assert entry["run_id"] == record["run_id"]
     assert f"{outcome} (exit {code})" in summary.splitlines()[0], summary
-    errors = [line for line in done.stdout.splitlines() if line.startswith("::error title=Shipyard")]
+    errors = [
+        line for line in done.stdout.splitlines() if line.startswith("::error title=Shipyard")
+    ]
     if outcome == "ok":
         assert not errors
     else:
@@ -85,18 +87,33 @@ def test_rollback_refusals_are_refused_everywhere(staging):
     app = staging()
     done, summary = in_actions(app, "rollback")
     assert_verdict(
-        app, done, summary, outcome="refused", code=6, reason="no current release",
+        app,
+        done,
+        summary,
+        outcome="refused",
+        code=6,
+        reason="no current release",
         audit_event="rollback",
     )
     ok(app.inv("deploy.staging"))
     done, summary = in_actions(app, "rollback", "--to", "v9")
     assert_verdict(
-        app, done, summary, outcome="refused", code=2, reason="--to v9: no such release",
+        app,
+        done,
+        summary,
+        outcome="refused",
+        code=2,
+        reason="--to v9: no such release",
         audit_event="rollback",
     )
     done, summary = in_actions(app, "rollback", "--to", "v1", "--dry-run")
     record = assert_verdict(
-        app, done, summary, outcome="refused", code=2, reason="--to v1",
+        app,
+        done,
+        summary,
+        outcome="refused",
+        code=2,
+        reason="--to v1",
         audit_event=None,
     )
     dry = record["steps"][0]
@@ -112,7 +129,12 @@ def test_a_port_held_by_another_process_is_refused_everywhere(staging):
         done, summary = in_actions(app, "deploy.staging")
         doctor = app.inv("doctor")
     record = assert_verdict(
-        app, done, summary, outcome="refused", code=2, reason=f"port {app.port}",
+        app,
+        done,
+        summary,
+        outcome="refused",
+        code=2,
+        reason=f"port {app.port}",
         audit_event="deploy",
     )
     assert record["steps"] == []
@@ -131,7 +153,12 @@ def test_a_deploy_refused_by_the_lock_is_refused_everywhere(staging):
     finally:
         lock.release()
     assert_verdict(
-        app, done, summary, outcome="refused", code=5, reason="locked by pid",
+        app,
+        done,
+        summary,
+        outcome="refused",
+        code=5,
+        reason="locked by pid",
         audit_event="deploy",
     )
     assert "locked by pid" in done.stderr
@@ -161,7 +188,12 @@ def test_a_failing_staging_smoke_is_rolled_back_everywhere(staging):
     app.break_page("info.app_env == 'staging'")
     done, summary = in_actions(app, "deploy.staging")
     record = assert_verdict(
-        app, done, summary, outcome="rolled back", code=3, reason="rolled back to v1",
+        app,
+        done,
+        summary,
+        outcome="rolled back",
+        code=3,
+        reason="rolled back to v1",
         audit_event="deploy",
     )
     assert record["deploy"]["release"] == "v2"
@@ -174,7 +206,9 @@ def test_an_absolute_artifact_glob_is_a_config_error_not_a_traceback(staging):
     config.write_text(config.read_text().replace("dist/webapp-*.tar.gz", "/etc/*.conf"))
     done = app.inv("deploy.staging")
     assert done.returncode == 2, done.stdout + done.stderr
-    assert re.match(r"shipyard\.yaml:\d+: steps\.build\.artifact: expected a file glob", done.stderr)
+    assert re.match(
+        r"shipyard\.yaml:\d+: steps\.build\.artifact: expected a file glob", done.stderr
+    )
     assert "Traceback" not in done.stdout + done.stderr
 
 
@@ -205,7 +239,11 @@ def test_deploy_dry_run_prints_the_plan_and_changes_nothing(staging):
     app = staging()
     ok(app.inv("deploy.staging"))
     before = app.snapshot()
-    for args in (["deploy.staging", "--dry-run"], ["deploy.staging", "-n"], ["--dry", "deploy.staging"]):
+    for args in (
+        ["deploy.staging", "--dry-run"],
+        ["deploy.staging", "-n"],
+        ["--dry", "deploy.staging"],
+    ):
         done = ok(app.inv(*args))
         out = done.stdout
         assert "deploy staging (local): v2, replacing v1" in out, out
@@ -230,9 +268,7 @@ def test_deploy_dry_run_says_what_the_preflight_would_refuse(staging):
     assert app.last_record()["outcome"] == "refused"
 
 
-@pytest.mark.parametrize(
-    "flag", ["--pty", "-w", "--echo", "--hide=both", "-T", "--dry"]
-)
+@pytest.mark.parametrize("flag", ["--pty", "-w", "--echo", "--hide=both", "-T", "--dry"])
 def test_invoke_core_options_that_do_nothing_are_refused(staging, flag):
     app = staging()
     args = [flag, "5", "build"] if flag == "-T" else [flag, "build"]
@@ -244,7 +280,9 @@ def test_invoke_core_options_that_do_nothing_are_refused(staging, flag):
 
 def test_short_flags_have_one_meaning(staging):
     app = staging()
-    helps = {task: app.inv("--help", task).stdout for task in ("rollback", "gates", "deploy.staging")}
+    helps = {
+        task: app.inv("--help", task).stdout for task in ("rollback", "gates", "deploy.staging")
+    }
     assert "-n, --dry-run" in helps["rollback"] and "-n, --dry-run" in helps["deploy.staging"]
     assert "-j STRING, --jobs" in helps["gates"]
     for text in helps.values():
@@ -281,7 +319,10 @@ def test_a_broken_config_still_lists_the_deploy_task_and_names_the_mistake(proje
 def git(root: Path, *args: str) -> str:
     done = subprocess.run(
         ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
-        cwd=root, capture_output=True, text=True, check=True,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return done.stdout
 
@@ -309,7 +350,9 @@ def test_a_dirty_tree_is_refused_unless_allowed_and_then_recorded(staging):
     assert app.last_record()["outcome"] == "refused" and app.current() == "v1"
     assert "version=1.0.0" in app.get()[1]
 
-    diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=app.root, capture_output=True, check=True)
+    diff = subprocess.run(
+        ["git", "diff", "HEAD", "--binary"], cwd=app.root, capture_output=True, check=True
+    )
     import hashlib
 
     digest = hashlib.sha256(diff.stdout).hexdigest()
@@ -321,3 +364,62 @@ def test_a_dirty_tree_is_refused_unless_allowed_and_then_recorded(staging):
     assert (section["git_sha"], section["dirty"], section["diff_sha256"]) == (sha, True, digest)
     entry = json.loads((app.state / "audit.jsonl").read_text().splitlines()[-1])
     assert (entry["git_sha"], entry["dirty"], entry["diff_sha256"]) == (sha, True, digest)
+
+
+# --- plans in the order they run ---------------------------------------------------------------
+
+# The first word of a plan's action, and the log line of the run that carries it out.
+DONE = {
+    "build:": "==> Build application",
+    "smoke the artifact:": "==> Smoke:",
+    "unpack": "unpacked ",
+    "record": "recorded in ",
+    "stop": "stopped ",
+    "start": "started v",
+    "smoke": " answered ",
+    "mark": "marked ",
+    "point": " is current",
+    "prune": "pruned ",
+}
+
+
+def planned_actions(output: str) -> list[str]:
+    return [line.split(". ", 1)[1] for line in output.splitlines() if re.match(r"\d+\. ", line)]
+
+
+def assert_carried_out_in_order(actions: list[str], log: str) -> None:
+    """Each action has its log line, each after the one before: the plan is the run's order."""
+    lines = log.splitlines()
+    position = -1
+    for action in actions:
+        verb = next(key for key in DONE if action.startswith(key))
+        found = [n for n, line in enumerate(lines) if DONE[verb] in line and n > position]
+        assert found, f"{action!r}: no {DONE[verb]!r} after line {position}:\n{log}"
+        position = found[0]
+
+
+def test_the_local_dry_run_plans_are_the_actions_the_runs_then_take(staging):
+    app = staging()
+    ok(app.inv("deploy.staging"))
+    app.set_version("2.0.0")
+    plan = planned_actions(ok(app.inv("deploy.staging", "--dry-run")).stdout)
+    assert [a.split()[0] for a in plan] == [
+        "build:",
+        "smoke",
+        "unpack",
+        "record",
+        "stop",
+        "start",
+        "smoke",
+        "mark",
+        "point",
+        "prune",
+    ]
+    done = ok(app.inv("deploy.staging"))
+    assert_carried_out_in_order(plan, done.stdout)
+
+    plan = planned_actions(ok(app.inv("rollback", "--dry-run")).stdout)
+    assert [a.split()[0] for a in plan] == ["record", "stop", "start", "smoke", "point", "mark"]
+    done = ok(app.inv("rollback"))
+    after_the_plan = done.stdout.split(f"{len(plan)}. {plan[-1]}", 1)[1]
+    assert_carried_out_in_order(plan, after_the_plan)

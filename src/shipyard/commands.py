@@ -1,4 +1,5 @@
-"""One function per user command, returning its exit code; invoke tasks call these.
+"""One function per user command, returning how it ended (a run's `Verdict`, or the `ExitCode` of
+a read-only command); invoke tasks call these and turn that into the process's exit code.
 
 Listing the tasks imports this module, so what only running a command needs (the pipeline,
 the console, the evidence bundle, deploy and its targets) is imported in the function that
@@ -15,12 +16,13 @@ import shlex
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from shipyard import config as config_module
 from shipyard.config import DEFAULT_HEARTBEAT_INTERVAL, Config, Step
-from shipyard.errors import ConfigError, ExitCode, PreflightError, UsageError
+from shipyard.errors import ConfigError, ExitCode, PreflightError, UsageError, Verdict
 from shipyard.process import tools_path
 from shipyard.redact import Redactor
 
@@ -33,7 +35,7 @@ def command_line(argv: Sequence[str] | None = None) -> str:
     return shlex.join([Path(argv[0]).name, *argv[1:]]) if argv else "shipyard"
 
 
-def gates(config: Config, *, jobs: str = "auto", fail_fast: bool = False) -> int:
+def gates(config: Config, *, jobs: str = "auto", fail_fast: bool = False) -> Verdict:
     """Run every configured gate (in parallel), report all failures."""
     if not config.gates:
         raise UsageError(f"{config.path.name}: no gates configured (add a 'gates:' list)")
@@ -42,26 +44,25 @@ def gates(config: Config, *, jobs: str = "auto", fail_fast: bool = False) -> int
     return _run(config, steps, jobs=workers, fail_fast=fail_fast)
 
 
-def step(config: Config, name: str) -> int:
+def step(config: Config, name: str) -> Verdict:
     """Run one configured step."""
     return _run(config, [find_step(config, name)], jobs=1, fail_fast=False)
 
 
-def build(config: Config) -> int:
+def build(config: Config) -> Verdict:
     """Run the `build` step."""
     if "build" not in config.steps:
         raise UsageError(f"{config.path.name}: no 'build' step configured")
     return step(config, "build")
 
 
-def _run(config: Config, steps: Sequence[Step], *, jobs: int, fail_fast: bool) -> int:
+def _run(config: Config, steps: Sequence[Step], *, jobs: int, fail_fast: bool) -> Verdict:
     from shipyard import pipeline
     from shipyard.console import make_console
 
     run = pipeline.Run.for_config(config, command=command_line())
     console = make_console(jobs=jobs, redactor=run.redactor)
-    _, code = pipeline.execute(run, steps, jobs=jobs, fail_fast=fail_fast, console=console)
-    return code
+    return pipeline.execute(run, steps, jobs=jobs, fail_fast=fail_fast, console=console)
 
 
 def find_step(config: Config, name: str) -> Step:
@@ -82,8 +83,9 @@ def parse_jobs(jobs: str | int) -> int:
     raise UsageError(f"--jobs: expected a positive number or 'auto', got '{jobs}'")
 
 
-def verify_evidence(root: Path, agent: str, date: str = "") -> int:
-    """Re-hash a day's bundle against its manifest; name every added, missing or changed file."""
+def verify_evidence(root: Path, agent: str, date: str = "") -> ExitCode:
+    """Re-hash a day's bundle against every run's seal and the day's manifest; name every file
+    changed, missing, added or not a regular file, and the seal or manifest that says so."""
     from shipyard import evidence
 
     date = date or f"{datetime.now(timezone.utc):%Y-%m-%d}"
@@ -93,20 +95,19 @@ def verify_evidence(root: Path, agent: str, date: str = "") -> int:
     shown = bundle.dir.relative_to(root).as_posix()
     if not bundle.dir.is_dir():
         raise UsageError(f"no evidence for {date}: {shown}/ does not exist")
-    if not bundle.manifest_path.is_file():
-        print(f"missing: {evidence.MANIFEST_NAME}\nevidence: {shown}/ has no manifest")
-        return int(ExitCode.STEP_FAILED)
     result = evidence.verify(bundle)
     for line in result.lines():
         print(line)
     if result.ok:
-        print(f"evidence: {shown}/ matches {evidence.MANIFEST_NAME}")
-        return int(ExitCode.OK)
-    print(f"evidence: {len(result.lines())} difference(s) in {shown}/")
-    return int(ExitCode.STEP_FAILED)
+        print(f"evidence: {shown}/ matches {evidence.MANIFEST_NAME} and {result.seals} seal(s)")
+        return ExitCode.OK
+    print(f"evidence: {len(result.findings)} difference(s) in {shown}/")
+    return ExitCode.STEP_FAILED
 
 
-def heartbeat(agent: str, argv: Sequence[str], *, environ: Mapping[str, str] = os.environ) -> int:
+def heartbeat(
+    agent: str, argv: Sequence[str], *, environ: Mapping[str, str] = os.environ
+) -> Verdict:
     """Run `argv` as one heartbeat-instrumented step; return its own exit status."""
     from shipyard import pipeline
     from shipyard.console import PassthroughConsole
@@ -127,9 +128,12 @@ def heartbeat(agent: str, argv: Sequence[str], *, environ: Mapping[str, str] = o
     console = PassthroughConsole(sys.stdout, live_output=True)
     with pipeline.stop_on_signals(run.stop):
         results = pipeline.run_steps(run, [wrapped], jobs=1, fail_fast=False, console=console)
+        verdict = pipeline.steps_verdict(results, interrupted=run.stop.is_set())
         exit_code = results[0].exit_code
-        exit_code = int(ExitCode.INTERRUPTED) if exit_code is None else exit_code
-        return pipeline.finish(run, results, exit_code=exit_code, with_feedback=False)
+        if exit_code is not None and not verdict.ok:  # the wrapped command's own status
+            verdict = replace(verdict, exit_code=exit_code)
+        pipeline.finish(run, results, verdict, with_feedback=False)
+        return verdict
 
 
 def _heartbeat_interval(config: Config | None, environ: Mapping[str, str]) -> float:
@@ -162,7 +166,7 @@ def scan(
     baseline: str = "",
     write_baseline: bool = False,
     environ: Mapping[str, str] = os.environ,
-) -> int:
+) -> ExitCode:
     """Secret-scan the tracked files; SARIF into the evidence bundle; exit 1 on findings."""
     from shipyard import scan as scanner  # detect-secrets is only imported when scanning
 
@@ -170,7 +174,7 @@ def scan(
     if write_baseline:
         count = scanner.write_baseline(root, baseline_path, scanner.scan(root))
         print(f"scan: wrote {baseline_path.relative_to(root)} accepting {count} finding(s)")
-        return int(ExitCode.OK)
+        return ExitCode.OK
     result = scanner.scan(root, baseline=baseline_path)
     for line in scanner.format_findings(result):
         print(line)
@@ -179,7 +183,7 @@ def scan(
         f"scan: {len(result.findings)} finding(s) in {result.files_scanned} file(s), "
         f"{result.allowlisted} allowlisted ({', '.join(result.engines)}); SARIF: {report}"
     )
-    return int(ExitCode.STEP_FAILED if result.findings else ExitCode.OK)
+    return ExitCode.STEP_FAILED if result.findings else ExitCode.OK
 
 
 def _write_scan_report(root: Path, agent: str, sarif: dict, environ: Mapping[str, str]) -> str:
@@ -196,8 +200,13 @@ def _write_scan_report(root: Path, agent: str, sarif: dict, environ: Mapping[str
         bundle, run_id = evidence.Bundle.for_moment(root, agent, now), evidence.new_run_id(now)
     path = bundle.report_dir(run_id) / "secret-scan.sarif"
     evidence.write_json(bundle, path, sarif, Redactor.from_environ(environ))
-    if not nested:
-        evidence.write_manifest(bundle)
+    if not nested:  # a run of its own: it seals its report (a nested one, its run does)
+        sealed = evidence.seal_run(bundle, run_id)
+        for line in sealed.broken:
+            print(f"warning: evidence changed after it was sealed: {line}", file=sys.stderr)
+        if sealed.broken:
+            manifest = os.path.relpath(bundle.manifest_path, Path.cwd())
+            print(f"warning: {manifest} was not rewritten over it", file=sys.stderr)
     return os.path.relpath(path, Path.cwd())
 
 
@@ -210,12 +219,27 @@ def parse_wait(text: str) -> float:
         raise UsageError(f"--lock-wait: {error}") from None
 
 
-def deploy(config: Config, env_name: str, *, lock_wait: str = "", build: bool = True) -> int:
+def deploy(
+    config: Config,
+    env_name: str,
+    *,
+    lock_wait: str = "",
+    build: bool = True,
+    dry_run: bool = False,
+    allow_dirty: bool = False,
+) -> Verdict:
     """Build, smoke the artifact, deploy, smoke the environment; roll back when that fails."""
     from shipyard import deploy as deployment
 
-    wait = parse_wait(lock_wait)
-    return deployment.deploy(config, env_name, command=command_line(), lock_wait=wait, build=build)
+    return deployment.deploy(
+        config,
+        env_name,
+        command=command_line(),
+        lock_wait=parse_wait(lock_wait),
+        build=build,
+        dry_run=dry_run,
+        allow_dirty=allow_dirty,
+    )
 
 
 def rollback(
@@ -226,7 +250,7 @@ def rollback(
     dry_run: bool = False,
     as_json: bool = False,
     lock_wait: str = "",
-) -> int:
+) -> Verdict:
     from shipyard import deploy as deployment
 
     return deployment.rollback(
@@ -240,13 +264,13 @@ def rollback(
     )
 
 
-def smoke(config: Config, *, env: str = "", artifact: str = "") -> int:
+def smoke(config: Config, *, env: str = "", artifact: str = "") -> Verdict:
     from shipyard import deploy as deployment
 
     return deployment.smoke(config, env, command=command_line(), archive=artifact)
 
 
-def releases(config: Config, *, env: str = "", as_json: bool = False) -> int:
+def releases(config: Config, *, env: str = "", as_json: bool = False) -> ExitCode:
     from shipyard import deploy as deployment
     from shipyard import targets
 
@@ -254,28 +278,30 @@ def releases(config: Config, *, env: str = "", as_json: bool = False) -> int:
     found = targets.create(config, environment).releases()
     if as_json:
         print(json.dumps([release.to_json() for release in found], indent=2))
-        return int(ExitCode.OK)
-    print(f"{'release':<8} {'status':<9} {'created':<25} {'git':<8} {'artifact sha256':<12}")
+        return ExitCode.OK
+    print(f"{'release':<8} {'status':<11} {'created':<25} {'git':<8} {'artifact sha256':<12}")
     for release in reversed(found):
         marker = "  <- current" if release.current else ""
         print(
-            f"{release.version:<8} {release.status.value:<9} {release.created_at or '-':<25} "
+            f"{release.version:<8} {release.status.value:<11} {release.created_at or '-':<25} "
             f"{(release.git_sha or '-')[:8]:<8} {(release.artifact_sha256 or '-')[:12]:<12}{marker}"
         )
     if not found:
         print(f"(no releases of {environment.name} yet)")
-    return int(ExitCode.OK)
+    return ExitCode.OK
 
 
-def status(config: Config, *, env: str = "", as_json: bool = False) -> int:
-    """What serves the environment now; exit 1 when nothing healthy does."""
+def status(config: Config, *, env: str = "", as_json: bool = False) -> ExitCode:
+    """What serves the environment now; exit 1 when nothing healthy does, or when what serves
+    is not the release `current` names."""
     from shipyard import deploy as deployment
     from shipyard import targets
 
     environment = deployment.pick_environment(config, env)
     state = targets.create(config, environment).status()
+    mismatch = bool(state.serving and state.current != state.serving)
     if as_json:
-        print(json.dumps(state.to_json(), indent=2))
+        print(json.dumps({**state.to_json(), "mismatch": mismatch}, indent=2))
     else:
         uptime = f"{state.uptime:.0f}s" if state.uptime is not None else "-"
         print(
@@ -284,10 +310,17 @@ def status(config: Config, *, env: str = "", as_json: bool = False) -> int:
         )
         health = {True: "ok", False: "FAILING", None: "-"}[state.healthy]
         print(f"health: {health} {state.detail}")
-    return int(ExitCode.OK if state.healthy else ExitCode.STEP_FAILED)
+        if mismatch:
+            print(
+                f"MISMATCH: {state.serving} serves but current is {state.current or 'none'};"
+                " the next deploy or rollback repairs it (`inv rollback --to"
+                f" {state.current or 'vN'}` puts {state.current or 'a release'} back now)"
+            )
+    healthy = state.healthy and not mismatch
+    return ExitCode.OK if healthy else ExitCode.STEP_FAILED
 
 
-def doctor(explicit: str = "", *, env: str = "") -> int:
+def doctor(explicit: str = "", *, env: str = "") -> ExitCode:
     """Check what a run needs before anything runs: Python, tools, config, each target."""
     checks: list[tuple[bool, str]] = [
         (sys.version_info >= (3, 10), f"python {sys.version.split()[0]} (3.10 or newer)"),
@@ -318,20 +351,24 @@ def _tool_check(step: Step) -> tuple[bool, str]:
 
 
 def _environment_check(config: Config, name: str) -> tuple[bool, str]:
+    """What `inv deploy.<name>` checks before it builds: `ready` only when it would pass."""
     from shipyard import deploy as deployment
     from shipyard import targets
 
     try:
         environment = deployment.pick_environment(config, name)
-        targets.create(config, environment)
+        target = targets.create(config, environment)
+        _, problems = deployment.deploy_preflight(config, environment, target, allow_dirty=False)
     except (UsageError, PreflightError) as error:
         return False, f"environment {name}: {error.message}"
-    return True, f"environment {name} ({environment.target}): ready"
+    if problems:
+        return False, f"environment {name}: {'; '.join(problems)}"
+    return True, f"environment {name} ({environment.target}): ready to deploy"
 
 
-def _report(checks: list[tuple[bool, str]]) -> int:
+def _report(checks: list[tuple[bool, str]]) -> ExitCode:
     for ok, line in checks:
         print(f"{'ok  ' if ok else 'FAIL'} {line}")
     failed = sum(not ok for ok, _ in checks)
     print(f"doctor: {failed} problem(s)" if failed else "doctor: ready")
-    return int(ExitCode.USAGE if failed else ExitCode.OK)
+    return ExitCode.USAGE if failed else ExitCode.OK

@@ -284,9 +284,7 @@ def free_bytes(folder: Path) -> int | None:
 
 def _preflight_deploy(op: Operation, *, allow_dirty: bool) -> None:
     """The deploy's preflight, recorded: a refusal names every problem in one line."""
-    tree, problems = deploy_preflight(
-        op.config, op.environment, op.target, allow_dirty=allow_dirty
-    )
+    tree, problems = deploy_preflight(op.config, op.environment, op.target, allow_dirty=allow_dirty)
     op.record.git_sha = tree.sha
     op.record.dirty, op.record.diff_sha256 = tree.dirty, tree.diff_sha256
     op.record.config_sha256 = artifact.file_sha256(op.config.path)

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from pathlib import Path
 
 from shipyard.errors import Verdict
-from shipyard.evidence import Bundle, locked, tail_lines
+from shipyard.evidence import Bundle, Sealed, locked, tail_lines
 from shipyard.redact import Redactor
 from shipyard.runner import StepResult, StepStatus
-
-if TYPE_CHECKING:
-    from shipyard.evidence import Sealed
 
 TAIL_LINES = 20
 

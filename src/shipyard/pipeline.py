@@ -224,7 +224,7 @@ def finish(
     sha = git_sha(run.root)
     record = run_record(run, results, verdict=verdict, git_sha=sha, section=section)
     evidence.write_json(run.bundle, run.bundle.run_record_path(run.run_id), record, run.redactor)
-    sealed = _seal(run)
+    sealed = evidence.seal_run(run.bundle, run.run_id)
     where = run.bundle.dir.relative_to(run.root).as_posix()
     warnings = [f"evidence changed after it was sealed: {line}" for line in sealed.broken]
     if sealed.broken:
@@ -246,15 +246,6 @@ def finish(
         footer = f"{verdict.headline()} · evidence in {where}/ (run {run.run_id})"
         console.run_finished(results, footer)
     return verdict
-
-
-def _seal(run: Run) -> Any:  # TEMPORARY until evidence.seal_run lands
-    if hasattr(evidence, "seal_run"):
-        return evidence.seal_run(run.bundle, run.run_id)
-    from types import SimpleNamespace
-
-    digest = evidence.write_manifest(run.bundle)
-    return SimpleNamespace(seal_sha256=digest, manifest_sha256=digest, broken=())
 
 
 def run_record(

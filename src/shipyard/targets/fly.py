@@ -16,7 +16,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,11 +57,18 @@ _TRANSIENT = re.compile(
     re.IGNORECASE,
 )
 _RELEASE_LINE = re.compile(r'^\{"id":.*"version":\s*\d+.*\}\s*$')
+_MEANINGFUL = re.compile(r"[^\W_]")  # a letter or a digit: not a separator like `-------`
+# flaps ListActive leaves out release-command and console machines (reference §5)
+_NOT_THE_APP = ("fly_app_release_command", "fly_app_console")
+OUTPUT_TAIL = 50  # lines of a deploy's output kept for its error message (flyctl's comes last)
 _STATUS = {
     "complete": ReleaseStatus.COMPLETE,
     "failed": ReleaseStatus.FAILED,
-    "interrupted": ReleaseStatus.FAILED,
+    "interrupted": ReleaseStatus.INTERRUPTED,
 }
+# How Shipyard's audit log records a rollback that took, and a deploy that had to be undone.
+# ("rolled back" is what rollback events said before their outcome became "ok".)
+_ROLLED_BACK = {"rollback": ("ok", "rolled back"), "deploy": ("rolled back", "down")}
 
 
 def _read_outcome(result: FlyResult) -> str:
@@ -83,12 +91,23 @@ class TransientFlyError(Exception):
 class FlyResult:
     exit_code: int
     stdout: str
-    stderr: str
+    stderr: str  # of a deploy (whose stderr goes to its stdout): the tail of its output
 
     @property
-    def message(self) -> str:
-        lines = [line for line in self.stderr.splitlines() if line.strip()]
-        return lines[-1].strip() if lines else f"flyctl exited {self.exit_code}"
+    def message(self) -> str | None:
+        """flyctl's `Error: <message>`, else its last line with a letter or a digit in it:
+        an interrupted flyctl (exit 127) prints no error, and may end on `-------`."""
+        lines = [line.strip() for line in self.stderr.splitlines()]
+        errors = [
+            line.removeprefix("Error:").strip() for line in lines if line.startswith("Error:")
+        ]
+        said = [line for line in errors or lines if _MEANINGFUL.search(line)]
+        return said[-1] if said else None
+
+    def failure(self, command: str) -> str:
+        said = self.message
+        exited = f"flyctl {command} exited {self.exit_code}"
+        return f"{exited}: {said}" if said else f"{exited} with no error message"
 
 
 class FlyTarget:
@@ -105,6 +124,7 @@ class FlyTarget:
         self._deployed: str | None = None  # the release the last flyctl deploy made
         self._made_none = False  # the last flyctl deploy failed and Fly lists nothing new
         self._newest_seen = 0  # the newest release number Fly has listed to us
+        self._ran_before: RunningImage | None = None  # the machines' image, as a rollback began
 
     # --- preflight -----------------------------------------------------------------------
 
@@ -196,13 +216,13 @@ class FlyTarget:
         )
         watcher = threading.Thread(target=self._stop_when_asked, args=(process,), daemon=True)
         watcher.start()
-        created, last = None, ""
+        created, tail = None, deque[str](maxlen=OUTPUT_TAIL)
         for line in process.stdout or ():
             text = line.rstrip("\n")
             say(text)
             created = created or _release_line(text)
-            last = text.strip() or last
-        return FlyResult(process.wait(), "", last), created
+            tail.append(text)
+        return FlyResult(process.wait(), "", "\n".join(tail)), created
 
     def _stop_when_asked(self, process: subprocess.Popen[str]) -> None:
         stop = self.stop or threading.Event()
@@ -225,9 +245,9 @@ class FlyTarget:
             outcome = _read_outcome(result)
             observe(f"flyctl {command}", attempt_number, outcome, result.exit_code)
             if outcome in ("timeout", "transient"):
-                raise TransientFlyError(result.message)
+                raise TransientFlyError(result.message or f"exit {result.exit_code}")
             if result.exit_code != 0:
-                raise StepFailed(f"flyctl {command} failed: {result.message}")
+                raise StepFailed(result.failure(command))
             return _parse_json(result.stdout, command)
 
         retrying = Retrying(
@@ -258,10 +278,10 @@ class FlyTarget:
         """Releases this environment left by a rollback, or whose deploy was rolled back."""
         bad: set[str] = set()
         for entry in audit.read(self.state_dir / "audit.jsonl"):
-            if entry.get("event") == "rollback" and entry.get("outcome") == "rolled back":
-                bad.add(str(entry.get("previous")))
-            if entry.get("event") == "deploy" and entry.get("outcome") in ("rolled back", "down"):
-                bad.add(str(entry.get("release")))
+            event = entry.get("event")
+            if entry.get("outcome") not in _ROLLED_BACK.get(str(event), ()):
+                continue
+            bad.add(str(entry.get("previous" if event == "rollback" else "release")))
         return bad
 
     def status(self) -> Status:
@@ -281,6 +301,11 @@ class FlyTarget:
     def _machines(self) -> list[dict[str, Any]]:
         listed = self._read_json("machines", "list") or []
         return [m for m in listed if _serves_the_app(m)]
+
+    def running(self) -> RunningImage:
+        """What the app's machines run now, from `flyctl machines list` (not from the newest
+        release's ImageRef: a failed or interrupted deploy leaves machines on other images)."""
+        return RunningImage.of(self._machines())
 
     def _health_problems(self, version: int) -> list[str]:
         machines = self._machines()
@@ -323,8 +348,14 @@ class FlyTarget:
 
     def deploy(self, plan: DeployPlan, say: Say) -> None:
         """One flyctl deploy (never retried); `created` is the release it made, if any."""
+        self._deploy_and_record(self.deploy_args(), say)
+
+    def _deploy_and_record(self, args: list[str], say: Say) -> None:
+        """`_deploy`; then `created` names the release Fly lists as made by it (or None), even
+        when it failed."""
+        self._deployed = None
         try:
-            self._deploy(self.deploy_args(), say)
+            self._deploy(args, say)
         finally:
             self.created = self._deployed
 
@@ -344,7 +375,7 @@ class FlyTarget:
             listed, self._deployed = self._made_since(before, say)
             self._made_none = listed and self._deployed is None
         if result.exit_code != 0:
-            raise StepFailed(f"flyctl deploy exited {result.exit_code}: {result.message}")
+            raise StepFailed(result.failure("deploy"))
         image = created.get("image_ref") if created else "image unknown"
         say(f"fly release {self._deployed or '(none listed)'}: {image}")
 
@@ -385,6 +416,7 @@ class FlyTarget:
     def restore(self, plan: DeployPlan, say: Say) -> bool:
         """Deploy the image of the newest good release before the failed one (nothing to do
         when the failed deploy made no release: Fly still runs what it ran)."""
+        self.created = None
         if self._made_none and plan.previous:
             say("the deploy made no release on Fly, so nothing there changed")
             return True
@@ -392,7 +424,7 @@ class FlyTarget:
         if good is None or not good.image:
             say("no earlier complete release with an image to restore")
             return False
-        self._deploy(self.deploy_args(good.image, rollback=True), say)
+        self._deploy_and_record(self.deploy_args(good.image, rollback=True), say)
         return True
 
     # --- rollback ----------------------------------------------------------------------
@@ -400,9 +432,11 @@ class FlyTarget:
     def plan_rollback(self, to: str | None = None) -> RollbackPlan:
         releases = self.releases()
         current = releases[-1].version if releases else None
-        chosen, reason = _choose(releases, current, to)
+        self._ran_before = running = self.running()
+        chosen, reason = _choose(releases, current, to, running)
+        checks = (f"Fly's machines run {running.describe()}",)
         if chosen is None:
-            return RollbackPlan(self.env.name, self.name, current, None, reason)
+            return RollbackPlan(self.env.name, self.name, current, None, reason, checks=checks)
         command = self.command_line(self.deploy_args(chosen.image, rollback=True))
         return RollbackPlan(
             environment=self.env.name,
@@ -414,26 +448,31 @@ class FlyTarget:
                 f"take the lock {self.state_dir.relative_to(self.config.root) / 'lock'}",
                 f"`{command}` (a new release with {chosen.version}'s image)",
                 f"check Fly's health verdict, then smoke {self.smoke_check().url}",
-                f"record {current} as rolled back from, so later rollbacks skip it",
+                f"record {current} as rolled back from, so later rollbacks skip it and its image",
             ),
-            checks=(f"{chosen.version} is complete with image {chosen.image}",),
+            checks=(*checks, f"{chosen.version} is complete with image {chosen.image}"),
         )
 
     def rollback(self, plan: RollbackPlan, say: Say) -> None:
+        """Deploy `plan.to`'s image; `created` is the release that made (or None)."""
+        self.created = None
         image = self._image_of(plan.to)
-        self._deploy(self.deploy_args(image, rollback=True), say)
+        self._deploy_and_record(self.deploy_args(image, rollback=True), say)
 
     def commit_rollback(self, plan: RollbackPlan, say: Say) -> None:
-        say(f"rolled back from {plan.current} to {plan.to}'s image")
+        made = f" as {self.created}" if self.created else ""
+        say(f"rolled back from {plan.current} to {plan.to}'s image{made}")
 
     def undo_rollback(self, plan: RollbackPlan, say: Say) -> bool:
+        """Put back the image the machines ran before the rollback (`plan.current`'s when they
+        ran several); `created` is the release that made (or None)."""
+        self.created = None
         if self._made_none:  # flyctl gave up before making a release: nothing moved
             say("the rollback made no release on Fly, so nothing there changed")
             return True
-        image = self._image_of(plan.current)
-        if not image:
-            return False
-        self._deploy(self.deploy_args(image, rollback=True), say)
+        before = self._ran_before.image if self._ran_before else None
+        image = before or self._image_of(plan.current)
+        self._deploy_and_record(self.deploy_args(image, rollback=True), say)
         return True
 
     def _image_of(self, version: str | None) -> str:
@@ -441,6 +480,52 @@ class FlyTarget:
             if release.version == version and release.image:
                 return release.image
         raise StepFailed(f"{version}: no such release with an image on Fly")
+
+
+@dataclass(frozen=True)
+class RunningImage:
+    """What the app's machines run: each one's `config.image` and `image_ref.digest`, and the
+    releases whose deploys put them there (`fly_release_version` in their metadata)."""
+
+    machines: tuple[tuple[str, str], ...]  # (image, digest) per machine
+    releases: tuple[str, ...]  # "v5", oldest first
+
+    @classmethod
+    def of(cls, machines: Iterable[dict[str, Any]]) -> RunningImage:
+        pairs: list[tuple[str, str]] = []
+        releases: set[int] = set()
+        for machine in machines:
+            config = machine.get("config") or {}
+            digest = (machine.get("image_ref") or {}).get("digest") or ""
+            pairs.append((str(config.get("image") or ""), str(digest)))
+            version = (config.get("metadata") or {}).get("fly_release_version")
+            releases |= {int(version)} if str(version).isdigit() else set()
+        return cls(tuple(pairs), tuple(f"v{number}" for number in sorted(releases)))
+
+    @property
+    def image(self) -> str | None:
+        """The one image every machine runs, or None (no machines, or several images)."""
+        images = {image for image, _ in self.machines}
+        return images.pop() if len(images) == 1 and "" not in images else None
+
+    def is_only(self, image: str | None) -> bool:
+        """Whether every machine runs `image` (by reference, or by its `@sha256:` digest):
+        deploying it again would change nothing."""
+        digest = (image or "").partition("@")[2]
+        return bool(image and self.machines) and all(
+            image == runs or (digest and digest == runs_digest)
+            for runs, runs_digest in self.machines
+        )
+
+    def where(self) -> str:
+        return f"(as {', '.join(self.releases)})" if self.releases else "(on every machine)"
+
+    def describe(self) -> str:
+        if not self.machines:
+            return "nothing: no machine serves the app"
+        images = ", ".join(sorted({image or "(no image)" for image, _ in self.machines}))
+        made = f" (as {', '.join(self.releases)})" if self.releases else ""
+        return f"{images}{made} on {len(self.machines)} machine(s)"
 
 
 def _release(item: dict[str, Any], *, bad: set[str], current: int) -> Release:
@@ -465,37 +550,80 @@ def _newest_good(releases: list[Release]) -> Release | None:
 
 
 def _choose(
-    releases: list[Release], current: str | None, to: str | None
+    releases: list[Release], current: str | None, to: str | None, running: RunningImage
 ) -> tuple[Release | None, str]:
-    by_version = {release.version: release for release in releases}
+    """The release whose image to deploy, and why; or None and why none. By image, not by
+    number: a rollback to the image already running would change nothing."""
     if to is not None:
-        chosen = by_version.get(to)
-        if chosen is None or chosen.version == current or not chosen.image:
-            return None, f"--to {to}: not a release with an image other than the current one"
-        if chosen.status not in (ReleaseStatus.COMPLETE, ReleaseStatus.BAD):
-            return None, f"--to {to}: it is {chosen.status.value}"
-        return chosen, "asked for with --to"
+        return _check_asked(releases, current, to, running)
     if current is None:
         return None, "the app has no releases"
-    older = [r for r in releases if r.number < by_version[current].number]
-    chosen = _newest_good(older)
+    number = int(current.lstrip("v"))
+    older = [r for r in reversed(releases) if r.number < number]
+    chosen, skipped = _newest_other_image(older, running, _images_left(releases))
+    notes = f"; skipped {'; '.join(skipped)}" if skipped else ""
     if chosen is None:
-        return (
-            None,
-            f"no complete release with an image older than {current}"
-            " (releases rolled back from are skipped)",
+        return None, (
+            f"no complete release older than {current} with an image other than the one running"
+            f" (releases rolled back from, and their images, are skipped){notes}"
         )
-    return (
-        chosen,
-        f"newest complete release with an image older than {current}, not rolled back from",
+    return chosen, (
+        f"newest complete release older than {current} whose image is not the running one"
+        f" and was not rolled back from{notes}"
     )
+
+
+def _newest_other_image(
+    newest_first: list[Release], running: RunningImage, left: dict[str, list[str]]
+) -> tuple[Release | None, list[str]]:
+    """The first good release whose image neither runs now nor was rolled back from, and
+    why each good release before it was skipped."""
+    skipped = []
+    for release in newest_first:
+        if release.status is not ReleaseStatus.COMPLETE or not release.image:
+            continue
+        if running.is_only(release.image):
+            why = f"its image {release.image} is already running {running.where()}"
+        elif release.image in left:
+            why = f"its image was rolled back from as {', '.join(left[release.image])}"
+        else:
+            return release, skipped
+        skipped.append(f"{release.version}: {why}")
+    return None, skipped
+
+
+def _images_left(releases: list[Release]) -> dict[str, list[str]]:
+    """Image -> the releases rolled back from that ran it (a rollback rejects an image, and
+    other releases of the same image are no better)."""
+    left: dict[str, list[str]] = {}
+    for release in releases:
+        if release.status is ReleaseStatus.BAD and release.image:
+            left.setdefault(release.image, []).append(release.version)
+    return left
+
+
+def _check_asked(
+    releases: list[Release], current: str | None, to: str, running: RunningImage
+) -> tuple[Release | None, str]:
+    """`--to vN`: any complete release (even one rolled back from) whose image is not the
+    one every machine runs now."""
+    chosen = next((r for r in releases if r.version == to), None)
+    if chosen is None or not chosen.image:
+        return None, f"--to {to}: Fly lists no release {to} with an image (of its 25 newest)"
+    if running.is_only(chosen.image):
+        return None, f"--to {to}: {to}'s image {chosen.image} is already running {running.where()}"
+    if chosen.version == current:
+        return None, f"--to {to}: it is the current release"
+    if chosen.status not in (ReleaseStatus.COMPLETE, ReleaseStatus.BAD):
+        return None, f"--to {to}: it is {chosen.status.value}"
+    return chosen, "asked for with --to"
 
 
 def _serves_the_app(machine: dict[str, Any]) -> bool:
     metadata = (machine.get("config") or {}).get("metadata") or {}
     return (
         machine.get("state") not in ("destroyed", "destroying")
-        and metadata.get("fly_process_group") != "fly_app_release_command"
+        and metadata.get("fly_process_group") not in _NOT_THE_APP
     )
 
 
