@@ -458,6 +458,7 @@ def test_the_token_is_in_no_child_process_argv_while_a_deploy_runs(fly):
 # --- rollback choices by image (issue 10, point 4) -------------------------------------------
 
 
+@pytest.mark.e2e
 def test_after_a_rollback_the_next_one_goes_to_another_image_never_the_running_one(
     tmp_path, healthy_url
 ):
@@ -477,6 +478,7 @@ def test_after_a_rollback_the_next_one_goes_to_another_image_never_the_running_o
     assert fly.deploys() == 2  # the dry runs deployed nothing
 
 
+@pytest.mark.e2e
 def test_rollback_to_a_release_whose_image_runs_is_refused_with_exit_2(tmp_path, healthy_url):
     fly = Fly(tmp_path / "proj", healthy_url, releases=3)
     ok(fly.inv("rollback", "--env", "fly-staging"))  # v4: v2's image
@@ -492,6 +494,7 @@ def test_rollback_to_a_release_whose_image_runs_is_refused_with_exit_2(tmp_path,
     ok(fly.inv("rollback", "--env", "fly-staging", "--to", "v3", "--dry-run"))  # left, not running
 
 
+@pytest.mark.e2e
 def test_an_interrupted_release_is_shown_as_interrupted_and_never_chosen(tmp_path, healthy_url):
     fly = Fly(tmp_path / "proj", healthy_url, releases=3)
     state = fly.fake.state
@@ -508,6 +511,7 @@ def test_an_interrupted_release_is_shown_as_interrupted_and_never_chosen(tmp_pat
     assert asked.returncode == 2 and "--to v2: it is interrupted" in asked.stdout
 
 
+@pytest.mark.e2e
 def test_flyctl_killed_mid_deploy_reports_exit_127_and_its_last_line(fly):
     """Someone else's SIGTERM reaches flyctl: it exits 127 and prints no `Error:` line (as
     flyctl does for a canceled context); its last meaningful line is the message."""
@@ -601,6 +605,7 @@ def test_rollbacks_read_back_from_the_audit_trail_in_either_wording(
     assert statuses == {"v1": "bad", "v2": "complete", "v3": "bad", "v4": "bad", "v5": "complete"}
 
 
+@pytest.mark.e2e
 def test_the_rollback_run_record_names_the_release_it_made(fly):
     ok(fly.inv("deploy.fly-staging"))
     ok(fly.inv("rollback", "--env", "fly-staging"))

@@ -164,6 +164,7 @@ def test_a_deploy_refused_by_the_lock_is_refused_everywhere(staging):
     assert "locked by pid" in done.stderr
 
 
+@pytest.mark.e2e
 def test_a_good_deploy_and_a_rollback_are_ok_everywhere(staging):
     app = staging()
     done, summary = in_actions(app, "deploy.staging")
@@ -184,6 +185,8 @@ def test_a_good_deploy_and_a_rollback_are_ok_everywhere(staging):
 
 def test_a_failing_staging_smoke_is_rolled_back_everywhere(staging):
     app = staging()
+    config = app.root / "shipyard.yaml"
+    config.write_text(config.read_text().replace("timeout: 4s", "timeout: 1s"))
     ok(app.inv("deploy.staging"))
     app.break_page("info.app_env == 'staging'")
     done, summary = in_actions(app, "deploy.staging")
@@ -398,6 +401,7 @@ def assert_carried_out_in_order(actions: list[str], log: str) -> None:
         position = found[0]
 
 
+@pytest.mark.e2e
 def test_the_local_dry_run_plans_are_the_actions_the_runs_then_take(staging):
     app = staging()
     ok(app.inv("deploy.staging"))
