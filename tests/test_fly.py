@@ -610,3 +610,21 @@ def test_the_rollback_run_record_names_the_release_it_made(fly):
     ok(fly.inv("deploy.fly-staging"))
     ok(fly.inv("rollback", "--env", "fly-staging"))
     assert fly.record()["rollback"]["release"] == "v3" == f"v{fly.newest}"
+
+
+@pytest.mark.e2e
+def test_the_fly_dry_run_plans_are_the_actions_the_runs_then_take(fly):
+    from test_verdicts import assert_carried_out_in_order, planned_actions
+
+    ok(fly.inv("deploy.fly-staging"))
+    plan = planned_actions(ok(fly.inv("deploy.fly-staging", "--dry-run")).stdout)
+    assert [action.split()[0] for action in plan] == ["build:", "`flyctl"]
+    assert_carried_out_in_order(plan, ok(fly.inv("deploy.fly-staging")).stdout)
+
+    dry = ok(fly.inv("rollback", "--env", "fly-staging", "--dry-run")).stdout
+    plan = planned_actions(dry)
+    assert [action.split()[0] for action in plan] == ["take", "`flyctl", "check", "record"]
+    done = ok(fly.inv("rollback", "--env", "fly-staging")).stdout
+    before, after = done.split(f"{len(plan)}. {plan[-1]}", 1)
+    assert_carried_out_in_order(plan[:1], before)  # the lock is taken before the step starts
+    assert_carried_out_in_order(plan[1:], after)

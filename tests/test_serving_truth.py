@@ -142,14 +142,12 @@ def test_after_the_crash_a_fresh_deploy_succeeds_and_marks_the_half_switched_rel
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(
-    strict=False,
-    reason="`inv status` exits 1 when serving differs from current only once the outcome-model"
-    " rewrite of commands.status lands",
-)
-def test_after_the_crash_inv_status_exits_1(app):
+def test_after_the_crash_inv_status_exits_1_naming_both(app):
     crash_mid_switch(app)
     shown = app.inv("status", "--json")
     assert shown.returncode == 1, shown.stdout + shown.stderr
     fields = json.loads(shown.stdout)
-    assert (fields["current"], fields["serving"]) == ("v1", "v2")
+    assert (fields["current"], fields["serving"], fields["mismatch"]) == ("v1", "v2", True)
+    plain = app.inv("status")
+    assert plain.returncode == 1
+    assert "MISMATCH: v2 serves but current is v1" in plain.stdout, plain.stdout

@@ -371,18 +371,21 @@ def test_a_dirty_tree_is_refused_unless_allowed_and_then_recorded(staging):
 
 # --- plans in the order they run ---------------------------------------------------------------
 
-# The first word of a plan's action, and the log line of the run that carries it out.
+# How a plan's action starts, and the lines that show a run carrying it out (either target).
 DONE = {
-    "build:": "==> Build application",
-    "smoke the artifact:": "==> Smoke:",
-    "unpack": "unpacked ",
-    "record": "recorded in ",
-    "stop": "stopped ",
-    "start": "started v",
-    "smoke": " answered ",
-    "mark": "marked ",
-    "point": " is current",
-    "prune": "pruned ",
+    "build:": ("==> Build application",),
+    "smoke the artifact:": ("==> Smoke:",),
+    "take the lock": ("lock: took ",),
+    "`flyctl deploy": ("$ flyctl deploy ",),
+    "check Fly's health verdict": ("Fly reports every machine",),
+    "unpack": ("unpacked ",),
+    "record": ("recorded in ", "rolled back from "),
+    "stop": ("stopped ",),
+    "start": ("started v",),
+    "smoke": (" answered ",),
+    "mark": ("marked ",),
+    "point": (" is current",),
+    "prune": ("pruned ",),
 }
 
 
@@ -396,7 +399,9 @@ def assert_carried_out_in_order(actions: list[str], log: str) -> None:
     position = -1
     for action in actions:
         verb = next(key for key in DONE if action.startswith(key))
-        found = [n for n, line in enumerate(lines) if DONE[verb] in line and n > position]
+        found = [
+            n for n, line in enumerate(lines) if n > position and any(d in line for d in DONE[verb])
+        ]
         assert found, f"{action!r}: no {DONE[verb]!r} after line {position}:\n{log}"
         position = found[0]
 

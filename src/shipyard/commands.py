@@ -252,8 +252,12 @@ def rollback(
     lock_wait: str = "",
 ) -> Verdict:
     from shipyard import deploy as deployment
+    from shipyard.pipeline import Run
+    from shipyard.targets import RollbackPlan
 
-    return deployment.rollback(
+    runs: list[Run] = []
+    plans: list[RollbackPlan] = []
+    verdict = deployment.rollback(
         config,
         env,
         command=command_line(),
@@ -261,7 +265,13 @@ def rollback(
         dry_run=dry_run,
         as_json=as_json,
         lock_wait=parse_wait(lock_wait),
+        runs=runs,
+        plans=plans,
     )
+    if as_json:  # the plan (when one was made), how the run ended, and where its evidence is
+        plan = plans[0].to_json() if plans else {}
+        print(json.dumps({**plan, **verdict.to_json(), "run_id": runs[0].run_id}, indent=2))
+    return verdict
 
 
 def smoke(config: Config, *, env: str = "", artifact: str = "") -> Verdict:

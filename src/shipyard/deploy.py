@@ -12,7 +12,6 @@ a `deploy` (or `rollback`) section: the typed `DeployRecord`.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -38,7 +37,7 @@ from shipyard.errors import (
     Verdict,
     verdict_for,
 )
-from shipyard.lock import DeployLock
+from shipyard.lock import LOCK_DIR, DeployLock
 from shipyard.pipeline import Run, finish, guarded, step_context, steps_verdict, stop_on_signals
 from shipyard.process import tools_path
 from shipyard.records import DeployRecord
@@ -153,6 +152,8 @@ class Operation:
             warn=lambda line: self.flow.console.write(f"warning: {line}\n"),
         )
         lock.acquire(wait=lock_wait)
+        where = (self.state_dir / LOCK_DIR).relative_to(self.config.root).as_posix()
+        self.flow.console.write(f"lock: took {where}\n")
         try:
             return body()
         finally:
@@ -539,7 +540,10 @@ def rollback(
     as_json: bool = False,
     lock_wait: float = 0.0,
     runs: list[Run] | None = None,
+    plans: list[RollbackPlan] | None = None,
 ) -> Verdict:
+    """`as_json` keeps the console quiet (the caller prints the plan); `runs` and `plans`,
+    when given, receive this call's Run and the plan it made (none when it ended before)."""
     environment = pick_environment(config, env_name)
     if to is not None and not (to.startswith("v") and to[1:].isdigit()):
         raise UsageError(f"--to {to}: expected a release like v3")
@@ -547,7 +551,7 @@ def rollback(
     op.record.dry_run = dry_run
     if runs is not None:
         runs.append(op.run)
-    plans: list[RollbackPlan] = []
+    plans = [] if plans is None else plans
 
     def body() -> Verdict:
         op.target  # noqa: B018 - the target's preflight, before the lock
@@ -555,11 +559,7 @@ def rollback(
             return _dry_run(op, to, plans)
         return op.locked(lock_wait, lambda: _rollback_steps(op, to, plans))
 
-    verdict = op.conclude("rollback", body)
-    if as_json and plans:
-        document = {**plans[0].to_json(), **verdict.to_json(), "run_id": op.run.run_id}
-        print(json.dumps(document, indent=2))
-    return verdict
+    return op.conclude("rollback", body)
 
 
 def _plan(op: Operation, to: str | None, plans: list[RollbackPlan]) -> RollbackPlan:

@@ -35,6 +35,7 @@ from shipyard import audit
 from shipyard.config import Config, Environment
 from shipyard.errors import ExitCode, PreflightError, StepFailed
 from shipyard.process import terminate_group
+from shipyard.records import DeployRecord
 from shipyard.smoke import SmokeCheck
 from shipyard.targets.base import (
     DeployPlan,
@@ -281,7 +282,10 @@ class FlyTarget:
             event = entry.get("event")
             if entry.get("outcome") not in _ROLLED_BACK.get(str(event), ()):
                 continue
-            bad.add(str(entry.get("previous" if event == "rollback" else "release")))
+            record = DeployRecord.from_json(entry)
+            left = record.previous if event == "rollback" else record.release
+            if left:
+                bad.add(left)
         return bad
 
     def status(self) -> Status:
