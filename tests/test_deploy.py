@@ -119,8 +119,9 @@ class Staging:
                 os.killpg(pid, signal.SIGKILL)
 
 
-@pytest.fixture
-def staging(tmp_path):
+@pytest.fixture(name="staging")
+def staging_fixture(tmp_path):
+    """`staging(**options)` makes a Staging project; every server it started is stopped after."""
     created: list[Staging] = []
 
     def make(**options) -> Staging:

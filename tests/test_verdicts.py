@@ -12,22 +12,9 @@ from pathlib import Path
 
 import pytest
 from conftest import cli_env, ok, run_cli
-from test_deploy import BIN, Staging
+from test_deploy import BIN, Staging, staging_fixture  # noqa: F401 - the `staging` fixture
 
 from shipyard.lock import DeployLock
-
-
-@pytest.fixture
-def staging(tmp_path):
-    created: list[Staging] = []
-
-    def make(**options) -> Staging:
-        created.append(Staging(tmp_path / f"proj{len(created)}", **options))
-        return created[-1]
-
-    yield make
-    for each in created:
-        each.stop()
 
 
 def in_actions(app: Staging, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:

@@ -168,13 +168,8 @@ class Operation:
                 verdict = guarded(self.run, body)
             finally:
                 self.flow.console.close()
-            if self.run.stop.is_set() and verdict.outcome is Outcome.OK:
-                verdict = Verdict(Outcome.INTERRUPTED, ExitCode.INTERRUPTED, "interrupted")
             if not self.record.dry_run:
-                fields = {**self.record.to_json(), **verdict.to_json(), "run_id": self.run.run_id}
-                audit.append(
-                    self.state_dir / "audit.jsonl", section, redactor=self.run.redactor, **fields
-                )
+                self._audit(section, verdict)
             return finish(
                 self.run,
                 self.flow.results,
@@ -182,6 +177,16 @@ class Operation:
                 console=self.flow.console,
                 section=(section, self.record),
             )
+
+    def _audit(self, event: str, verdict: Verdict) -> None:
+        """The audit entry, from the same verdict; a failed write is a warning, not a lost run."""
+        fields = {**self.record.to_json(), **verdict.to_json(), "run_id": self.run.run_id}
+        try:
+            audit.append(
+                self.state_dir / "audit.jsonl", event, redactor=self.run.redactor, **fields
+            )
+        except OSError as error:
+            self.flow.console.write(f"warning: the audit entry was not written: {error}\n")
 
     def made(self, version: str | None) -> None:
         self.record.made_release(version)
@@ -352,37 +357,56 @@ def _deploy_and_smoke(op: Operation, plan: DeployPlan) -> str | None:
 
 
 def _roll_back_deploy(op: Operation, plan: DeployPlan, failed: str) -> Verdict:
-    """The new release failed where it serves: back to the previous one (not interruptible)."""
-    target = op.target
-    target.stop = threading.Event()  # after ^C too, the restore runs to its end
-
-    def restore(say: Say) -> None:
-        try:
-            if not target.restore(plan, say):
-                raise StepFailed(f"no earlier complete release of {op.environment.name} to restore")
-        finally:
-            op.made(target.created if target.created != op.record.release else None)
-        check_serving(target, say, threading.Event())
-
-    restored = op.flow.action(ROLLBACK, f"restore {plan.previous or 'nothing'}", restore).ok
-    op.record.rolled_back_to = plan.previous if restored else None
-    op.record.serving = plan.previous if restored else None
+    """The new release failed where it serves: back to the previous one."""
     new = op.record.release or plan.release
-    if op.flow.interrupted:
-        after = f"{plan.previous} restored" if restored else "nothing could be restored"
-        return Verdict(Outcome.INTERRUPTED, ExitCode.INTERRUPTED, f"interrupted; {after}")
-    if restored:
-        return Verdict(
+    verdict = _put_back(
+        op,
+        ROLLBACK,
+        plan.previous,
+        lambda say: op.target.restore(plan, say),
+        restored=Verdict(
             Outcome.ROLLED_BACK,
             ExitCode.DEPLOY_RESTORED,
             f"{failed} failed for {new}; rolled back to {plan.previous}",
-        )
-    return Verdict(
-        Outcome.DOWN,
-        ExitCode.DEPLOY_NOT_RESTORED,
-        f"{failed} failed for {new} and no earlier release could be restored:"
-        f" {op.environment.name} is down",
+        ),
+        down=f"{failed} failed for {new} and no earlier release could be restored",
     )
+    op.record.rolled_back_to = op.record.serving
+    return verdict
+
+
+def _put_back(
+    op: Operation,
+    title: str,
+    release: str | None,
+    undo: Callable[[Say], bool],
+    *,
+    restored: Verdict,
+    down: str,
+) -> Verdict:
+    """Put `release` back after a failed deploy or rollback (`undo` says False when there is
+    nothing to put back). Not interruptible: after ^C too it runs to its end."""
+    target = op.target
+    target.stop = threading.Event()
+    before = target.created
+
+    def put_back(say: Say) -> None:
+        try:
+            if not undo(say):
+                raise StepFailed(f"no earlier complete release of {op.environment.name} to restore")
+        finally:
+            op.made(target.created if target.created != before else None)
+        check_serving(target, say, threading.Event())
+
+    back = op.flow.action(title, f"restore {release or 'nothing'}", put_back).ok
+    op.record.serving = release if back else None
+    if op.flow.interrupted:
+        after = f"{release} restored" if back else "nothing could be restored"
+        return Verdict(Outcome.INTERRUPTED, ExitCode.INTERRUPTED, f"interrupted; {after}")
+    if back:
+        return restored
+    reason = f"{down}: {op.environment.name} is down"
+    return Verdict(Outcome.DOWN, ExitCode.DEPLOY_NOT_RESTORED, reason)
 
 
 def _dry_run_deploy(op: Operation, *, build: bool, allow_dirty: bool) -> Verdict:
@@ -393,10 +417,10 @@ def _dry_run_deploy(op: Operation, *, build: bool, allow_dirty: bool) -> Verdict
     def show(say: Say) -> None:
         try:
             _preflight_deploy(op, allow_dirty=allow_dirty)
-            say(
-                f"check: preflight passes (git {(op.record.git_sha or 'none')[:12]}"
-                f"{', dirty: ' + str(op.record.diff_sha256)[:12] if op.record.dirty else ''})"
-            )
+            tree = f"git {(op.record.git_sha or 'none')[:12]}"
+            if op.record.dirty:
+                tree += f", dirty (git diff sha256 {(op.record.diff_sha256 or '?')[:12]})"
+            say(f"check: preflight passes ({tree})")
         except PreflightError as error:
             refusal.append(error)
             say(f"problem: {error.message}")
@@ -621,32 +645,15 @@ def _rollback_steps(op: Operation, to: str | None, plans: list[RollbackPlan]) ->
 
 
 def _undo_rollback(op: Operation, plan: RollbackPlan) -> Verdict:
-    target = op.target
-    target.stop = threading.Event()  # after ^C too, the restore runs to its end
-    before = target.created
-
-    def restore(say: Say) -> None:
-        try:
-            if not target.undo_rollback(plan, say):
-                raise StepFailed("nothing to restore")
-        finally:
-            op.made(target.created if target.created != before else None)
-        check_serving(target, say, threading.Event())
-
-    restored = op.flow.action(RESTORE, f"restore {plan.current}", restore).ok
-    op.record.serving = plan.current if restored else None
-    if op.flow.interrupted:
-        after = f"{plan.current} restored" if restored else "nothing could be restored"
-        return Verdict(Outcome.INTERRUPTED, ExitCode.INTERRUPTED, f"interrupted; {after}")
-    if restored:
-        return Verdict(
+    return _put_back(
+        op,
+        RESTORE,
+        plan.current,
+        lambda say: op.target.undo_rollback(plan, say),
+        restored=Verdict(
             Outcome.RESTORED,
             ExitCode.DEPLOY_RESTORED,
             f"the rollback to {plan.to} failed its checks; {plan.current} serves again",
-        )
-    return Verdict(
-        Outcome.DOWN,
-        ExitCode.DEPLOY_NOT_RESTORED,
-        f"the rollback to {plan.to} failed and {plan.current} could not be restored:"
-        f" {op.environment.name} is down",
+        ),
+        down=f"the rollback to {plan.to} failed and {plan.current} could not be restored",
     )
