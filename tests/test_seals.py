@@ -415,3 +415,17 @@ def test_a_standalone_scan_seals_its_report(tmp_path, monkeypatch, capsys):
         f" (sealed by run {run_id}; manifest)"
     )
     assert warnings[1].endswith("sha256_manifest.txt was not rewritten over it")
+
+
+def test_a_run_from_before_seals_is_held_to_the_manifest_it_was_written_under(bundle):
+    """A bundle begun by a Shipyard without seals: the manifest is its runs' only seal."""
+    run(bundle, "A", seal=False)
+    evidence.write_manifest(bundle)
+    run(bundle, "B", seal=False)  # still running when the manifest below is written...
+    tamper(bundle, "A")
+    (bundle.log_dir("B") / "test.log").write_text("B: test passed, then more output\n")
+    manifest = bundle.manifest_path.read_bytes()
+    sealed = seal_run(bundle, "C")
+    assert any(line.startswith("changed: runs/A.json") for line in sealed.broken), sealed.broken
+    assert not any("logs/B/" in line for line in sealed.broken)  # ...B had not ended then
+    assert sealed.manifest_sha256 is None and bundle.manifest_path.read_bytes() == manifest

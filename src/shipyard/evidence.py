@@ -674,7 +674,7 @@ def _check_manifest(state: _Snapshot, manifest: CheckFile, sealing: bytes | None
         if run_of(rel) in newer or (rel == _HEARTBEAT and digest in state.heartbeat.values()):
             continue
         if outcome := _check_entry(state, rel, digest):
-            breaks = _seal_of(rel) not in (None, sealing)  # an earlier seal changed or gone
+            breaks = _seal_of(rel) not in (None, sealing) or _final_in(manifest, rel, sealing)
             found.append(Finding(outcome[0], _show(rel), (*outcome[1], "manifest"), breaks))
     found += [
         Finding("added", _show(rel), ("not in the manifest",))
@@ -682,6 +682,19 @@ def _check_manifest(state: _Snapshot, manifest: CheckFile, sealing: bytes | None
         if run_of(rel) not in newer and _seal_of(rel) is None
     ]
     return found
+
+
+def _final_in(manifest: CheckFile, rel: bytes, sealing: bytes | None) -> bool:
+    """Whether the manifest's line is the last word on `rel`, so that a change to it must not
+    be written over: a file of a run that had ended (its run record listed) when the manifest
+    was written, as a run from before seals existed has only the manifest; or a file of no run
+    at all. Not the heartbeat log, which grows (the seals hold its sealed bytes)."""
+    if rel == _HEARTBEAT:
+        return False
+    run_id = run_of(rel)
+    if run_id is None:
+        return True
+    return run_id != sealing and b"runs/" + run_id + b".json" in manifest.entries
 
 
 def _check_entry(state: _Snapshot, rel: bytes, digest: str) -> tuple[str, tuple[str, ...]] | None:
