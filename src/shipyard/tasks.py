@@ -72,7 +72,7 @@ def shipyard_task(*args: Any, **kwargs: Any) -> Any:
 
 def _refuse_ignored_core_options(c: Context, *, dry_ok: bool) -> None:
     for (section, key), flag in _IGNORED_CORE_OPTIONS.items():
-        if c.config.get(section, {}).get(key):
+        if c.config.get(section, {}).get(key) not in (None, False):  # an empty password too
             raise UsageError(f"{flag} does nothing in Shipyard's tasks; leave it out")
     if c.config.get("run", {}).get("dry") and not dry_ok:
         raise UsageError(
