@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from invoke import Argument, Exit, ParseError, Program
 
 from shipyard import __version__, commands
-from shipyard.errors import ExitCode, ShipyardError
+from shipyard.errors import ExitCode, ShipyardError, exit_code_for
 from shipyard.tasks import cache_bytecode, namespace, private_umask
 
 # invoke's core options that would do nothing for Shipyard's tasks (steps never run through
@@ -77,4 +77,4 @@ def _heartbeat(args: list[str]) -> int:
         return int(commands.heartbeat(args[0], args[2:]).exit_code)
     except ShipyardError as error:
         print(error.message, file=sys.stderr)
-        return int(error.exit_code)
+        return exit_code_for(error)

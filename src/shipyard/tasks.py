@@ -23,7 +23,7 @@ from invoke import Collection, Context, Exit, Task, task
 
 from shipyard import commands
 from shipyard.config import DEFAULT_AGENT, Config, find_config, load
-from shipyard.errors import ExitCode, ShipyardError, UsageError, Verdict
+from shipyard.errors import ExitCode, ShipyardError, UsageError, Verdict, exit_code_for
 
 DEFAULT_ENVIRONMENT = "staging"
 _TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -96,7 +96,7 @@ def _exits(body: Callable[..., Ended], *, dry: str = "refuse") -> Callable[..., 
                 kwargs["dry_run"] = True
             ended = body(c, *args, **kwargs)
         except ShipyardError as error:
-            raise Exit(error.message, int(error.exit_code)) from None
+            raise Exit(error.message, exit_code_for(error)) from None
         code = int(ended.exit_code if isinstance(ended, Verdict) else ended)
         if code:
             raise Exit(code=code)
