@@ -134,7 +134,7 @@ def test_deploy_in_actions_groups_masks_summarises_and_outputs(tmp_path):
 
 
 @pytest.mark.e2e
-def test_a_failing_gate_gives_one_error_and_output_cannot_issue_commands(project, tmp_path):
+def test_a_failing_gate_gives_its_error_and_output_cannot_issue_commands(project, tmp_path):
     root = project("""
         version: 1
         steps:
@@ -145,7 +145,10 @@ def test_a_failing_gate_gives_one_error_and_output_cannot_issue_commands(project
     done = run_cli([str(BIN / "inv"), "gates", "--jobs", "1"], root, env=actions_env(tmp_path))
     assert done.returncode == 1
     errors = [line for line in done.stdout.splitlines() if line.startswith("::error ")]
-    assert errors == ["::error title=lint failed::lint: failed, exit 1%0AE501 line too long"]
+    assert errors == [  # the failed gate's own, then the run's verdict
+        "::error title=lint failed::lint: failed, exit 1%0AE501 line too long",
+        "::error title=Shipyard%3A failed (exit 1)::failed: lint (exit 1)",
+    ]
     fence = re.search(r"^::stop-commands::(\w+)$", done.stdout, re.MULTILINE)[1]
     inside = done.stdout.split(f"::stop-commands::{fence}")[1].split(f"::{fence}::")[0]
     assert "::error::injected" in inside  # printed, but inert: commands are stopped there
