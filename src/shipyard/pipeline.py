@@ -108,17 +108,14 @@ def execute(
     """Run `steps`, write the evidence (also when interrupted) and return the verdict."""
     console = console or make_console(jobs=jobs, redactor=run.redactor)
     results: list[StepResult] = []
+
+    def body() -> Verdict:
+        run_steps(run, steps, jobs=jobs, fail_fast=fail_fast, console=console, into=results)
+        return steps_verdict(results, interrupted=run.stop.is_set())
+
     with stop_on_signals(run.stop):  # also while the evidence is written: a second ^C waits
         try:
-            verdict = guarded(
-                run,
-                lambda: steps_verdict(
-                    run_steps(
-                        run, steps, jobs=jobs, fail_fast=fail_fast, console=console, into=results
-                    ),
-                    interrupted=run.stop.is_set(),
-                ),
-            )
+            verdict = guarded(run, body)
         finally:
             console.close()
         return finish(run, results, verdict, console=console)
