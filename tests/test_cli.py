@@ -106,7 +106,7 @@ def test_timeout_exits_124_quickly_and_leaves_no_process(project):
     assert "status=timeout exit=124" in "\n".join(heartbeat_lines(root))
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_stops_steps_writes_evidence_and_exits_130(project, signum):
     root = project("""
         version: 1

@@ -366,7 +366,7 @@ def test_smoke_task_checks_the_built_artifact(staging):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_interrupted_deploy_releases_the_lock_restores_and_exits_130(staging, signum):
     app = staging()
     ok(app.inv("deploy.staging"))

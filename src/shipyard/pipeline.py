@@ -303,12 +303,17 @@ def git_sha(root: Path) -> str | None:
 
 @contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM set `stop` (steps then end their process groups) instead of raising."""
+    """SIGINT, SIGTERM and SIGHUP (the terminal closed) set `stop` (steps then end their
+    process groups, and the run is recorded as interrupted) instead of killing Shipyard.
+    A SIGHUP already ignored (`nohup`) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     handler = lambda signum, frame: stop.set()  # noqa: E731
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    caught = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        caught.append(signal.SIGHUP)
+    previous = {sig: signal.signal(sig, handler) for sig in caught}
     try:
         yield
     finally:
