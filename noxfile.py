@@ -11,20 +11,28 @@ nox.options.error_on_missing_interpreters = True
 
 
 def _step(session: nox.Session, name: str, extra: str = "") -> None:
-    session.install(f".[{extra}]" if extra else ".", "ruff")
+    """Install the package (with `extra`: what the step's own tools need) and run the step."""
+    session.install(f".[{extra}]" if extra else ".")
     session.run("shipyard", "step", name, *session.posargs)
 
 
 @nox.session
 def fmt(session: nox.Session) -> None:
     """ruff format --check, as the `fmt` step."""
-    _step(session, "fmt")
+    _step(session, "fmt", "fmt")
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check, check-jsonschema and zizmor on the workflows, as the `lint` step."""
+    """ruff check, mypy --strict, check-jsonschema and zizmor, as the `lint` step."""
     _step(session, "lint", "lint")
+
+
+@nox.session(name="pre-commit", default=False)
+def pre_commit(session: nox.Session) -> None:
+    """The .pre-commit-config.yaml hooks over every file (not a gate: it may reformat)."""
+    session.install(".[lint]")
+    session.run("pre-commit", "run", "--all-files", "--show-diff-on-failure", *session.posargs)
 
 
 @nox.session

@@ -45,7 +45,7 @@ def unpack(archive: Path, destination: Path) -> None:
                 _check_member(member, archive)
             destination.mkdir(parents=True, exist_ok=True)
             for member in members:
-                tar.extract(member, destination, set_attrs=False, **_no_filter())
+                _extract(tar, member, destination)
                 _apply_mode(member, destination)
     except (tarfile.TarError, EOFError, OSError) as error:
         raise UsageError(f"{archive.name}: not a readable tar archive ({error})") from None
@@ -74,9 +74,12 @@ def _link_escapes(member_name: str, target: str) -> bool:
     return resolved == ".." or resolved.startswith("../")
 
 
-def _no_filter() -> dict[str, object]:
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, destination: Path) -> None:
     """Members were checked above; the stdlib's own filter (3.12+, backports) is the second line."""
-    return {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    if hasattr(tarfile, "data_filter"):
+        tar.extract(member, destination, set_attrs=False, filter="data")
+    else:  # pragma: no cover - a Python without the extraction filters
+        tar.extract(member, destination, set_attrs=False)
 
 
 def _apply_mode(member: tarfile.TarInfo, destination: Path) -> None:

@@ -6,7 +6,9 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from invoke import Argument, Exit, ParseError, Program
+from invoke.exceptions import Exit, ParseError
+from invoke.parser.argument import Argument
+from invoke.program import Program
 
 from shipyard import __version__, commands
 from shipyard.errors import ExitCode, ShipyardError, exit_code_for

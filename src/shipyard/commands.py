@@ -186,7 +186,9 @@ def scan(
     return ExitCode.STEP_FAILED if result.findings else ExitCode.OK
 
 
-def _write_scan_report(root: Path, agent: str, sarif: dict, environ: Mapping[str, str]) -> str:
+def _write_scan_report(
+    root: Path, agent: str, sarif: dict[str, object], environ: Mapping[str, str]
+) -> str:
     """Into the bundle of the run that called us, or of a run of its own when standalone."""
     from shipyard import evidence
 

@@ -534,8 +534,9 @@ def _integer(low: int, high: int | None = None) -> _Check:
     what = f"an integer of at least {low}" if high is None else f"an integer from {low} to {high}"
 
     def check(value: object, where: _Where) -> int:
-        is_integer = isinstance(value, int) and not isinstance(value, bool)
-        if not is_integer or value < low or (high is not None and value > high):
+        if not isinstance(value, int) or isinstance(value, bool):
+            where.expected(what, value)
+        if value < low or (high is not None and value > high):
             where.expected(what, value)
         return value
 
@@ -593,7 +594,7 @@ START_PLACEHOLDERS = ("port", "release", "release_dir")
 
 def _start_command(value: object, where: _Where) -> str:
     """A shell command whose only `{placeholders}` are the ones Shipyard fills in."""
-    command = _text("the command that starts the server")(value, where)
+    command: str = _text("the command that starts the server")(value, where)
     try:
         fields = [
             (name, spec or conversion)
@@ -637,7 +638,8 @@ def _escapes_root(path: str) -> bool:
 
 def _heartbeat(value: object, where: _Where) -> float:
     fields = _fields(value, where, {"interval": _duration}, "a mapping like {interval: 15s}")
-    return fields.get("interval", DEFAULT_HEARTBEAT_INTERVAL)
+    interval: float = fields.get("interval", DEFAULT_HEARTBEAT_INTERVAL)
+    return interval
 
 
 def _secrets(value: object, where: _Where) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from shipyard.runner import StepResult, StepStatus
 
 if TYPE_CHECKING:
     from rich.live import Live
+    from rich.table import Table
 
 _COPY_CHUNK = 65536
 
@@ -96,7 +97,7 @@ class BoardConsole(PlainConsole):
     def close(self) -> None:
         self._live.stop()
 
-    def _board(self) -> object:
+    def _board(self) -> Table:
         from rich.table import Table
 
         table = Table.grid(padding=(0, 2))
@@ -119,7 +120,7 @@ def summary_table(results: Sequence[StepResult]) -> str:
     return "\n".join(["", *rows, ""])
 
 
-def copy_log(result: StepResult, write: Callable[[str], None]) -> None:
+def copy_log(result: StepResult, write: Callable[[str], object]) -> None:
     if not result.log_path.exists():
         return
     with result.log_path.open(encoding="utf-8", errors="replace") as log:

@@ -54,9 +54,10 @@ def contract_checks(runs: list[Run], *, smoke_title: str) -> Iterator[Check]:
 
 def _record(run: Run) -> dict[str, Any]:
     try:
-        return json.loads(run.bundle.run_record_path(run.run_id).read_text())
+        record = json.loads(run.bundle.run_record_path(run.run_id).read_text())
     except (OSError, ValueError):
         return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _step_check(name: str, step: dict[str, Any] | None, *, what: str = "") -> Check:

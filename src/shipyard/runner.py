@@ -131,11 +131,14 @@ def _retrying(step: Step, ctx: StepContext) -> Retrying:
     def worth_retrying(attempt: Attempt) -> bool:
         return attempt.status is StepStatus.FAILED and not ctx.stop.is_set()
 
+    def pause(seconds: float) -> None:  # tenacity's sleep, ended early by a stop
+        ctx.stop.wait(seconds)
+
     return Retrying(
         stop=stop_after_attempt(step.retries + 1),
         wait=wait_exponential(multiplier=0.5, max=10) + wait_random(0, 0.5),
         retry=retry_if_result(worth_retrying),
-        sleep=ctx.stop.wait,
+        sleep=pause,
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
     )
 

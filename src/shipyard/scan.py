@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from detect_secrets import SecretsCollection
 from detect_secrets.core import baseline as detect_secrets_baseline
 from detect_secrets.core import scan as detect_secrets_scan
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 from detect_secrets.core.potential_secret import PotentialSecret
+from detect_secrets.core.secrets_collection import SecretsCollection
 from detect_secrets.filters.allowlist import is_line_allowlisted
 from detect_secrets.settings import default_settings
 from detect_secrets.util.code_snippet import get_code_snippet
@@ -404,8 +404,8 @@ def _read_baseline(path: Path) -> dict[str, Any]:
     except ValueError as error:
         raise _bad_baseline(path, f"invalid JSON: {error}") from error
     problem = _baseline_problem(document)
-    if problem is not None:
-        raise _bad_baseline(path, problem)
+    if problem is not None or not isinstance(document, dict):
+        raise _bad_baseline(path, problem or "expected a JSON object")
     return document
 
 

@@ -102,12 +102,16 @@ def probe(
         return answer
 
     stop = stop or threading.Event()
+
+    def pause(seconds: float) -> None:  # tenacity's sleep, ended early by `stop`
+        stop.wait(seconds)
+
     retrying = Retrying(
         stop=stop_after_delay(check.timeout) | stop_when_event_set(stop) | _stop_unless(alive),
         wait=retry_wait(check.url),
         retry=retry_if_result(lambda answer: not answer.passes(check)),
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
-        sleep=stop.wait,
+        sleep=pause,
     )
     last = retrying(attempt)
     return SmokeResult(last.passes(check), tuple(attempts), _reason(check, attempts, alive()))

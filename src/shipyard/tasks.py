@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from invoke import Collection, Context, Exit, Task, task
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import Task
 
 from shipyard import commands
 from shipyard.config import DEFAULT_AGENT, Config, find_config, load
@@ -54,7 +57,7 @@ _IGNORED_CORE_OPTIONS = {
 SHORT_FLAGS = {"dry-run": "n", "jobs": "j"}
 
 
-class ShipyardTask(Task):
+class ShipyardTask(Task[Any]):
     """A task whose options have only the short flags in `SHORT_FLAGS` (invoke would derive
     one from each option's first free letter, giving `-d` and `-j` two meanings)."""
 
@@ -66,8 +69,13 @@ class ShipyardTask(Task):
         return opts
 
 
-def shipyard_task(*args: Any, **kwargs: Any) -> Any:
-    return task(*args, klass=ShipyardTask, auto_shortflags=False, **kwargs)
+def shipyard_task(**options: Any) -> Callable[[Callable[..., None]], Task[Any]]:
+    """invoke's `@task(**options)`, making a ShipyardTask without derived short flags."""
+
+    def decorate(body: Callable[..., None]) -> Task[Any]:
+        return ShipyardTask(body, auto_shortflags=False, **options)
+
+    return decorate
 
 
 def _refuse_ignored_core_options(c: Context, *, dry_ok: bool) -> None:
@@ -240,7 +248,7 @@ def contract(c: Context, env: str = "", config: str = "") -> Ended:
     return run_contract(load(config or None), env, command=commands.command_line())
 
 
-def deploy_task(env_name: str) -> Task:
+def deploy_task(env_name: str) -> Task[Any]:
     """`deploy.<env_name>`: one task per configured environment."""
 
     def body(  # noqa: PLR0917 - invoke turns each parameter into a flag

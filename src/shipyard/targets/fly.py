@@ -503,7 +503,7 @@ class RunningImage:
             digest = (machine.get("image_ref") or {}).get("digest") or ""
             pairs.append((str(config.get("image") or ""), str(digest)))
             version = (config.get("metadata") or {}).get("fly_release_version")
-            releases |= {int(version)} if str(version).isdigit() else set()
+            releases |= {int(str(version))} if str(version).isdigit() else set()
         return cls(tuple(pairs), tuple(f"v{number}" for number in sorted(releases)))
 
     @property
@@ -582,7 +582,7 @@ def _newest_other_image(
 ) -> tuple[Release | None, list[str]]:
     """The first good release whose image neither runs now nor was rolled back from, and
     why each good release before it was skipped."""
-    skipped = []
+    skipped: list[str] = []
     for release in newest_first:
         if release.status is not ReleaseStatus.COMPLETE or not release.image:
             continue
