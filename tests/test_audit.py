@@ -8,12 +8,10 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import random_secret
+from helpers import ISO, random_secret
 
 from shipyard import audit
 from shipyard.redact import Redactor
-
-ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"
 
 WRITER = textwrap.dedent(
     """

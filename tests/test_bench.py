@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, cli_env
+from helpers import REPO, cli_env
 
 sys.path.insert(0, str(REPO / "bench"))
 import run as bench

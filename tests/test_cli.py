@@ -11,9 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, cli_env, evidence_dir, ok, random_secret, run_cli, sha256sum_check
-
-ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"
+from helpers import (
+    BIN,
+    ISO,
+    REPO,
+    cli_env,
+    evidence_dir,
+    ok,
+    random_secret,
+    run_cli,
+    sha256sum_check,
+)
 
 GATES = """
 version: 1

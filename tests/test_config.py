@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import cli_env
+from helpers import cli_env
 
 from shipyard.config import (
     Config,

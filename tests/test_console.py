@@ -7,9 +7,10 @@ import re
 import subprocess
 from pathlib import Path
 
-from conftest import BIN, cli_env
+from helpers import BIN, cli_env
 
-from shipyard.console import BoardConsole, PlainConsole, make_console, summary_table
+from shipyard.console import BoardConsole, PlainConsole, summary_table
+from shipyard.reporters import for_run as make_console
 from shipyard.runner import Attempt, StepResult, StepStatus
 
 BOARD_CONFIG = """

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, cli_env, evidence_dir, ok, run_cli, sha256sum_check, write_project
+from helpers import BIN, REPO, cli_env, evidence_dir, ok, run_cli, sha256sum_check, write_project
 
 from shipyard.server import free_port
 

@@ -7,9 +7,9 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import random_secret, run_cli
+from helpers import BIN, cli_env, random_secret, run_cli
 from test_cli import LEAKY_STEP, secret_forms
-from test_deploy import BIN, BUILD, Staging, cli_env
+from test_deploy import BUILD, Staging
 
 
 def test_a_deploy_printing_secrets_in_every_form_leaks_none_anywhere(tmp_path):

@@ -6,7 +6,7 @@ import sys
 from datetime import datetime, timezone
 
 import pytest
-from conftest import random_secret, sha256sum_check
+from helpers import random_secret, sha256sum_check
 
 from shipyard import evidence
 from shipyard.evidence import Bundle, manifest_line, parse_manifest, verify, write_manifest

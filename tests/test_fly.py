@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, evidence_dir, ok, sha256sum_check, write_project
+from helpers import BIN, evidence_dir, ok, sha256sum_check, write_project
 from test_smoke import serving
 
 from shipyard import audit

@@ -8,19 +8,20 @@ import secrets
 from pathlib import Path
 
 import pytest
-from conftest import BIN, cli_env, random_secret, run_cli
+from helpers import BIN, cli_env, random_secret, run_cli
 from test_deploy import Staging
 
 from shipyard.errors import ExitCode, Outcome, Verdict
 from shipyard.gha import (
-    RunReport,
     command,
     escape_data,
     escape_property,
     mask_commands,
     output_lines,
+    summary_markdown,
 )
 from shipyard.redact import Redactor
+from shipyard.report import RunEnd
 from shipyard.runner import Attempt, StepResult, StepStatus
 
 
@@ -75,8 +76,8 @@ def test_summary_table(tmp_path):
         ),
     ]
     verdict = Verdict(Outcome.FAILED, ExitCode.STEP_FAILED, "failed: Smoke (exit 1)")
-    report = RunReport("inv deploy.staging", "r1", "artifacts/devops/2026-11-30/", verdict, results)
-    assert report.markdown().splitlines() == [
+    end = RunEnd("inv deploy.staging", "r1", "artifacts/devops/2026-11-30", verdict, results)
+    assert summary_markdown(end).splitlines() == [
         "### Shipyard: `inv deploy.staging`: ❌ failed (exit 1)",
         "",
         "> failed: Smoke (exit 1)",

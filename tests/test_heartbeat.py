@@ -3,12 +3,10 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-from conftest import random_secret
+from helpers import ISO, random_secret
 
 from shipyard.heartbeat import Heartbeat, format_line, iso_timestamp, logfmt_value
 from shipyard.redact import Redactor
-
-ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"
 
 
 def test_timestamp_is_utc_iso_with_milliseconds():

@@ -13,12 +13,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from helpers import ISO
 
 from shipyard import audit
 from shipyard.errors import ExitCode, LockHeld
 from shipyard.lock import DeployLock, LockOwner
 
-ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"
 COMMAND = "inv deploy.staging"
 
 # Tries to take the lock once the file `go` exists, holds it for `hold` seconds.

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, cli_env, evidence_dir, run_cli, sha256sum_check
+from helpers import BIN, GIT, REPO, cli_env, evidence_dir, run_cli, sha256sum_check
 
 from shipyard.server import free_port
 
@@ -25,7 +25,6 @@ pytestmark = [
 
 EXAMPLE = REPO / "examples" / "node-app"
 LOCAL_PORT = "port: 8788"
-GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
 NOT_COPIED = shutil.ignore_patterns(
     "node_modules", "dist", "artifacts", "feedback", ".shipyard", ".git"
 )

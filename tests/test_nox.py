@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import BIN, REPO, cli_env, evidence_dir, run_cli, sha256sum_check
+from helpers import BIN, GIT, REPO, cli_env, evidence_dir, run_cli, sha256sum_check
 
 pytestmark = [
     pytest.mark.e2e,
@@ -32,10 +32,9 @@ def fresh_copy(destination):
             target.symlink_to(os.readlink(source))
         elif source.is_file():
             shutil.copy2(source, target)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
-    subprocess.run([*git, "init", "-q"], cwd=destination, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=destination, check=True)
-    subprocess.run([*git, "commit", "-qm", "copy"], cwd=destination, check=True)
+    subprocess.run([*GIT, "init", "-q"], cwd=destination, check=True)
+    subprocess.run([*GIT, "add", "-A"], cwd=destination, check=True)
+    subprocess.run([*GIT, "commit", "-qm", "copy"], cwd=destination, check=True)
     return destination
 
 

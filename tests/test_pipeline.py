@@ -5,6 +5,8 @@ import json
 import subprocess
 from pathlib import Path
 
+from helpers import GIT
+
 from shipyard.config import Step
 from shipyard.console import PlainConsole
 from shipyard.errors import ExitCode, Outcome
@@ -45,7 +47,7 @@ def test_execute_writes_record_manifest_and_feedback(tmp_path):
     run = make_run(tmp_path)
     steps = [Step("ok", "echo fine"), Step("bad", "echo broken; exit 2")]
     stream = io.StringIO()
-    verdict = execute(run, steps, jobs=2, console=PlainConsole(stream, live_output=False))
+    verdict = execute(run, steps, jobs=2, reporter=PlainConsole(stream, live_output=False))
     assert (verdict.outcome, verdict.exit_code) == (Outcome.FAILED, ExitCode.STEP_FAILED)
     assert verdict.reason == "failed: bad (exit 2)"
     record = json.loads(run.bundle.run_record_path(run.run_id).read_text())
@@ -65,9 +67,8 @@ def test_execute_writes_record_manifest_and_feedback(tmp_path):
 
 def test_git_sha_inside_and_outside_a_work_tree(tmp_path):
     assert git_sha(tmp_path) is None
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
-    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], cwd=tmp_path, check=True)
+    subprocess.run([*GIT, "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*GIT, "commit", "-q", "--allow-empty", "-m", "x"], cwd=tmp_path, check=True)
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
     )

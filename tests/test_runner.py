@@ -8,7 +8,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from conftest import random_secret
+from helpers import random_secret
 
 from shipyard.config import Step
 from shipyard.heartbeat import Heartbeat

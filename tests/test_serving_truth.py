@@ -10,7 +10,7 @@ import signal
 import time
 
 import pytest
-from conftest import ok
+from helpers import ok
 from test_deploy import Staging
 
 from shipyard.config import load_config

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BIN, cli_env, ok, run_cli
+from helpers import BIN, cli_env, ok, run_cli
 
 CONFIG = """
 version: 1
@@ -25,7 +25,6 @@ NOT_FOR_LISTING = (
     "tenacity",
     "rich",
     "detect_secrets",
-    "plumbum",
     "shipyard.pipeline",
     "shipyard.runner",
     "shipyard.console",

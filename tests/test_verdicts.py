@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, ok, run_cli
-from test_deploy import BIN, Staging, staging_fixture  # noqa: F401 - the `staging` fixture
+from helpers import BIN, cli_env, ok, run_cli
+from test_deploy import Staging, staging_fixture  # noqa: F401 - the `staging` fixture
 
 from shipyard.lock import DeployLock
 

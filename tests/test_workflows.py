@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, REPO, cli_env, run_cli
+from helpers import BIN, REPO, cli_env, run_cli
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 DEPLOY = REPO / ".github" / "workflows" / "deploy-staging.yml"

@@ -57,12 +57,11 @@ def build(config: Config) -> Verdict:
 
 
 def _run(config: Config, steps: Sequence[Step], *, jobs: int, fail_fast: bool) -> Verdict:
-    from shipyard import pipeline
-    from shipyard.console import make_console
+    from shipyard import pipeline, reporters
 
     run = pipeline.Run.for_config(config, command=command_line())
-    console = make_console(jobs=jobs, redactor=run.redactor)
-    return pipeline.execute(run, steps, jobs=jobs, fail_fast=fail_fast, console=console)
+    reporter = reporters.for_run(jobs=jobs, redactor=run.redactor)
+    return pipeline.execute(run, steps, reporter=reporter, jobs=jobs, fail_fast=fail_fast)
 
 
 def find_step(config: Config, name: str) -> Step:
@@ -109,8 +108,7 @@ def heartbeat(
     agent: str, argv: Sequence[str], *, environ: Mapping[str, str] = os.environ
 ) -> Verdict:
     """Run `argv` as one heartbeat-instrumented step; return its own exit status."""
-    from shipyard import pipeline
-    from shipyard.console import PassthroughConsole
+    from shipyard import pipeline, reporters
 
     if not _AGENT.fullmatch(agent):
         raise UsageError(f"heartbeat: agent must match {_AGENT.pattern}, got '{agent}'")
@@ -125,14 +123,14 @@ def heartbeat(
         redactor=Redactor.from_environ(environ, config.secrets if config else ()),
     )
     wrapped = Step(name=Path(argv[0]).name, run=shlex.join(argv))
-    console = PassthroughConsole(sys.stdout, live_output=True)
+    reporter = reporters.passthrough(redactor=run.redactor)
     with pipeline.stop_on_signals(run.stop):
-        results = pipeline.run_steps(run, [wrapped], jobs=1, fail_fast=False, console=console)
+        results = pipeline.run_steps(run, [wrapped], jobs=1, fail_fast=False, reporter=reporter)
         verdict = pipeline.steps_verdict(results, interrupted=run.stop.is_set())
         exit_code = results[0].exit_code
         if exit_code is not None and not verdict.ok:  # the wrapped command's own status
             verdict = replace(verdict, exit_code=exit_code)
-        pipeline.finish(run, results, verdict, with_feedback=False)
+        pipeline.finish(run, results, verdict, reporter=reporter, with_feedback=False)
         return verdict
 
 
@@ -241,7 +239,7 @@ def deploy(
         build=build,
         dry_run=dry_run,
         allow_dirty=allow_dirty,
-    )
+    ).verdict
 
 
 def rollback(
@@ -254,12 +252,8 @@ def rollback(
     lock_wait: str = "",
 ) -> Verdict:
     from shipyard import deploy as deployment
-    from shipyard.pipeline import Run
-    from shipyard.targets import RollbackPlan
 
-    runs: list[Run] = []
-    plans: list[RollbackPlan] = []
-    verdict = deployment.rollback(
+    finished = deployment.rollback(
         config,
         env,
         command=command_line(),
@@ -267,13 +261,11 @@ def rollback(
         dry_run=dry_run,
         as_json=as_json,
         lock_wait=parse_wait(lock_wait),
-        runs=runs,
-        plans=plans,
     )
     if as_json:  # the plan (when one was made), how the run ended, and where its evidence is
-        plan = plans[0].to_json() if plans else {}
-        print(json.dumps({**plan, **verdict.to_json(), "run_id": runs[0].run_id}, indent=2))
-    return verdict
+        document = {**(finished.record.plan or {}), **finished.verdict.to_json()}
+        print(json.dumps({**document, "run_id": finished.run.run_id}, indent=2))
+    return finished.verdict
 
 
 def smoke(config: Config, *, env: str = "", artifact: str = "") -> Verdict:

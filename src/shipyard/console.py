@@ -1,4 +1,5 @@
-"""What a person sees: plain lines when piped or in CI, a live board on a terminal.
+"""What a person sees: plain lines when piped or in CI, a live board on a terminal (each a
+`Reporter`; `shipyard.reporters` chooses).
 
 Output is already masked when it gets here. With one job a step's output streams live;
 with several, each step's output is printed whole when it ends, so blocks never interleave.
@@ -6,14 +7,13 @@ with several, each step's output is printed whole when it ends, so blocks never 
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from shipyard.redact import Redactor
+from shipyard.report import RunEnd
 from shipyard.runner import StepResult, StepStatus
 
 if TYPE_CHECKING:
@@ -52,8 +52,13 @@ class PlainConsole:
             self.stream.write(f"<== {result.name}: {describe(result)}\n")
             self.stream.flush()
 
-    def run_finished(self, results: Sequence[StepResult], footer: str) -> None:
-        self.write(summary_table(results) + footer + "\n")
+    def run_finished(self, end: RunEnd) -> None:
+        """Warnings, a refusal's reason on stderr, the table of steps, then the last line."""
+        for line in end.warnings:
+            self.write(f"warning: {line}\n")
+        if end.refused:
+            self.error(end.verdict.reason)
+        self.write(summary_table(end.results) + end.footer + "\n")
 
     def error(self, line: str) -> None:
         """A refusal's reason on stderr too, where scripts and people look for it."""
@@ -133,26 +138,6 @@ def wants_board(stream: TextIO, environ: Mapping[str, str]) -> bool:
     return is_tty and not environ.get("CI") and environ.get("TERM") != "dumb"
 
 
-def make_console(
-    *,
-    jobs: int,
-    redactor: Redactor | None = None,
-    stream: TextIO | None = None,
-    environ: Mapping[str, str] = os.environ,
-) -> PlainConsole:
-    """GitHub Actions' groups and annotations there; a live board on a terminal; plain lines
-    otherwise. `redactor` gives the values to `::add-mask::` first in Actions."""
-    stream = stream or sys.stdout
-    live_output = jobs <= 1
-    if environ.get("GITHUB_ACTIONS") == "true":
-        from shipyard.gha import GithubConsole
-
-        return GithubConsole(stream, live_output=live_output, redactor=redactor or Redactor())
-    if wants_board(stream, environ):
-        return BoardConsole(stream, live_output=live_output)
-    return PlainConsole(stream, live_output=live_output)
-
-
 class PassthroughConsole(PlainConsole):
     """Only the wrapped command's own output: for `shipyard heartbeat`, a transparent wrapper."""
 
@@ -165,7 +150,7 @@ class PassthroughConsole(PlainConsole):
     def step_finished(self, result: StepResult) -> None:
         pass
 
-    def run_finished(self, results: Sequence[StepResult], footer: str) -> None:
+    def run_finished(self, end: RunEnd) -> None:
         pass
 
 
@@ -179,8 +164,7 @@ class SilentConsole(PassthroughConsole):
     def step_output(self, step: str, text: str) -> None:
         pass
 
-    def run_finished(self, results: Sequence[StepResult], footer: str) -> None:
-        print(footer, file=sys.stderr, flush=True)
-
-    def error(self, line: str) -> None:
-        pass  # the last line, on stderr, names it
+    def run_finished(self, end: RunEnd) -> None:
+        for line in end.warnings:
+            print(f"warning: {line}", file=sys.stderr)
+        print(end.footer, file=sys.stderr, flush=True)

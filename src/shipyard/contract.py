@@ -30,9 +30,10 @@ class Check:
 
 def run_contract(config: Config, env_name: str, *, command: str) -> ExitCode:
     environment = deployment.pick_environment(config, env_name)
-    runs: list[Run] = []
-    deployment.deploy(config, environment.name, command=command, runs=runs)
-    deployment.rollback(config, environment.name, command=command, dry_run=True, runs=runs)
+    runs = [
+        deployment.deploy(config, environment.name, command=command).run,
+        deployment.rollback(config, environment.name, command=command, dry_run=True).run,
+    ]
     checks = list(contract_checks(runs, smoke_title=deployment.smoke_title(environment)))
     print()
     for check in checks:

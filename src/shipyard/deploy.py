@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from shipyard import artifact, audit, git, server, targets
+from shipyard import artifact, audit, git, reporters, server, targets
 from shipyard.config import Config, Environment, Step
-from shipyard.console import PlainConsole, SilentConsole, make_console
 from shipyard.errors import (
     OK,
     ConfigError,
@@ -41,9 +39,10 @@ from shipyard.lock import LOCK_DIR, DeployLock
 from shipyard.pipeline import Run, finish, guarded, step_context, steps_verdict, stop_on_signals
 from shipyard.process import tools_path
 from shipyard.records import DeployRecord
+from shipyard.report import Reporter
 from shipyard.runner import StepResult, run_action, run_step
 from shipyard.smoke import SmokeCheck, probe
-from shipyard.targets import DeployPlan, RollbackPlan, Target, state_dir
+from shipyard.targets import DeployPlan, RollbackPlan, Say, Target, state_dir
 
 BUILD = "Build application"
 SMOKE = "Smoke"
@@ -54,8 +53,6 @@ ROLLBACK_DRY_RUN = "Rollback (dry-run)"
 DEPLOY_DRY_RUN = "Deploy (dry-run)"
 ARTIFACT_SERVER_GRACE = 5.0
 MIN_FREE_BYTES = 100 * 2**20  # room a deploy needs in .shipyard/ (a release, logs, state)
-
-Say = Callable[[str], None]
 
 
 def smoke_title(environment: Environment) -> str:
@@ -81,10 +78,10 @@ def pick_environment(config: Config, name: str = "") -> Environment:
 class Flow:
     """The steps of one run, in order: shell steps and Python steps alike."""
 
-    def __init__(self, run: Run, console: PlainConsole) -> None:
+    def __init__(self, run: Run, reporter: Reporter) -> None:
         self.run = run
-        self.console = console
-        self.context = step_context(run, console)
+        self.reporter = reporter
+        self.context = step_context(run, reporter)
         self.results: list[StepResult] = []
 
     def shell(self, step: Step) -> StepResult:
@@ -95,12 +92,25 @@ class Flow:
 
     def _record(self, result: StepResult) -> StepResult:
         self.results.append(result)
-        self.console.step_finished(result)
+        self.reporter.step_finished(result)
         return result
 
     @property
     def interrupted(self) -> bool:
         return self.run.stop.is_set()
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a deploy or rollback ended, its run (id, evidence) and what it recorded."""
+
+    verdict: Verdict
+    run: Run
+    record: DeployRecord
+
+    @property
+    def exit_code(self) -> int:
+        return int(self.verdict.exit_code)
 
 
 @dataclass
@@ -118,13 +128,13 @@ class Operation:
         cls, config: Config, environment: Environment, *, command: str, quiet: bool = False
     ) -> Operation:
         run = Run.for_config(config, command=command, extra_environ=environment.env)
-        console = (
-            SilentConsole(sys.stdout, live_output=False)
+        reporter = (
+            reporters.quiet(redactor=run.redactor)
             if quiet
-            else make_console(jobs=1, redactor=run.redactor)
+            else reporters.for_run(jobs=1, redactor=run.redactor)
         )
         record = DeployRecord(environment.name, environment.target)
-        return cls(config, environment, Flow(run, console), record)
+        return cls(config, environment, Flow(run, reporter), record)
 
     @property
     def run(self) -> Run:
@@ -149,17 +159,17 @@ class Operation:
             self.state_dir,
             command=self.run.redactor.mask(self.run.command),
             audit_path=self.state_dir / "audit.jsonl",
-            warn=lambda line: self.flow.console.write(f"warning: {line}\n"),
+            warn=lambda line: self.flow.reporter.write(f"warning: {line}\n"),
         )
         lock.acquire(wait=lock_wait)
         where = (self.state_dir / LOCK_DIR).relative_to(self.config.root).as_posix()
-        self.flow.console.write(f"lock: took {where}\n")
+        self.flow.reporter.write(f"lock: took {where}\n")
         try:
             return body()
         finally:
             lock.release()
 
-    def conclude(self, section: str, body: Callable[[], Verdict]) -> Verdict:
+    def conclude(self, section: str, body: Callable[[], Verdict]) -> Finished:
         """Run `body` and record how it ended, whatever way that was: the one exit of every
         deploy and rollback. `section`: "deploy" or "rollback" (also the audit event; a dry
         run changes nothing and is not audited)."""
@@ -167,16 +177,17 @@ class Operation:
             try:
                 verdict = guarded(self.run, body)
             finally:
-                self.flow.console.close()
+                self.flow.reporter.close()
             if not self.record.dry_run:
                 self._audit(section, verdict)
-            return finish(
+            finish(
                 self.run,
                 self.flow.results,
                 verdict,
-                console=self.flow.console,
+                reporter=self.flow.reporter,
                 section=(section, self.record),
             )
+            return Finished(verdict, self.run, self.record)
 
     def _audit(self, event: str, verdict: Verdict) -> None:
         """The audit entry, from the same verdict; a failed write is a warning, not a lost run."""
@@ -186,7 +197,7 @@ class Operation:
                 self.state_dir / "audit.jsonl", event, redactor=self.run.redactor, **fields
             )
         except OSError as error:
-            self.flow.console.write(f"warning: the audit entry was not written: {error}\n")
+            self.flow.reporter.write(f"warning: the audit entry was not written: {error}\n")
 
     def made(self, version: str | None) -> None:
         self.record.made_release(version)
@@ -220,15 +231,11 @@ def deploy(
     build: bool = True,
     dry_run: bool = False,
     allow_dirty: bool = False,
-    runs: list[Run] | None = None,
-) -> Verdict:
-    """`build=False` deploys the newest artifact already built (CI's separate build step).
-    `runs`, when given, receives this call's Run (for `inv contract`)."""
+) -> Finished:
+    """`build=False` deploys the newest artifact already built (CI's separate build step)."""
     environment = pick_environment(config, env_name)
     op = Operation.start(config, environment, command=command)
     op.record.dry_run = dry_run
-    if runs is not None:
-        runs.append(op.run)
     if dry_run:
         return op.conclude(
             "deploy", lambda: _dry_run_deploy(op, build=build, allow_dirty=allow_dirty)
@@ -313,7 +320,7 @@ def _deploy_steps(op: Operation, build_step: Step, *, build: bool) -> Verdict:
         if not smoked.ok:
             return _failed_step_verdict(flow)
     else:
-        flow.console.write(
+        flow.reporter.write(
             f"(no artifact smoke: environments.{op.environment.name} has no start)\n"
         )
     plan = _with_tree(op, op.target.plan_deploy(relative))
@@ -528,7 +535,7 @@ def smoke(config: Config, env_name: str, *, command: str, archive: str = "") -> 
     """`inv smoke`: the built artifact on a free port, probed; exit 1 with the server log tail."""
     environment = pick_environment(config, env_name)
     run = Run.for_config(config, command=command, extra_environ=environment.env)
-    flow = Flow(run, make_console(jobs=1, redactor=run.redactor))
+    flow = Flow(run, reporters.for_run(jobs=1, redactor=run.redactor))
 
     def body() -> Verdict:
         path = (
@@ -547,8 +554,8 @@ def smoke(config: Config, env_name: str, *, command: str, archive: str = "") -> 
         try:
             verdict = guarded(run, body)
         finally:
-            flow.console.close()
-        return finish(run, flow.results, verdict, console=flow.console)
+            flow.reporter.close()
+        return finish(run, flow.results, verdict, reporter=flow.reporter)
 
 
 # --- rollback ------------------------------------------------------------------------------
@@ -563,32 +570,25 @@ def rollback(
     dry_run: bool = False,
     as_json: bool = False,
     lock_wait: float = 0.0,
-    runs: list[Run] | None = None,
-    plans: list[RollbackPlan] | None = None,
-) -> Verdict:
-    """`as_json` keeps the console quiet (the caller prints the plan); `runs` and `plans`,
-    when given, receive this call's Run and the plan it made (none when it ended before)."""
+) -> Finished:
+    """`as_json` keeps the console quiet: the caller prints the plan (`record.plan`)."""
     environment = pick_environment(config, env_name)
     if to is not None and not (to.startswith("v") and to[1:].isdigit()):
         raise UsageError(f"--to {to}: expected a release like v3")
     op = Operation.start(config, environment, command=command, quiet=as_json)
     op.record.dry_run = dry_run
-    if runs is not None:
-        runs.append(op.run)
-    plans = [] if plans is None else plans
 
     def body() -> Verdict:
         op.target  # noqa: B018 - the target's preflight, before the lock
         if dry_run:
-            return _dry_run(op, to, plans)
-        return op.locked(lock_wait, lambda: _rollback_steps(op, to, plans))
+            return _dry_run(op, to)
+        return op.locked(lock_wait, lambda: _rollback_steps(op, to))
 
     return op.conclude("rollback", body)
 
 
-def _plan(op: Operation, to: str | None, plans: list[RollbackPlan]) -> RollbackPlan:
+def _plan(op: Operation, to: str | None) -> RollbackPlan:
     plan = op.target.plan_rollback(to)
-    plans.append(plan)
     op.record.plan, op.record.previous = plan.to_json(), plan.current
     return plan
 
@@ -602,8 +602,8 @@ def plan_error(plan: RollbackPlan, to: str | None) -> ShipyardError | None:
     return StepFailed(f"the rollback to {plan.to} cannot be carried out: {plan.problems[0]}")
 
 
-def _dry_run(op: Operation, to: str | None, plans: list[RollbackPlan]) -> Verdict:
-    plan = _plan(op, to, plans)
+def _dry_run(op: Operation, to: str | None) -> Verdict:
+    plan = _plan(op, to)
     error = plan_error(plan, to)
 
     def show(say: Say) -> None:
@@ -617,12 +617,12 @@ def _dry_run(op: Operation, to: str | None, plans: list[RollbackPlan]) -> Verdic
     return verdict_for(error) if error is not None else _failed_step_verdict(op.flow)
 
 
-def _rollback_steps(op: Operation, to: str | None, plans: list[RollbackPlan]) -> Verdict:
-    plan = _plan(op, to, plans)  # planned under the lock: nobody moves it now
+def _rollback_steps(op: Operation, to: str | None) -> Verdict:
+    plan = _plan(op, to)  # planned under the lock: nobody moves it now
     error = plan_error(plan, to)
     if error is not None:
         for line in plan.lines():
-            op.flow.console.write(line + "\n")
+            op.flow.reporter.write(line + "\n")
         raise error
     target = op.target
 

@@ -106,16 +106,6 @@ class StepFailed(ShipyardError):
     exit_code = ExitCode.STEP_FAILED
 
 
-class StepTimedOut(ShipyardError):
-    exit_code = ExitCode.TIMEOUT
-    outcome = Outcome.TIMED_OUT
-
-
-class Interrupted(ShipyardError):
-    exit_code = ExitCode.INTERRUPTED
-    outcome = Outcome.INTERRUPTED
-
-
 class LockHeld(ShipyardError):
     """Another deploy or rollback holds this environment's lock."""
 

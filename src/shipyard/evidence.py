@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import stat
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from shipyard import files
 from shipyard.redact import Redactor
 
 if TYPE_CHECKING:
@@ -141,20 +141,8 @@ def _steady(bundle: Bundle) -> Iterator[None]:
 
 
 def write_atomic(bundle: Bundle, path: Path, data: bytes) -> None:
-    """Write `data` to `path` by temp file and rename: readers see the old or the new file."""
-    bundle._scratch_dir.mkdir(parents=True, exist_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=bundle._scratch_dir, prefix=path.name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(temp).chmod(0o644)
-        Path(temp).replace(path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Write `data` to `path` atomically, by a temp file outside the date folder."""
+    files.write_atomic(path, data, scratch=bundle._scratch_dir)
 
 
 def tail_lines(path: Path, count: int) -> list[str]:

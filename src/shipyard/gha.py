@@ -1,7 +1,8 @@
 """GitHub Actions: workflow commands on stdout, the step summary and the step outputs.
 
-Active only when `GITHUB_ACTIONS=true` (not merely `CI`). Escaping follows actions/toolkit's
-command.ts (see shared/reference/ci-conventions.md §1.1).
+Used only when `GITHUB_ACTIONS=true` (not merely `CI`): `shipyard.reporters` decides.
+Escaping follows actions/toolkit's packages/core/src/command.ts
+(https://github.com/actions/toolkit/blob/main/packages/core/src/command.ts).
 """
 
 from __future__ import annotations
@@ -10,23 +11,18 @@ import os
 import secrets
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
 from shipyard.console import PlainConsole, copy_log, describe
-from shipyard.errors import Verdict
 from shipyard.evidence import tail_lines
 from shipyard.redact import Redactor
+from shipyard.report import RunEnd
 from shipyard.runner import StepResult, StepStatus
 
 MAX_ERRORS_PER_STEP = 10  # GitHub shows at most 10 error annotations per step
 ERROR_TAIL_LINES = 5
-
-
-def active(environ: Mapping[str, str] = os.environ) -> bool:
-    return environ.get("GITHUB_ACTIONS") == "true"
 
 
 def escape_data(text: str) -> str:
@@ -102,68 +98,88 @@ class GithubConsole(PlainConsole):
 # --- the step summary and outputs ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RunReport:
-    command_line: str
-    run_id: str
-    evidence: str  # the bundle's folder, relative to the project
-    verdict: Verdict
-    results: Sequence[StepResult]
-    release: str | None = None  # the release now serving, after a deploy or rollback
-
-    def markdown(self) -> str:
-        icon = {"ok": "✅", "skipped": "⏭️"}
-        rows = [
-            f"| {r.name} | {icon.get(r.status.value, '❌')} {r.status.value} | "
-            f"{'' if r.exit_code is None else r.exit_code} | {r.duration:.1f}s |"
-            for r in self.results
-        ]
-        released = f"release **{self.release}** · " if self.release else ""
-        verdict = self.verdict
-        head = (
-            f"### Shipyard: `{self.command_line}`: {icon.get(verdict.outcome.value, '❌')} "
-            f"{verdict.outcome.value} (exit {int(verdict.exit_code)})"
-        )
-        reason = [f"> {verdict.reason}", ""] if verdict.reason else []
-        table = ["| step | status | exit | duration |", "|---|---|---|---|", *rows]
-        steps = table if rows else ["(no step ran)"]
-        footer = f"{released}run `{self.run_id}` · evidence `{self.evidence}`"
-        return "\n".join([head, "", *reason, *steps, "", footer, "", ""])
-
-    def outputs(self) -> dict[str, str]:
-        found = {
-            "run-id": self.run_id,
-            "evidence": self.evidence,
-            "exit-code": str(int(self.verdict.exit_code)),
-            "outcome": self.verdict.outcome.value,
-        }
-        return {**found, "release": self.release} if self.release else found
-
-    def annotation(self) -> str | None:
-        """One `::error` for every outcome but ok, naming the outcome, exit code and reason."""
-        verdict = self.verdict
-        if verdict.ok:
-            return None
-        title = f"Shipyard: {verdict.outcome.value} (exit {int(verdict.exit_code)})"
-        return command("error", verdict.reason or verdict.outcome.value, title=title)
+def summary_markdown(end: RunEnd) -> str:
+    """The run's section of the step summary: outcome, reason, steps, release, evidence."""
+    icon = {"ok": "✅", "skipped": "⏭️"}
+    rows = [
+        f"| {r.name} | {icon.get(r.status.value, '❌')} {r.status.value} | "
+        f"{'' if r.exit_code is None else r.exit_code} | {r.duration:.1f}s |"
+        for r in end.results
+    ]
+    verdict = end.verdict
+    head = (
+        f"### Shipyard: `{end.command}`: {icon.get(verdict.outcome.value, '❌')} "
+        f"{verdict.outcome.value} (exit {int(verdict.exit_code)})"
+    )
+    reason = [f"> {verdict.reason}", ""] if verdict.reason else []
+    table = ["| step | status | exit | duration |", "|---|---|---|---|", *rows]
+    steps = table if rows else ["(no step ran)"]
+    released = f"release **{end.serving}** · " if end.serving else ""
+    footer = f"{released}run `{end.run_id}` · evidence `{end.evidence}/`"
+    return "\n".join([head, "", *reason, *steps, "", footer, "", ""])
 
 
-def publish(
-    report: RunReport,
-    *,
-    redactor: Redactor,
-    environ: Mapping[str, str] = os.environ,
-    stream: TextIO | None = None,
-) -> None:
-    """The run's `::error` (when it did not end ok) on stdout, its table appended to
-    GITHUB_STEP_SUMMARY and its ids to GITHUB_OUTPUT (all masked)."""
-    annotation = report.annotation()
-    if annotation:
-        out = stream or sys.stdout
-        out.write(redactor.mask(annotation) + "\n")
-        out.flush()
-    _append(environ.get("GITHUB_STEP_SUMMARY"), redactor.mask(report.markdown()))
-    _append(environ.get("GITHUB_OUTPUT"), redactor.mask(output_lines(report.outputs())))
+def step_outputs(end: RunEnd) -> dict[str, str]:
+    found = {
+        "run-id": end.run_id,
+        "evidence": f"{end.evidence}/",
+        "exit-code": str(int(end.verdict.exit_code)),
+        "outcome": end.verdict.outcome.value,
+    }
+    return {**found, "release": end.serving} if end.serving else found
+
+
+def run_annotation(end: RunEnd) -> str | None:
+    """One `::error` for every outcome but ok, naming the outcome, exit code and reason."""
+    verdict = end.verdict
+    if verdict.ok:
+        return None
+    title = f"Shipyard: {verdict.outcome.value} (exit {int(verdict.exit_code)})"
+    return command("error", verdict.reason or verdict.outcome.value, title=title)
+
+
+class ActionsSummary:
+    """The reporter of a run's end in Actions: its `::error` (when it did not end ok) on
+    stdout, its section of GITHUB_STEP_SUMMARY and its GITHUB_OUTPUT lines, all masked. Steps
+    are shown by the console; this one says nothing while they run."""
+
+    def __init__(
+        self,
+        redactor: Redactor,
+        *,
+        stream: TextIO | None = None,
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        self.redactor = redactor
+        self.stream = stream or sys.stdout
+        self.environ = environ
+
+    def write(self, text: str) -> None:
+        pass
+
+    def step_started(self, step: str, attempt: int) -> None:
+        pass
+
+    def step_output(self, step: str, text: str) -> None:
+        pass
+
+    def step_beat(self, step: str, elapsed: float, quiet: float) -> None:
+        pass
+
+    def step_finished(self, result: StepResult) -> None:
+        pass
+
+    def run_finished(self, end: RunEnd) -> None:
+        annotation = run_annotation(end)
+        if annotation:
+            self.stream.write(self.redactor.mask(annotation) + "\n")
+            self.stream.flush()
+        mask = self.redactor.mask
+        _append(self.environ.get("GITHUB_STEP_SUMMARY"), mask(summary_markdown(end)))
+        _append(self.environ.get("GITHUB_OUTPUT"), mask(output_lines(step_outputs(end))))
+
+    def close(self) -> None:
+        pass
 
 
 def output_lines(outputs: Mapping[str, str]) -> str:

@@ -1,5 +1,8 @@
 """What git says about the tree a run builds from: its commit, and whether it has uncommitted
-changes to tracked files (a dirty tree deploys only with `--allow-dirty`)."""
+changes to tracked files (a dirty tree deploys only with `--allow-dirty`).
+
+git is run with `subprocess`, as every other program outside the step runner is (flyctl, the
+scanners, servers): one way to start a program, bytes in and out, and no import cost."""
 
 from __future__ import annotations
 
@@ -28,23 +31,11 @@ class TreeState:
         return shown + (f" and {more} more" if more > 0 else "")
 
 
-def _git(root: Path, *args: str) -> str | None:
-    """git's stdout as text, or None when git is missing, fails or hangs."""
-    from plumbum import local  # ~75 ms to import: only when a run needs git
-    from plumbum.commands.processes import CommandNotFound, ProcessTimedOut
-
-    try:
-        code, out, _ = local["git"][args].run(retcode=None, timeout=GIT_TIMEOUT, cwd=root)
-    except (CommandNotFound, ProcessTimedOut, OSError):
-        return None
-    return out if code == 0 else None
-
-
-def _diff_sha256(root: Path) -> str | None:
-    """sha256 of `git diff HEAD --binary` as bytes (what `... | sha256sum` prints)."""
+def _run_git(root: Path, *args: str) -> bytes | None:
+    """git's stdout, or None when git is missing, fails or hangs."""
     try:
         done = subprocess.run(
-            ["git", "diff", "HEAD", "--binary"],
+            ["git", *args],
             cwd=root,
             capture_output=True,
             stdin=subprocess.DEVNULL,
@@ -53,7 +44,18 @@ def _diff_sha256(root: Path) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return hashlib.sha256(done.stdout).hexdigest() if done.returncode == 0 else None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _git(root: Path, *args: str) -> str | None:
+    out = _run_git(root, *args)
+    return None if out is None else out.decode("utf-8", "surrogateescape")
+
+
+def _diff_sha256(root: Path) -> str | None:
+    """sha256 of `git diff HEAD --binary` as bytes (what `... | sha256sum` prints)."""
+    diff = _run_git(root, "diff", "HEAD", "--binary")
+    return None if diff is None else hashlib.sha256(diff).hexdigest()
 
 
 def head_sha(root: Path) -> str | None:

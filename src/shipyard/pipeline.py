@@ -18,16 +18,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from shipyard import __version__, evidence, feedback, gha
+from shipyard import __version__, evidence, feedback
 from shipyard.audit import current_user
 from shipyard.config import Config, Step
-from shipyard.console import PlainConsole, make_console
 from shipyard.errors import OK, ExitCode, Outcome, ShipyardError, Verdict, verdict_for
 from shipyard.evidence import Bundle
 from shipyard.heartbeat import Heartbeat, iso_timestamp
 from shipyard.process import tools_path
 from shipyard.records import DeployRecord
 from shipyard.redact import Redactor
+from shipyard.report import Reporter, RunEnd
 from shipyard.runner import StepContext, StepResult, StepStatus, run_step, skipped_result
 
 INTERNAL_ERROR_LOG = "shipyard-internal-error.log"
@@ -101,24 +101,23 @@ def execute(
     run: Run,
     steps: Sequence[Step],
     *,
+    reporter: Reporter,
     jobs: int = 1,
     fail_fast: bool = False,
-    console: PlainConsole | None = None,
 ) -> Verdict:
     """Run `steps`, write the evidence (also when interrupted) and return the verdict."""
-    console = console or make_console(jobs=jobs, redactor=run.redactor)
     results: list[StepResult] = []
 
     def body() -> Verdict:
-        run_steps(run, steps, jobs=jobs, fail_fast=fail_fast, console=console, into=results)
+        run_steps(run, steps, jobs=jobs, fail_fast=fail_fast, reporter=reporter, into=results)
         return steps_verdict(results, interrupted=run.stop.is_set())
 
     with stop_on_signals(run.stop):  # also while the evidence is written: a second ^C waits
         try:
             verdict = guarded(run, body)
         finally:
-            console.close()
-        return finish(run, results, verdict, console=console)
+            reporter.close()
+        return finish(run, results, verdict, reporter=reporter)
 
 
 def guarded(run: Run, body: Callable[[], Verdict]) -> Verdict:
@@ -139,7 +138,7 @@ def guarded(run: Run, body: Callable[[], Verdict]) -> Verdict:
         )
 
 
-def step_context(run: Run, console: PlainConsole) -> StepContext:
+def step_context(run: Run, reporter: Reporter) -> StepContext:
     return StepContext(
         root=run.root,
         environ=run.step_environ(),
@@ -148,7 +147,7 @@ def step_context(run: Run, console: PlainConsole) -> StepContext:
         log_dir=run.bundle.log_dir(run.run_id),
         heartbeat_interval=run.heartbeat_interval,
         stop=run.stop,
-        listener=console,
+        listener=reporter,
     )
 
 
@@ -158,11 +157,11 @@ def run_steps(
     *,
     jobs: int,
     fail_fast: bool,
-    console: PlainConsole,
+    reporter: Reporter,
     into: list[StepResult] | None = None,
 ) -> list[StepResult]:
     """Run `steps`; their results, in order, also go into `into` (kept if something raises)."""
-    context = step_context(run, console)
+    context = step_context(run, reporter)
     halt = threading.Event()
 
     def one(step: Step) -> StepResult:
@@ -173,7 +172,7 @@ def run_steps(
             result = run_step(step, context)
         if fail_fast and not result.ok:
             halt.set()
-        console.step_finished(result)
+        reporter.step_finished(result)
         return result
 
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="step") as pool:
@@ -211,13 +210,13 @@ def finish(
     results: Sequence[StepResult],
     verdict: Verdict,
     *,
-    console: PlainConsole | None = None,
+    reporter: Reporter | None = None,
     section: tuple[str, DeployRecord] | None = None,
     with_feedback: bool = True,
 ) -> Verdict:
-    """Write everything that reports how the run ended, all from `verdict`: the run record, the
-    seal and manifest, the feedback entry, the Actions summary and the console's last line.
-    `section` is a deploy or rollback's own record, e.g. ("deploy", record)."""
+    """Write everything that says how the run ended, all from `verdict`: the run record, the
+    seal and manifest, the feedback entry, then the reporter's end (the console's last line,
+    in Actions the summary). `section` is a deploy or rollback's record, e.g. ("deploy", r)."""
     sha = git_sha(run.root)
     record = run_record(run, results, verdict=verdict, git_sha=sha, section=section)
     evidence.write_json(run.bundle, run.bundle.run_record_path(run.run_id), record, run.redactor)
@@ -231,17 +230,10 @@ def finish(
             run.run_id, run.command, record["started"], verdict, sha, results, sealed, warnings
         )
         feedback.append(summary, run.bundle, run.redactor)
-    if gha.active():
+    if reporter is not None:
         serving = section[1].serving if section else None
-        report = gha.RunReport(run.command, run.run_id, f"{where}/", verdict, results, serving)
-        gha.publish(report, redactor=run.redactor)
-    if console is not None:
-        for line in warnings:
-            console.write(f"warning: {line}\n")
-        if verdict.outcome is Outcome.REFUSED:
-            console.error(verdict.reason)
-        footer = f"{verdict.headline()} · evidence in {where}/ (run {run.run_id})"
-        console.run_finished(results, footer)
+        end = RunEnd(run.command, run.run_id, where, verdict, results, serving, warnings)
+        reporter.run_finished(end)
     return verdict
 
 

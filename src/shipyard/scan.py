@@ -236,11 +236,15 @@ def _scan_plain_lines(collection: SecretsCollection, root: Path, path: str) -> N
     """Scan the file's lines as they are, as detect-secrets does when a transformer gives up.
 
     It does so only for its own ParsingError; its YAML transformer lets PyYAML's ValueError
-    for a date like `2024-13-01` escape, which would otherwise end the whole scan.
+    for a date like `2024-13-01` escape, which would otherwise end the whole scan. A copy named
+    `.txt`, which no transformer reads, goes through detect-secrets' public `scan_file`.
     """
-    with (root / path).open(encoding="utf-8", errors="replace") as handle:
-        lines = list(enumerate(handle.readlines(), start=1))
-    found = detect_secrets_scan._process_line_based_plugins(lines, filename=str(root / path))
+    with tempfile.TemporaryDirectory(prefix="shipyard-scan-") as folder:
+        copy = Path(folder) / f"{Path(path).name}.txt"
+        shutil.copyfile(root / path, copy)
+        found = list(detect_secrets_scan.scan_file(str(copy)))
+    for secret in found:
+        secret.filename = path
     collection[path].update(found)
 
 

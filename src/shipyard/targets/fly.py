@@ -1,8 +1,9 @@
 """Fly.io through flyctl: deploy, a health verdict from Fly's own state, releases, rollback.
 
 flyctl has no rollback command: a rollback is `flyctl deploy --image <ImageRef>` of an earlier
-release, which creates a new release (release numbers never go back). Facts used here are in
-shared/reference/flyctl.md. The token reaches flyctl only through its environment.
+release, which creates a new release (release numbers never go back), as Fly's own rollback
+guide does. flyctl's commands, JSON and exit codes are those of https://fly.io/docs/flyctl/
+(tests/fakes/flyctl follows them). The token reaches flyctl only through its environment.
 """
 
 from __future__ import annotations

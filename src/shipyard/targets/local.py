@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from shipyard import artifact, audit, server
+from shipyard import artifact, audit, files, server
 from shipyard.config import Config, Environment
 from shipyard.errors import PreflightError, StepFailed
 from shipyard.heartbeat import iso_timestamp
@@ -582,10 +582,8 @@ class LocalTarget:
         self._write_json(self.release_dir(version) / RELEASE_FILE, record)
 
     def _write_json(self, path: Path, document: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.state_dir / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        temp.write_text(json.dumps(document, indent=2) + "\n")
-        temp.replace(path)
+        data = (json.dumps(document, indent=2) + "\n").encode()
+        files.write_atomic(path, data, scratch=self.state_dir)
 
     def _point_current(self, version: str) -> None:
         """Point `current` at the release with one rename(2): readers see old or new, never none."""
