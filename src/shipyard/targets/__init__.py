@@ -10,7 +10,9 @@ from collections.abc import Callable
 from shipyard.config import Config, Environment
 from shipyard.errors import UsageError
 from shipyard.targets.base import (
+    Call,
     DeployPlan,
+    Made,
     Observer,
     Release,
     ReleaseStatus,
@@ -18,6 +20,7 @@ from shipyard.targets.base import (
     Say,
     Status,
     Target,
+    TargetFailed,
     state_dir,
 )
 from shipyard.targets.fly import FlyTarget
@@ -25,7 +28,9 @@ from shipyard.targets.local import LocalTarget
 
 __all__ = [
     "TARGETS",
+    "Call",
     "DeployPlan",
+    "Made",
     "Observer",
     "Release",
     "ReleaseStatus",
@@ -33,6 +38,7 @@ __all__ = [
     "Say",
     "Status",
     "Target",
+    "TargetFailed",
     "create",
     "state_dir",
 ]

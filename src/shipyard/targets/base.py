@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
 from shipyard.config import Config, Environment
+from shipyard.errors import StepFailed
 from shipyard.smoke import SmokeCheck
 
 Say = Callable[[str], None]
@@ -114,26 +115,71 @@ class Status:
         return asdict(self)
 
 
+def _silent(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a target call needs from its caller, passed in (a target keeps no caller state):
+    where it says what it does, when it must stop, and who watches each attempt of a call it
+    retries (None: retries are reported on stderr)."""
+
+    say: Say = _silent
+    stop: threading.Event = field(default_factory=threading.Event)  # never set by default
+    observe: Observer | None = None
+
+    def unstoppable(self) -> Call:
+        """The same call that no stop ends: a restore runs to its end, after ^C too."""
+        return replace(self, stop=threading.Event())
+
+
+@dataclass(frozen=True)
+class Made:
+    """What a deploy, rollback or restore made, as the target lists it afterwards; handed back
+    to the calls that follow it (health, commit, restore)."""
+
+    release: str | None = None  # the release it made; None when it made none (or unknown)
+    known: bool = True  # False: the target could not be read afterwards to tell
+    image: str | None = None  # the image the release runs, for targets that deploy images
+
+
+class TargetFailed(StepFailed):
+    """A deploy, rollback or restore that failed; `made` is what it made all the same."""
+
+    def __init__(self, message: str, made: Made) -> None:
+        super().__init__(message)
+        self.made = made
+
+
 class Target(Protocol):
-    """What a deploy target does. Plans are data; only the other methods change anything."""
+    """What a deploy target does. Plans are data; the calls that change something return what
+    they made, and that value is handed to the calls that follow. No attribute is set by a
+    caller. The call order:
+
+        create (runs preflight) → preflight_deploy → plan_deploy → deploy → health
+            → [the caller's HTTP smoke] → commit
+          failing after deploy:  restore(plan, made)  (with call.unstoppable())
+        plan_rollback → rollback → health → [smoke] → commit_rollback
+          failing after rollback: undo_rollback(plan, made)  (with call.unstoppable())
+
+    `releases`, `status`, `smoke_check` and `alive` only read, and may be called any time.
+    """
 
     name: str
-    observe: Observer | None  # set by the caller to see every attempt of a retried call
-    stop: threading.Event | None  # set by the caller: long calls end when it is set
-    created: str | None  # after deploy(), even a failed one: the release it made, or None
 
     def preflight(self) -> None: ...  # raises PreflightError naming what is missing
     def preflight_deploy(self) -> None: ...  # what only a deploy needs (a free port)
-    def plan_deploy(self, artifact: str | None) -> DeployPlan: ...
-    def deploy(self, plan: DeployPlan, say: Say) -> None: ...  # serve a new release
-    def health(self, say: Say) -> None: ...  # the target's own verdict, before the HTTP smoke
+    def plan_deploy(self, artifact: str | None, call: Call) -> DeployPlan: ...
+    def deploy(self, plan: DeployPlan, call: Call) -> Made: ...  # raises TargetFailed
+    def health(self, made: Made, call: Call) -> None: ...  # the target's own verdict
     def alive(self) -> bool: ...  # False once the smoke cannot pass any more (server gone)
     def smoke_check(self) -> SmokeCheck: ...
-    def commit(self, plan: DeployPlan, say: Say) -> None: ...
-    def restore(self, plan: DeployPlan, say: Say) -> bool: ...
-    def releases(self) -> list[Release]: ...
-    def plan_rollback(self, to: str | None = None) -> RollbackPlan: ...
-    def rollback(self, plan: RollbackPlan, say: Say) -> None: ...
-    def commit_rollback(self, plan: RollbackPlan, say: Say) -> None: ...
-    def undo_rollback(self, plan: RollbackPlan, say: Say) -> bool: ...
-    def status(self) -> Status: ...
+    def commit(self, plan: DeployPlan, made: Made, call: Call) -> None: ...
+    def restore(self, plan: DeployPlan, made: Made, call: Call) -> Made | None: ...  # None: nothing
+    def releases(self, call: Call) -> list[Release]: ...
+    def plan_rollback(self, to: str | None, call: Call) -> RollbackPlan: ...
+    def rollback(self, plan: RollbackPlan, call: Call) -> Made: ...  # raises TargetFailed
+    def commit_rollback(self, plan: RollbackPlan, made: Made, call: Call) -> None: ...
+    def undo_rollback(self, plan: RollbackPlan, made: Made, call: Call) -> Made | None: ...
+    def status(self, call: Call) -> Status: ...
