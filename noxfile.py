@@ -1,31 +1,45 @@
 """Isolated gates: each session builds its own environment and runs one Shipyard step in it,
-so every gate is heartbeat-instrumented and leaves evidence, exactly as `inv gates` does."""
+so every gate is heartbeat-instrumented and leaves evidence, exactly as `inv gates` does.
+
+The gate list lives in one place, `gates:` in shipyard.yaml: a session is made for each gate
+(named after it, `test:ci` as `tests`), and `gates` requires them all."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
+import yaml  # nox runs from the project's environment, which has PyYAML (a Shipyard need)
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["gates"]
 nox.options.error_on_missing_interpreters = True
 
-
-def _step(session: nox.Session, name: str, extra: str = "") -> None:
-    """Install the package (with `extra`: what the step's own tools need) and run the step."""
-    session.install(f".[{extra}]" if extra else ".")
-    session.run("shipyard", "step", name, *session.posargs)
-
-
-@nox.session
-def fmt(session: nox.Session) -> None:
-    """ruff format --check, as the `fmt` step."""
-    _step(session, "fmt", "fmt")
+CONFIG = Path(__file__).with_name("shipyard.yaml")
+# What each gate's own tools need beyond the package: an extra of pyproject.toml.
+EXTRAS = {"fmt": "fmt", "lint": "lint", "test:ci": "dev"}
+SESSION_NAMES = {"test:ci": "tests"}
 
 
-@nox.session
-def lint(session: nox.Session) -> None:
-    """ruff check, mypy --strict, check-jsonschema and zizmor, as the `lint` step."""
-    _step(session, "lint", "lint")
+def _gates() -> list[str]:
+    return list(yaml.safe_load(CONFIG.read_text(encoding="utf-8")).get("gates") or [])
+
+
+def _gate_session(gate: str) -> str:
+    """A session that installs what `gate` needs and runs it as a Shipyard step."""
+    name = SESSION_NAMES.get(gate, gate)
+    extra = EXTRAS.get(gate, "")
+
+    def run(session: nox.Session) -> None:
+        session.install(f".[{extra}]" if extra else ".")
+        session.run("shipyard", "step", gate, *session.posargs)
+
+    run.__doc__ = f"The `{gate}` gate, as `shipyard step {gate}` in its own environment."
+    nox.session(name=name)(run)
+    return name
+
+
+GATE_SESSIONS = [_gate_session(gate) for gate in _gates()]
 
 
 @nox.session(name="pre-commit", default=False)
@@ -35,20 +49,8 @@ def pre_commit(session: nox.Session) -> None:
     session.run("pre-commit", "run", "--all-files", "--show-diff-on-failure", *session.posargs)
 
 
-@nox.session
-def tests(session: nox.Session) -> None:
-    """The whole pytest suite (quick and e2e), as the `test:ci` step."""
-    _step(session, "test:ci", "dev")
-
-
-@nox.session
-def scan(session: nox.Session) -> None:
-    """Secret scan of the tracked files, as the `scan` step."""
-    _step(session, "scan")
-
-
-@nox.session(requires=["fmt", "lint", "tests", "scan"])
+@nox.session(requires=GATE_SESSIONS)
 def gates(session: nox.Session) -> None:
-    """All four gates, each in its own environment; then the day's evidence is verified."""
+    """Every gate of shipyard.yaml, each in its own environment, then the evidence verified."""
     session.install(".")
     session.run("shipyard", "evidence.verify")

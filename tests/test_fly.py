@@ -18,13 +18,21 @@ from test_smoke import serving
 
 from shipyard import audit
 from shipyard.config import load_config
-from shipyard.errors import StepFailed
 from shipyard.heartbeat import logfmt_value
-from shipyard.targets.base import DeployPlan
+from shipyard.targets.base import Call, DeployPlan, Made, TargetFailed
 from shipyard.targets.fly import FlyResult, FlyTarget
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fakes.fly_state import STATE_ENV, FakeFly, machines, new_release, new_state, write
+from fakes.fly_state import (
+    STATE_ENV,
+    FakeFly,
+    machines,
+    new_release,
+    new_state,
+    put_image,
+    release,
+    write,
+)
 
 APP = "webapp-staging"
 CONFIG = """
@@ -566,13 +574,15 @@ def test_a_flyctl_failure_says_its_error_line_else_its_last_meaningful_line(outp
 def test_rollback_undo_and_restore_name_the_release_they_made(tmp_path, healthy_url, monkeypatch):
     fly = Fly(tmp_path / "proj", healthy_url, releases=3)
     target, said = fly.target(monkeypatch), []
-    plan = target.plan_rollback()
-    target.rollback(plan, said.append)
-    assert (target.created, fly.newest, fly.image(4)) == ("v4", 4, fly.image(2))
-    assert target.undo_rollback(plan, said.append)
-    assert (target.created, fly.image(5)) == ("v5", fly.image(3))  # what ran before
-    assert target.restore(DeployPlan("fly-staging", "fly", "v6", "v5"), said.append)
-    assert target.created == "v6" == f"v{fly.newest}"
+    call = Call(said.append)
+    plan = target.plan_rollback(None, call)
+    made = target.rollback(plan, call)
+    assert (made.release, fly.newest, fly.image(4)) == ("v4", 4, fly.image(2))
+    undone = target.undo_rollback(plan, made, call)
+    assert undone is not None
+    assert (undone.release, fly.image(5)) == ("v5", fly.image(3))  # what ran before
+    restored = target.restore(DeployPlan("fly-staging", "fly", "v6", "v5"), undone, call)
+    assert restored is not None and restored.release == "v6" == f"v{fly.newest}"
 
 
 def test_a_rollback_that_makes_no_release_names_none(tmp_path, healthy_url, monkeypatch):
@@ -580,13 +590,33 @@ def test_a_rollback_that_makes_no_release_names_none(tmp_path, healthy_url, monk
     state = fly.fake.state
     state["apps"][APP]["registry"].remove(fly.image(2))
     write(fly.fake.path, state)
-    target = fly.target(monkeypatch)
-    plan = target.plan_rollback()
-    with pytest.raises(StepFailed, match="could not find image"):
-        target.rollback(plan, print)
-    assert target.created is None and fly.newest == 3
-    assert target.undo_rollback(plan, print) and target.created is None
+    target, call = fly.target(monkeypatch), Call(print)
+    plan = target.plan_rollback(None, call)
+    with pytest.raises(TargetFailed, match="could not find image") as failed:
+        target.rollback(plan, call)
+    made = failed.value.made
+    assert made == Made(None, known=True) and fly.newest == 3  # read: Fly lists nothing new
+    assert target.undo_rollback(plan, made, call) == Made(None)
     assert fly.deploys() == 1
+
+
+def test_an_undo_puts_back_the_image_that_ran_as_the_rollback_was_planned(
+    tmp_path, healthy_url, monkeypatch
+):
+    """The machines run v2's image under v3 (a deploy that failed them back): an undo, by a
+    target that shares nothing with the one that rolled back, puts v2's image back."""
+    fly = Fly(tmp_path / "proj", healthy_url, releases=3)
+    state = fly.fake.state
+    for machine in machines(state, APP):
+        put_image(machine, release(state, APP, 2), "healthy")
+    write(fly.fake.path, state)
+    call = Call(print)
+    plan = fly.target(monkeypatch).plan_rollback(None, call)
+    made = fly.target(monkeypatch).rollback(plan, call)
+    assert (plan.current, plan.to, fly.image(4)) == ("v3", "v1", fly.image(1))
+    undone = fly.target(monkeypatch).undo_rollback(plan, made, call)
+    assert undone is not None and (undone.release, fly.image(5)) == ("v5", fly.image(2))
+    assert fly.machine_images() == {fly.image(2)}
 
 
 def test_rollbacks_read_back_from_the_audit_trail_in_either_wording(
@@ -601,7 +631,7 @@ def test_rollbacks_read_back_from_the_audit_trail_in_either_wording(
     audit.append(trail, "rollback", outcome="rolled back", previous="v3", rolled_back_to="v2")
     audit.append(trail, "rollback", outcome="restored", previous="v5", rolled_back_to=None)
     audit.append(trail, "deploy", outcome="down", release="v1")
-    statuses = {r.version: r.status.value for r in target.releases()}
+    statuses = {r.version: r.status.value for r in target.releases(Call())}
     assert statuses == {"v1": "bad", "v2": "complete", "v3": "bad", "v4": "bad", "v5": "complete"}
 
 

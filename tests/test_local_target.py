@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import tarfile
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -18,9 +17,12 @@ from shipyard import server
 from shipyard.artifact import tree_sha256
 from shipyard.config import Config, Environment, Smoke
 from shipyard.deploy import check_serving
+from shipyard.errors import ExitCode
 from shipyard.process import start_ticks
-from shipyard.targets import ReleaseStatus
+from shipyard.targets import Call, Made, ReleaseStatus, TargetFailed
 from shipyard.targets.local import LocalTarget
+
+QUIET = Call()  # says nothing, never stopped
 
 
 def target(tmp_path: Path) -> LocalTarget:
@@ -47,7 +49,7 @@ def test_rollback_target_is_the_newest_complete_release_before_current(tmp_path)
     release(local, "v4", "failed")
     release(local, "v5", "complete", current=True)
     release(local, "v6", "building")
-    plan = local.plan_rollback()
+    plan = local.plan_rollback(None, QUIET)
     assert (plan.current, plan.to, plan.possible) == ("v5", "v2", True)
     assert plan.checks[0].startswith("v2 files intact (sha256 ")
     assert (plan.mark_failed, plan.mark_bad) == (None, "v5")
@@ -58,9 +60,9 @@ def test_rollback_target_is_the_newest_complete_release_before_current(tmp_path)
 
 def test_nothing_to_roll_back_to(tmp_path):
     local = target(tmp_path)
-    assert local.plan_rollback().to is None
+    assert local.plan_rollback(None, QUIET).to is None
     release(local, "v1", "complete", current=True)
-    plan = local.plan_rollback()
+    plan = local.plan_rollback(None, QUIET)
     assert (plan.to, plan.possible) == (None, False)
     assert "no complete, not-bad release older than v1" in plan.reason
 
@@ -70,12 +72,12 @@ def test_named_release_rules(tmp_path):
     release(local, "v1", "bad")
     release(local, "v2", "failed")
     release(local, "v3", "complete", current=True)
-    assert local.plan_rollback("v1").to == "v1"
-    assert "marked bad earlier" in local.plan_rollback("v1").reason
-    assert local.plan_rollback("v2").to is None
-    assert "no such release" in local.plan_rollback("v9").reason
+    assert local.plan_rollback("v1", QUIET).to == "v1"
+    assert "marked bad earlier" in local.plan_rollback("v1", QUIET).reason
+    assert local.plan_rollback("v2", QUIET).to is None
+    assert "no such release" in local.plan_rollback("v9", QUIET).reason
     # v3 is current but nothing serves it: --to v3 starts it again and marks nothing bad
-    again = local.plan_rollback("v3")
+    again = local.plan_rollback("v3", QUIET)
     assert (again.to, again.mark_bad, again.possible) == ("v3", None, True)
     assert "v3 is current, but nothing serves" in again.reason
     assert not any(" bad" in action for action in again.actions)
@@ -97,16 +99,53 @@ def test_unreadable_release_json_is_never_a_rollback_target(tmp_path):
     release(local, "v1", "complete")
     release(local, "v2", "complete", current=True)
     (local.release_dir("v1") / "release.json").write_text('{"status": "comp')
-    assert local.releases()[0].status is ReleaseStatus.BUILDING
-    assert local.plan_rollback().to is None
+    assert local.releases(QUIET)[0].status is ReleaseStatus.BUILDING
+    assert local.plan_rollback(None, QUIET).to is None
 
 
 def test_deploy_plan_numbers_after_the_highest_folder(tmp_path):
     local = target(tmp_path)
     release(local, "v2", "failed")
     release(local, "v10", "complete", current=True)
-    plan = local.plan_deploy("dist/app.tar.gz")
+    plan = local.plan_deploy("dist/app.tar.gz", QUIET)
     assert (plan.release, plan.previous) == ("v11", "v10")
+
+
+def test_a_deploy_failing_after_claiming_its_folder_hands_back_the_release_it_made(tmp_path):
+    local = target(tmp_path)
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_text("not a tarball\n")
+    plan = local.plan_deploy(str(junk), QUIET)
+    with pytest.raises(TargetFailed, match="not a readable tar archive") as failed:
+        local.deploy(plan, QUIET)
+    assert failed.value.made == Made("v1")
+    assert failed.value.exit_code == ExitCode.USAGE  # a bad artifact is refused, as ever
+    assert statuses(local) == {"v1": "building"}  # the folder exists: the caller must know
+
+
+def test_a_deploy_failing_before_claiming_its_folder_made_nothing(tmp_path):
+    local = target(tmp_path)
+    plan = local.plan_deploy(str(site(local, "one")), QUIET)
+    local.release_dir(plan.release).mkdir(parents=True)  # another deploy claimed v1 first
+    lines: list[str] = []
+    with pytest.raises(TargetFailed, match=r"^FileExistsError: ") as failed:
+        local.deploy(plan, Call(say=lines.append))
+    assert failed.value.made == Made(None)
+    assert failed.value.exit_code == ExitCode.STEP_FAILED
+    assert lines[-1].startswith("Traceback (most recent call last):")  # unexpected: its trace
+
+
+def test_a_rollback_whose_files_changed_since_its_plan_fails_having_made_nothing(tmp_path):
+    local = target(tmp_path)
+    release(local, "v1", "complete")
+    release(local, "v2", "complete", current=True)
+    plan = local.plan_rollback(None, QUIET)
+    assert plan.possible, plan.reason
+    (local.release_dir("v1") / "app.py").write_text("# changed\n")
+    with pytest.raises(TargetFailed, match="v1 files do not match") as failed:
+        local.rollback(plan, QUIET)
+    assert failed.value.made == Made(None)
+    assert local.serving() is None and statuses(local) == {"v1": "complete", "v2": "complete"}
 
 
 def test_a_live_pid_that_is_not_the_server_we_started_is_not_ours(tmp_path):
@@ -199,33 +238,37 @@ def page(local: LocalTarget) -> str:
 
 def deploy(local: LocalTarget, label: str) -> tuple[tuple[str, ...], list[str]]:
     """plan_deploy, then deploy(), the smoke and commit(), as `inv deploy.<env>` runs them."""
-    plan = local.plan_deploy(str(site(local, label)))
     lines: list[str] = []
-    local.deploy(plan, lines.append)
-    check_serving(local, lines.append, threading.Event())
-    local.commit(plan, lines.append)
+    call = Call(say=lines.append)
+    plan = local.plan_deploy(str(site(local, label)), call)
+    made = local.deploy(plan, call)
+    assert made == Made(plan.release)
+    check_serving(local, made, call)
+    local.commit(plan, made, call)
     return plan.actions, lines
 
 
 def rollback(local: LocalTarget, to: str | None = None) -> tuple[tuple[str, ...], list[str]]:
     """plan_rollback, then rollback(), the smoke and commit_rollback(), as `inv rollback`."""
-    plan = local.plan_rollback(to)
-    assert plan.possible, plan.reason
     lines: list[str] = []
-    local.rollback(plan, lines.append)
-    check_serving(local, lines.append, threading.Event())
-    local.commit_rollback(plan, lines.append)
+    call = Call(say=lines.append)
+    plan = local.plan_rollback(to, call)
+    assert plan.possible, plan.reason
+    made = local.rollback(plan, call)
+    assert made == Made(None)  # the release rolled back to was made before
+    check_serving(local, made, call)
+    local.commit_rollback(plan, made, call)
     return plan.actions, lines
 
 
 def crash_mid_deploy(local: LocalTarget, label: str) -> str:
     """Serve a new release as a deploy does, then leave as SIGKILL would: the switch stays
     recorded, by a process that is gone. Returns the half-switched release."""
-    plan = local.plan_deploy(str(site(local, label)))
-    local.deploy(plan, lambda _: None)
+    plan = local.plan_deploy(str(site(local, label)), QUIET)
+    local.deploy(plan, QUIET)
     state = json.loads(local.state_path.read_text())
     assert state["switching"]["to"] == plan.release
-    assert f"a switch from v1 to {plan.release} is under way" in local.status().detail
+    assert f"a switch from v1 to {plan.release} is under way" in local.status(QUIET).detail
     gone = subprocess.Popen(["true"])
     gone.wait()
     state["switching"].update(pid=gone.pid, start_ticks=None)
@@ -234,7 +277,7 @@ def crash_mid_deploy(local: LocalTarget, label: str) -> str:
 
 
 def statuses(local: LocalTarget) -> dict[str, str]:
-    return {release.version: release.status.value for release in local.releases()}
+    return {release.version: release.status.value for release in local.releases(QUIET)}
 
 
 def test_deploy_and_rollback_say_what_they_do_in_the_plans_order(served):
@@ -251,7 +294,7 @@ def test_deploy_and_rollback_say_what_they_do_in_the_plans_order(served):
     assert page(local) == "site one\n"
     assert statuses(local) == {"v1": "complete", "v2": "bad"}
     assert "switching" not in json.loads(local.state_path.read_text())
-    refused = local.plan_rollback("v1")  # current, and it serves
+    refused = local.plan_rollback("v1", QUIET)  # current, and it serves
     assert refused.to is None and "already serving" in refused.reason
 
 
@@ -259,15 +302,15 @@ def test_after_a_crash_mid_switch_status_tells_and_a_rollback_repairs(served):
     local = served
     deploy(local, "one")
     half = crash_mid_deploy(local, "two")
-    status = local.status()
+    status = local.status(QUIET)
     assert (status.current, status.serving) == ("v1", half)
     assert f"{half} serves but current is v1" in status.detail
     assert f"a switch from v1 to {half} was interrupted" in status.detail
 
-    plain = local.plan_rollback()  # back to current, which is not marked bad
+    plain = local.plan_rollback(None, QUIET)  # back to current, which is not marked bad
     assert (plain.to, plain.mark_failed, plain.mark_bad) == ("v1", half, None)
     assert "was interrupted" in plain.reason
-    named = local.plan_rollback("v1")  # v1 is current but does not serve: allowed
+    named = local.plan_rollback("v1", QUIET)  # v1 is current but does not serve: allowed
     assert (named.to, named.mark_failed, named.mark_bad) == ("v1", half, None)
     assert named.actions[0].startswith(f"mark {half} failed: ")
 
@@ -275,7 +318,7 @@ def test_after_a_crash_mid_switch_status_tells_and_a_rollback_repairs(served):
     assert_said_in_plan_order(actions, lines)
     assert page(local) == "site one\n"
     assert statuses(local) == {"v1": "complete", half: "failed"}
-    assert local.current_version() == "v1" and local.status().serving == "v1"
+    assert local.current_version() == "v1" and local.status(QUIET).serving == "v1"
     assert "switching" not in json.loads(local.state_path.read_text())
 
 
@@ -287,8 +330,8 @@ def test_a_server_left_serving_by_an_older_shipyard_counts_as_an_interrupted_swi
     state = json.loads(local.state_path.read_text())
     del state["switching"]
     local.state_path.write_text(json.dumps(state))
-    assert f"{half} serves but current is v1" in local.status().detail
-    plan = local.plan_rollback()
+    assert f"{half} serves but current is v1" in local.status(QUIET).detail
+    plan = local.plan_rollback(None, QUIET)
     assert (plan.to, plan.mark_failed, plan.mark_bad) == ("v1", half, None)
 
 
@@ -297,10 +340,10 @@ def test_after_a_crash_with_nothing_serving_the_next_deploy_repairs(served):
     deploy(local, "one")
     half = crash_mid_deploy(local, "two")
     server.stop(local.serving()["pid"], grace=1)  # the half-switched server died too
-    status = local.status()
+    status = local.status(QUIET)
     assert (status.current, status.serving) == ("v1", None)
     assert f"a switch from v1 to {half} was interrupted" in status.detail
-    plain = local.plan_rollback()
+    plain = local.plan_rollback(None, QUIET)
     assert (plain.to, plain.mark_bad) == ("v1", None)
     assert "nothing serves" in plain.reason
 
@@ -311,4 +354,40 @@ def test_after_a_crash_with_nothing_serving_the_next_deploy_repairs(served):
     assert f"marked {half} failed" in lines[0]  # repaired first; failed, so pruned at the end
     assert lines[-1] == f"pruned {half}"
     assert statuses(local) == {"v1": "complete", "v3": "complete"}
+    assert "switching" not in json.loads(local.state_path.read_text())
+
+
+def test_restore_serves_the_previous_release_again_and_makes_none(served):
+    local = served
+    lines: list[str] = []
+    call = Call(say=lines.append)
+    first = local.plan_deploy(str(site(local, "one")), call)
+    assert local.restore(first, local.deploy(first, call), call.unstoppable()) is None
+    assert lines[-1] == "no earlier complete release to restore: staging is down"
+    assert local.serving() is None and statuses(local) == {"v1": "failed"}
+
+    deploy(local, "two")
+    plan = local.plan_deploy(str(site(local, "three")), call)
+    made = local.deploy(plan, call)
+    check_serving(local, made, call)
+    assert page(local) == "site three\n"
+    assert local.restore(plan, made, call.unstoppable()) == Made(None)  # v2 was made before
+    check_serving(local, Made(None), call)
+    assert page(local) == "site two\n"
+    assert local.current_version() == "v2" and statuses(local)["v3"] == "failed"
+    assert "switching" not in json.loads(local.state_path.read_text())
+
+
+def test_undo_rollback_serves_the_release_left_again_and_makes_none(served):
+    local = served
+    deploy(local, "one")
+    deploy(local, "two")
+    plan = local.plan_rollback(None, QUIET)
+    made = local.rollback(plan, QUIET)
+    check_serving(local, made, QUIET)
+    assert page(local) == "site one\n"
+    assert local.undo_rollback(plan, made, QUIET.unstoppable()) == Made(None)
+    check_serving(local, Made(None), QUIET)
+    assert page(local) == "site two\n"
+    assert statuses(local) == {"v1": "complete", "v2": "complete"}  # nothing marked bad
     assert "switching" not in json.loads(local.state_path.read_text())

@@ -14,6 +14,7 @@ from helpers import ok
 from test_deploy import Staging
 
 from shipyard.config import load_config
+from shipyard.targets import Call
 from shipyard.targets.local import LocalTarget
 
 SLOW_START = 2.0  # seconds the app sleeps before listening, in staging only
@@ -91,7 +92,7 @@ def assert_serves_v1_again(app: Staging) -> None:
     assert app.current() == "v1"
     assert statuses(app) == {"v1": "complete", "v2": "failed"}  # nothing marked bad
     assert "switching" not in state(app) and state(app)["release"] == "v1"
-    shown = local_target(app).status()
+    shown = local_target(app).status(Call())
     assert (shown.current, shown.serving, shown.healthy) == ("v1", "v1", True)
 
 
@@ -100,7 +101,7 @@ def test_after_the_crash_status_is_truthful_and_rollback_to_current_repairs(app)
     crash_mid_switch(app)
     switch = state(app)["switching"]
     assert (switch["from"], switch["to"]) == ("v1", "v2")
-    shown = local_target(app).status()
+    shown = local_target(app).status(Call())
     assert (shown.current, shown.serving) == ("v1", "v2")
     assert "v2 serves but current is v1" in shown.detail
     assert "a switch from v1 to v2 was interrupted" in shown.detail

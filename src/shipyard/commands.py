@@ -279,7 +279,7 @@ def releases(config: Config, *, env: str = "", as_json: bool = False) -> ExitCod
     from shipyard import targets
 
     environment = deployment.pick_environment(config, env)
-    found = targets.create(config, environment).releases()
+    found = targets.create(config, environment).releases(targets.Call())
     if as_json:
         print(json.dumps([release.to_json() for release in found], indent=2))
         return ExitCode.OK
@@ -302,7 +302,7 @@ def status(config: Config, *, env: str = "", as_json: bool = False) -> ExitCode:
     from shipyard import targets
 
     environment = deployment.pick_environment(config, env)
-    state = targets.create(config, environment).status()
+    state = targets.create(config, environment).status(targets.Call())
     mismatch = bool(state.serving and state.current != state.serving)
     if as_json:
         print(json.dumps({**state.to_json(), "mismatch": mismatch}, indent=2))

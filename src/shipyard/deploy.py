@@ -42,7 +42,16 @@ from shipyard.records import DeployRecord
 from shipyard.report import Reporter
 from shipyard.runner import StepResult, run_action, run_step
 from shipyard.smoke import SmokeCheck, probe
-from shipyard.targets import DeployPlan, RollbackPlan, Say, Target, state_dir
+from shipyard.targets import (
+    Call,
+    DeployPlan,
+    Made,
+    RollbackPlan,
+    Say,
+    Target,
+    TargetFailed,
+    state_dir,
+)
 
 BUILD = "Build application"
 SMOKE = "Smoke"
@@ -148,10 +157,16 @@ class Operation:
     def target(self) -> Target:
         """The environment's target, created (and preflighted) on first use, inside the run."""
         if self._target is None:
-            target = targets.create(self.config, self.environment)
-            target.observe, target.stop = _heartbeat_observer(self.run), self.run.stop
-            self._target = target
+            self._target = targets.create(self.config, self.environment)
         return self._target
+
+    def call(self, say: Say | None = None) -> Call:
+        """A target call of this run: said into the step's log (or nowhere), stopped by the
+        run's signals, each retried attempt in the heartbeat."""
+        observe = _heartbeat_observer(self.run)
+        return (
+            Call(say, self.run.stop, observe) if say else Call(stop=self.run.stop, observe=observe)
+        )
 
     def locked(self, lock_wait: float, body: Callable[[], Verdict]) -> Verdict:
         """`body()` under the environment's lock; LockHeld (exit 5) names the holder."""
@@ -323,14 +338,14 @@ def _deploy_steps(op: Operation, build_step: Step, *, build: bool) -> Verdict:
         flow.reporter.write(
             f"(no artifact smoke: environments.{op.environment.name} has no start)\n"
         )
-    plan = _with_tree(op, op.target.plan_deploy(relative))
+    plan = _with_tree(op, op.target.plan_deploy(relative, op.call()))
     op.record.planned, op.record.previous = plan.release, plan.previous
     op.record.artifact, op.record.artifact_sha256 = relative, artifact.file_sha256(archive)
-    failed = _deploy_and_smoke(op, plan)
+    failed, made = _deploy_and_smoke(op, plan)
     if failed is None:
         op.record.serving = op.record.release
         return OK
-    return _roll_back_deploy(op, plan, failed)
+    return _roll_back_deploy(op, plan, failed, made)
 
 
 def _with_tree(op: Operation, plan: DeployPlan) -> DeployPlan:
@@ -339,38 +354,43 @@ def _with_tree(op: Operation, plan: DeployPlan) -> DeployPlan:
     return replace(plan, git_sha=record.git_sha, dirty=record.dirty, diff_sha256=record.diff_sha256)
 
 
-def _deploy_and_smoke(op: Operation, plan: DeployPlan) -> str | None:
-    """None when the new release serves and passed its smoke; else the step that failed."""
+def _deploy_and_smoke(op: Operation, plan: DeployPlan) -> tuple[str | None, Made]:
+    """(None, made) when the new release serves and passed its smoke; else the step that
+    failed, and what the deploy made all the same."""
     flow, target = op.flow, op.target
+    made = Made()
 
     def deploy_release(say: Say) -> None:
+        nonlocal made
         try:
-            target.deploy(plan, say)
+            made = target.deploy(plan, op.call(say))
+        except TargetFailed as failed:
+            made = failed.made
+            raise
         finally:
-            op.record.release = target.created  # what exists now, whether it passed or not
-            op.made(target.created)
+            op.record.release = made.release  # what exists now, whether it passed or not
+            op.made(made.release)
 
-    if not flow.action(DEPLOY, "; ".join(plan.actions), deploy_release).ok:
-        return DEPLOY
-    if flow.interrupted:
-        return DEPLOY
+    if not flow.action(DEPLOY, "; ".join(plan.actions), deploy_release).ok or flow.interrupted:
+        return DEPLOY, made
 
     def smoke_and_commit(say: Say) -> None:
-        check_serving(target, say, flow.run.stop)
-        target.commit(plan, say)
+        check_serving(target, made, op.call(say))
+        target.commit(plan, made, op.call(say))
 
     title = smoke_title(op.environment)
-    return None if flow.action(title, target.smoke_check().url, smoke_and_commit).ok else title
+    passed = flow.action(title, target.smoke_check().url, smoke_and_commit).ok
+    return (None if passed else title), made
 
 
-def _roll_back_deploy(op: Operation, plan: DeployPlan, failed: str) -> Verdict:
+def _roll_back_deploy(op: Operation, plan: DeployPlan, failed: str, made: Made) -> Verdict:
     """The new release failed where it serves: back to the previous one."""
     new = op.record.release or plan.release
     verdict = _put_back(
         op,
         ROLLBACK,
         plan.previous,
-        lambda say: op.target.restore(plan, say),
+        lambda call: op.target.restore(plan, made, call),
         restored=Verdict(
             Outcome.ROLLED_BACK,
             ExitCode.DEPLOY_RESTORED,
@@ -386,31 +406,32 @@ def _put_back(
     op: Operation,
     title: str,
     release: str | None,
-    undo: Callable[[Say], bool],
+    undo: Callable[[Call], Made | None],
     *,
     restored: Verdict,
     down: str,
 ) -> Verdict:
-    """Put `release` back after a failed deploy or rollback (`undo` says False when there is
+    """Put `release` back after a failed deploy or rollback (`undo` returns None when there is
     nothing to put back). Not interruptible: after ^C too it runs to its end."""
-    target = op.target
-    target.stop = threading.Event()
-    before = target.created
 
     def put_back(say: Say) -> None:
+        call = op.call(say).unstoppable()
         try:
-            if not undo(say):
-                raise StepFailed(f"no earlier complete release of {op.environment.name} to restore")
-        finally:
-            op.made(target.created if target.created != before else None)
-        check_serving(target, say, threading.Event())
+            back = undo(call)
+        except TargetFailed as failed:
+            op.made(failed.made.release)
+            raise
+        if back is None:
+            raise StepFailed(f"no earlier complete release of {op.environment.name} to restore")
+        op.made(back.release)
+        check_serving(op.target, back, call)
 
-    back = op.flow.action(title, f"restore {release or 'nothing'}", put_back).ok
-    op.record.serving = release if back else None
+    done = op.flow.action(title, f"restore {release or 'nothing'}", put_back).ok
+    op.record.serving = release if done else None
     if op.flow.interrupted:
-        after = f"{release} restored" if back else "nothing could be restored"
+        after = f"{release} restored" if done else "nothing could be restored"
         return Verdict(Outcome.INTERRUPTED, ExitCode.INTERRUPTED, f"interrupted; {after}")
-    if back:
+    if done:
         return restored
     reason = f"{down}: {op.environment.name} is down"
     return Verdict(Outcome.DOWN, ExitCode.DEPLOY_NOT_RESTORED, reason)
@@ -458,7 +479,7 @@ def deploy_plan_lines(op: Operation, build_step: Step, *, build: bool) -> list[s
             f"smoke the artifact: `{environment.start}` on a free 127.0.0.1 port, GET"
             f" {smoke.path} expects {smoke.expect_status} within {smoke.timeout:g}s (step {SMOKE})"
         )
-    plan = op.target.plan_deploy(source)
+    plan = op.target.plan_deploy(source, op.call())
     head = f"deploy {environment.name} ({environment.target}): {plan.release}"
     head += f", replacing {plan.previous}" if plan.previous else ", the first release"
     steps += list(plan.actions)  # steps Deploy and Smoke <env>
@@ -475,11 +496,11 @@ def deploy_plan_lines(op: Operation, build_step: Step, *, build: bool) -> list[s
     ]
 
 
-def check_serving(target: Target, say: Say, stop: threading.Event) -> None:
-    """The target's own verdict first, then the HTTP smoke of the environment's URL."""
-    target.health(say)
-    result = probe(target.smoke_check(), say=say, stop=stop, alive=target.alive)
-    say(result.reason)
+def check_serving(target: Target, made: Made, call: Call) -> None:
+    """The target's own verdict on what was made first, then the HTTP smoke of its URL."""
+    target.health(made, call)
+    result = probe(target.smoke_check(), say=call.say, stop=call.stop, alive=target.alive)
+    call.say(result.reason)
     if not result.ok:
         raise StepFailed(result.reason)
 
@@ -588,7 +609,7 @@ def rollback(
 
 
 def _plan(op: Operation, to: str | None) -> RollbackPlan:
-    plan = op.target.plan_rollback(to)
+    plan = op.target.plan_rollback(to, op.call())
     op.record.plan, op.record.previous = plan.to_json(), plan.current
     return plan
 
@@ -625,31 +646,37 @@ def _rollback_steps(op: Operation, to: str | None) -> Verdict:
             op.flow.reporter.write(line + "\n")
         raise error
     target = op.target
+    made = Made()
 
     def rollback_and_smoke(say: Say) -> None:
+        nonlocal made
         for line in plan.lines():
             say(line)
+        call = op.call(say)
         try:
-            target.rollback(plan, say)
+            made = target.rollback(plan, call)
+        except TargetFailed as failed:
+            made = failed.made
+            raise
         finally:
-            op.record.release = target.created
-            op.made(target.created)
-        check_serving(target, say, op.run.stop)
-        target.commit_rollback(plan, say)
+            op.record.release = made.release
+            op.made(made.release)
+        check_serving(target, made, call)
+        target.commit_rollback(plan, made, call)
 
     if op.flow.action(ROLLBACK, f"{plan.current} -> {plan.to}", rollback_and_smoke).ok:
         op.record.rolled_back_to = plan.to
-        op.record.serving = target.created or plan.to
+        op.record.serving = made.release or plan.to
         return OK
-    return _undo_rollback(op, plan)
+    return _undo_rollback(op, plan, made)
 
 
-def _undo_rollback(op: Operation, plan: RollbackPlan) -> Verdict:
+def _undo_rollback(op: Operation, plan: RollbackPlan, made: Made) -> Verdict:
     return _put_back(
         op,
         RESTORE,
         plan.current,
-        lambda say: op.target.undo_rollback(plan, say),
+        lambda call: op.target.undo_rollback(plan, made, call),
         restored=Verdict(
             Outcome.RESTORED,
             ExitCode.DEPLOY_RESTORED,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from shipyard.config import Config, Environment
-from shipyard.errors import StepFailed
+from shipyard.errors import ShipyardError, StepFailed
 from shipyard.smoke import SmokeCheck
 
 Say = Callable[[str], None]
@@ -145,11 +145,14 @@ class Made:
 
 
 class TargetFailed(StepFailed):
-    """A deploy, rollback or restore that failed; `made` is what it made all the same."""
+    """A deploy, rollback or restore that failed; `made` is what it made all the same. `like`:
+    the error it stands for, whose exit code and outcome it keeps (a hostile artifact is 2)."""
 
-    def __init__(self, message: str, made: Made) -> None:
+    def __init__(self, message: str, made: Made, *, like: ShipyardError | None = None) -> None:
         super().__init__(message)
         self.made = made
+        if like is not None:
+            self.exit_code, self.outcome = like.exit_code, like.outcome
 
 
 class Target(Protocol):

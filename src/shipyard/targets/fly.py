@@ -39,13 +39,14 @@ from shipyard.process import terminate_group
 from shipyard.records import DeployRecord
 from shipyard.smoke import SmokeCheck
 from shipyard.targets.base import (
+    Call,
     DeployPlan,
-    Observer,
+    Made,
     Release,
     ReleaseStatus,
     RollbackPlan,
-    Say,
     Status,
+    TargetFailed,
     state_dir,
 )
 
@@ -112,7 +113,17 @@ class FlyResult:
         return f"{exited}: {said}" if said else f"{exited} with no error message"
 
 
+@dataclass(frozen=True)
+class FlyRollbackPlan(RollbackPlan):
+    """A rollback plan that also names what its undo puts back."""
+
+    running_image: str | None = None  # the one image every machine ran as it was planned
+
+
 class FlyTarget:
+    """The `Target` of a Fly app. It keeps nothing between calls: what a deploy made travels
+    in the `Made` it returns, and "the newest release before this deploy" comes from its plan."""
+
     name = "fly"
 
     def __init__(self, config: Config, environment: Environment) -> None:
@@ -120,13 +131,6 @@ class FlyTarget:
         self.env = environment
         self.app = environment.app or ""
         self.state_dir = state_dir(config, environment)
-        self.observe: Observer | None = None
-        self.stop: threading.Event | None = None
-        self.created: str | None = None  # the release this deploy made, as Fly lists it
-        self._deployed: str | None = None  # the release the last flyctl deploy made
-        self._made_none = False  # the last flyctl deploy failed and Fly lists nothing new
-        self._newest_seen = 0  # the newest release number Fly has listed to us
-        self._ran_before: RunningImage | None = None  # the machines' image, as a rollback began
 
     # --- preflight -----------------------------------------------------------------------
 
@@ -191,12 +195,11 @@ class FlyTarget:
             start_new_session=True,
         )
 
-    def _run(self, args: Sequence[str]) -> FlyResult:
+    def _run(self, args: Sequence[str], stop: threading.Event) -> FlyResult:
         """A short read-only call: stdout (JSON) and stderr (the error) kept apart; a call
         still running after `read_timeout` is killed with its group and reads as exit 124."""
         process = self._start(args, stderr=subprocess.PIPE)
         deadline = time.monotonic() + self.env.read_timeout
-        stop = self.stop or threading.Event()
         while not stop.is_set() and time.monotonic() < deadline:
             try:
                 stdout, stderr = process.communicate(timeout=0.2)
@@ -210,40 +213,34 @@ class FlyTarget:
         late = f"no answer within {self.env.read_timeout:g}s (read_timeout)"
         return FlyResult(int(ExitCode.TIMEOUT), "", late)
 
-    def _stream(self, args: Sequence[str], say: Say) -> tuple[FlyResult, dict[str, Any] | None]:
-        """A deploy: output streamed line by line through `say` (which masks it), the release
-        JSON line picked out wherever it appears, stopped (SIGTERM, then SIGKILL) on `stop`."""
+    def _stream(self, args: Sequence[str], call: Call) -> tuple[FlyResult, dict[str, Any] | None]:
+        """A deploy: output streamed line by line through `call.say` (which masks it), the
+        release JSON line picked out wherever it appears, stopped (SIGTERM, then SIGKILL) on
+        `call.stop`."""
         process = self._start(
             args, stderr=subprocess.STDOUT, env={**os.environ, "FLY_EMIT_RELEASE_JSON": "1"}
         )
-        watcher = threading.Thread(target=self._stop_when_asked, args=(process,), daemon=True)
+        watcher = threading.Thread(target=_stop_when_asked, args=(process, call.stop), daemon=True)
         watcher.start()
         created, tail = None, deque[str](maxlen=OUTPUT_TAIL)
         for line in process.stdout or ():
             text = line.rstrip("\n")
-            say(text)
+            call.say(text)
             created = created or _release_line(text)
             tail.append(text)
         return FlyResult(process.wait(), "", "\n".join(tail)), created
 
-    def _stop_when_asked(self, process: subprocess.Popen[str]) -> None:
-        stop = self.stop or threading.Event()
-        while process.poll() is None:
-            if stop.wait(0.2):
-                terminate_group(process, grace=STOP_GRACE)  # type: ignore[arg-type]
-                return
-
-    def _read_json(self, *args: str) -> Any:
+    def _read_json(self, call: Call, *args: str) -> Any:
         """A read-only `--json` call, retried on transient errors (bounded in attempts and time)."""
         command = " ".join(args[:2]) if args[:1] == ("machines",) else args[0]
-        observe = self.observe or _print_retries
+        observe = call.observe or _print_retries
         attempt_number = 0
 
         def attempt() -> Any:
             nonlocal attempt_number
             attempt_number += 1
             observe(f"flyctl {command}", attempt_number, "start", None)
-            result = self._run([*args, "--app", self.app, "--json"])
+            result = self._run([*args, "--app", self.app, "--json"], call.stop)
             outcome = _read_outcome(result)
             observe(f"flyctl {command}", attempt_number, outcome, result.exit_code)
             if outcome in ("timeout", "transient"):
@@ -267,12 +264,11 @@ class FlyTarget:
 
     # --- reading Fly's state -------------------------------------------------------------
 
-    def releases(self) -> list[Release]:
+    def releases(self, call: Call) -> list[Release]:
         """Fly's releases (its 25 newest), oldest first; rolled-back-from ones read as `bad`."""
-        listed = self._read_json("releases") or []
+        listed = self._read_json(call, "releases") or []
         bad = self._rolled_back_from()
         newest = max((item.get("Version", 0) for item in listed), default=0)
-        self._newest_seen = max(self._newest_seen, newest)
         found = [_release(item, bad=bad, current=newest) for item in listed]
         return sorted(found, key=lambda release: release.number)
 
@@ -289,10 +285,11 @@ class FlyTarget:
                 bad.add(left)
         return bad
 
-    def status(self) -> Status:
-        state = self._read_json("status")
+    def status(self, call: Call) -> Status:
+        state = self._read_json(call, "status")
         current = f"v{state.get('Version', 0)}" if state.get("Version") else None
-        problems = self._health_problems(state.get("Version", 0))
+        problems = self._health_problems(state.get("Version", 0), call)
+        started = f"{len(self._machines(call))} machine(s) started and passing"
         return Status(
             environment=self.env.name,
             target=self.name,
@@ -300,20 +297,20 @@ class FlyTarget:
             serving=current,
             url=self.smoke_check().url,
             healthy=not problems,
-            detail="; ".join(problems) or f"{len(self._machines())} machine(s) started and passing",
+            detail="; ".join(problems) or started,
         )
 
-    def _machines(self) -> list[dict[str, Any]]:
-        listed = self._read_json("machines", "list") or []
+    def _machines(self, call: Call) -> list[dict[str, Any]]:
+        listed = self._read_json(call, "machines", "list") or []
         return [m for m in listed if _serves_the_app(m)]
 
-    def running(self) -> RunningImage:
+    def running(self, call: Call) -> RunningImage:
         """What the app's machines run now, from `flyctl machines list` (not from the newest
         release's ImageRef: a failed or interrupted deploy leaves machines on other images)."""
-        return RunningImage.of(self._machines())
+        return RunningImage.of(self._machines(call))
 
-    def _health_problems(self, version: int) -> list[str]:
-        machines = self._machines()
+    def _health_problems(self, version: int, call: Call) -> list[str]:
+        machines = self._machines(call)
         if not machines:
             return ["no machines serve the app"]
         problems: list[str] = []
@@ -339,111 +336,108 @@ class FlyTarget:
     def command_line(self, args: Sequence[str]) -> str:
         return shlex.join([Path(self.flyctl()).name, *args])
 
-    def plan_deploy(self, artifact_path: str | None) -> DeployPlan:
-        releases = self.releases()
+    def plan_deploy(self, artifact: str | None, call: Call) -> DeployPlan:
+        """`release` is the newest release Fly lists plus one: what the deploy expects to make,
+        and the bound above which a deploy that printed no release line looks for it."""
+        releases = self.releases(call)
         previous = _newest_good(releases)
         return DeployPlan(
             environment=self.env.name,
             target=self.name,
             release=f"v{(releases[-1].number if releases else 0) + 1}",
             previous=previous.version if previous else None,
-            artifact=artifact_path,
+            artifact=artifact,
             actions=(f"`{self.command_line(self.deploy_args())}` with FLY_EMIT_RELEASE_JSON=1",),
         )
 
-    def deploy(self, plan: DeployPlan, say: Say) -> None:
-        """One flyctl deploy (never retried); `created` is the release it made, if any."""
-        self._deploy_and_record(self.deploy_args(), say)
+    def deploy(self, plan: DeployPlan, call: Call) -> Made:
+        """One flyctl deploy (never retried): the release it made, as Fly lists it."""
+        return self._deploy(self.deploy_args(), _number(plan.release) - 1, call)
 
-    def _deploy_and_record(self, args: list[str], say: Say) -> None:
-        """`_deploy`; then `created` names the release Fly lists as made by it (or None), even
-        when it failed."""
-        self._deployed = None
-        try:
-            self._deploy(args, say)
-        finally:
-            self.created = self._deployed
-
-    def _deploy(self, args: list[str], say: Say) -> None:
-        """`flyctl deploy ARGS`; afterwards `_deployed` names the release it made: from the
-        release JSON line, else from Fly's list (any release newer than the newest listed
-        before, which every caller has read), else None: nothing is claimed that Fly does not
-        show."""
-        before = self._newest_seen
-        say(f"$ {self.command_line(args)}")
-        result, created = self._stream(args, say)
+    def _deploy(self, args: list[str], newest: int, call: Call) -> Made:
+        """`flyctl deploy ARGS`, after which Fly's newest release was v`newest`. What it made
+        comes from its release JSON line, else from Fly's list (a release newer than
+        `newest`), else it is none: nothing is claimed that Fly does not show. A failure
+        raises TargetFailed carrying that."""
+        call.say(f"$ {self.command_line(args)}")
+        result, created = self._stream(args, call)
         if created and result.exit_code == 0:
-            self._deployed = f"v{created['version']}"
-            self._newest_seen = max(self._newest_seen, int(created["version"]))
-            self._made_none = False
+            made = Made(f"v{created['version']}", image=created.get("image_ref"))
         else:
-            listed, self._deployed = self._made_since(before, say)
-            self._made_none = listed and self._deployed is None
+            made = self._made_since(newest, call)
         if result.exit_code != 0:
-            raise StepFailed(result.failure("deploy"))
+            raise TargetFailed(result.failure("deploy"), made)
         image = created.get("image_ref") if created else "image unknown"
-        say(f"fly release {self._deployed or '(none listed)'}: {image}")
+        call.say(f"fly release {made.release or '(none listed)'}: {image}")
+        return made
 
-    def _made_since(self, before: int, say: Say) -> tuple[bool, str | None]:
-        """Whether Fly's releases could be read, and the newest one above `before` there: read
-        after a deploy that printed no release line (after ^C too: the read is bounded)."""
-        stop, self.stop = self.stop, None
+    def _made_since(self, newest: int, call: Call) -> Made:
+        """The newest release Fly lists above v`newest` (`known=False` when Fly could not be
+        read): read after a deploy that printed no release line, after ^C too (the read is
+        bounded, and no stop ends it)."""
         try:
-            made = [r for r in self.releases() if r.number > before]
+            made = [r for r in self.releases(call.unstoppable()) if r.number > newest]
         except StepFailed as error:
-            say(f"could not read Fly's releases to see what this deploy made: {error.message}")
-            return False, None
-        finally:
-            self.stop = stop
+            call.say(f"could not read Fly's releases to see what this deploy made: {error.message}")
+            return Made(None, known=False)
         if not made:
-            say(f"Fly lists no release after v{before}: this deploy made none")
-            return True, None
-        say(f"Fly lists {made[-1].version} ({made[-1].status.value}) as made by this deploy")
-        return True, made[-1].version
+            call.say(f"Fly lists no release after v{newest}: this deploy made none")
+            return Made(None)
+        call.say(f"Fly lists {made[-1].version} ({made[-1].status.value}) as made by this deploy")
+        return Made(made[-1].version, image=made[-1].image)
 
-    def health(self, say: Say) -> None:
-        """Fly's verdict: every machine started, every check passing, all on the new release."""
-        deployed = int((self._deployed or "v0").lstrip("v"))
-        version = deployed or int(self._read_json("status").get("Version") or 0)
-        problems = self._health_problems(version)
+    def health(self, made: Made, call: Call) -> None:
+        """Fly's verdict: every machine started, every check passing, all on the new release
+        (`made`'s, else the one Fly's status names)."""
+        version = _number(made.release) or int(self._read_json(call, "status").get("Version") or 0)
+        problems = self._health_problems(version, call)
         for problem in problems:
-            say(f"unhealthy: {problem}")
+            call.say(f"unhealthy: {problem}")
         if problems:
             raise StepFailed(f"Fly reports {len(problems)} problem(s): {problems[0]}")
-        say(f"Fly reports every machine started, passing and on v{version}")
+        call.say(f"Fly reports every machine started, passing and on v{version}")
 
     def alive(self) -> bool:
         return True  # nothing local to watch: the smoke's own timeout bounds it
 
-    def commit(self, plan: DeployPlan, say: Say) -> None:
-        say(f"{self._deployed or 'the deployed release'} is Fly's current release")
+    def commit(self, plan: DeployPlan, made: Made, call: Call) -> None:
+        call.say(f"{made.release or 'the deployed release'} is Fly's current release")
 
-    def restore(self, plan: DeployPlan, say: Say) -> bool:
-        """Deploy the image of the newest good release before the failed one (nothing to do
-        when the failed deploy made no release: Fly still runs what it ran)."""
-        self.created = None
-        if self._made_none and plan.previous:
-            say("the deploy made no release on Fly, so nothing there changed")
-            return True
-        good = _newest_good([r for r in self.releases() if r.version != self._deployed])
+    def restore(self, plan: DeployPlan, made: Made, call: Call) -> Made | None:
+        """Deploy the image of the newest good release other than the one `made` (Made(None)
+        when the failed deploy is known to have made no release: Fly still runs what it ran;
+        None when there is no such release)."""
+        if _made_none(made) and plan.previous:
+            call.say("the deploy made no release on Fly, so nothing there changed")
+            return Made(None)
+        releases = self.releases(call)
+        good = _newest_good([r for r in releases if r.version != made.release])
         if good is None or not good.image:
-            say("no earlier complete release with an image to restore")
-            return False
-        self._deploy_and_record(self.deploy_args(good.image, rollback=True), say)
-        return True
+            call.say("no earlier complete release with an image to restore")
+            return None
+        newest = max(_number(plan.release) - 1, _number(made.release), _newest(releases))
+        return self._deploy(self.deploy_args(good.image, rollback=True), newest, call)
 
     # --- rollback ----------------------------------------------------------------------
 
-    def plan_rollback(self, to: str | None = None) -> RollbackPlan:
-        releases = self.releases()
+    def plan_rollback(self, to: str | None, call: Call) -> FlyRollbackPlan:
+        releases = self.releases(call)
         current = releases[-1].version if releases else None
-        self._ran_before = running = self.running()
+        running = self.running(call)
         chosen, reason = _choose(releases, current, to, running)
         checks = (f"Fly's machines run {running.describe()}",)
         if chosen is None:
-            return RollbackPlan(self.env.name, self.name, current, None, reason, checks=checks)
+            return FlyRollbackPlan(
+                self.env.name,
+                self.name,
+                current,
+                None,
+                reason,
+                checks=checks,
+                running_image=running.image,
+            )
         command = self.command_line(self.deploy_args(chosen.image, rollback=True))
-        return RollbackPlan(
+        return FlyRollbackPlan(
             environment=self.env.name,
             target=self.name,
             current=current,
@@ -456,35 +450,64 @@ class FlyTarget:
                 f"record {current} as rolled back from, so later rollbacks skip it and its image",
             ),
             checks=(*checks, f"{chosen.version} is complete with image {chosen.image}"),
+            running_image=running.image,
         )
 
-    def rollback(self, plan: RollbackPlan, say: Say) -> None:
-        """Deploy `plan.to`'s image; `created` is the release that made (or None)."""
-        self.created = None
-        image = self._image_of(plan.to)
-        self._deploy_and_record(self.deploy_args(image, rollback=True), say)
+    def rollback(self, plan: RollbackPlan, call: Call) -> Made:
+        """Deploy `plan.to`'s image as a new release; returns the release it made. When its
+        image cannot be found (or Fly not read) no deploy ran: TargetFailed carries
+        Made(None, known=False), so the undo still puts back what ran, as it always did."""
+        try:
+            image, listed = self._image_of(plan.to, call)
+        except StepFailed as error:
+            raise TargetFailed(error.message, Made(None, known=False)) from error
+        newest = max(_number(plan.current), listed)
+        return self._deploy(self.deploy_args(image, rollback=True), newest, call)
 
-    def commit_rollback(self, plan: RollbackPlan, say: Say) -> None:
-        made = f" as {self.created}" if self.created else ""
-        say(f"rolled back from {plan.current} to {plan.to}'s image{made}")
+    def commit_rollback(self, plan: RollbackPlan, made: Made, call: Call) -> None:
+        as_made = f" as {made.release}" if made.release else ""
+        call.say(f"rolled back from {plan.current} to {plan.to}'s image{as_made}")
 
-    def undo_rollback(self, plan: RollbackPlan, say: Say) -> bool:
-        """Put back the image the machines ran before the rollback (`plan.current`'s when they
-        ran several); `created` is the release that made (or None)."""
-        self.created = None
-        if self._made_none:  # flyctl gave up before making a release: nothing moved
-            say("the rollback made no release on Fly, so nothing there changed")
-            return True
-        before = self._ran_before.image if self._ran_before else None
-        image = before or self._image_of(plan.current)
-        self._deploy_and_record(self.deploy_args(image, rollback=True), say)
-        return True
+    def undo_rollback(self, plan: RollbackPlan, made: Made, call: Call) -> Made | None:
+        """Put back the image the machines ran as the rollback was planned (`plan.current`'s
+        when they ran several, or the plan was made elsewhere); returns the release that made."""
+        if _made_none(made):  # flyctl gave up before making a release: nothing moved
+            call.say("the rollback made no release on Fly, so nothing there changed")
+            return Made(None)
+        newest = max(_number(plan.current), _number(made.release))
+        image = plan.running_image if isinstance(plan, FlyRollbackPlan) else None
+        if image is None:
+            image, listed = self._image_of(plan.current, call)
+            newest = max(newest, listed)
+        return self._deploy(self.deploy_args(image, rollback=True), newest, call)
 
-    def _image_of(self, version: str | None) -> str:
-        for release in self.releases():
+    def _image_of(self, version: str | None, call: Call) -> tuple[str, int]:
+        """`version`'s image, and the newest release number Fly lists."""
+        releases = self.releases(call)
+        for release in releases:
             if release.version == version and release.image:
-                return release.image
+                return release.image, _newest(releases)
         raise StepFailed(f"{version}: no such release with an image on Fly")
+
+
+def _stop_when_asked(process: subprocess.Popen[str], stop: threading.Event) -> None:
+    while process.poll() is None:
+        if stop.wait(0.2):
+            terminate_group(process, grace=STOP_GRACE)  # type: ignore[arg-type]
+            return
+
+
+def _made_none(made: Made) -> bool:
+    """Fly was read after the deploy (or rollback) and lists no release it made."""
+    return made.known and made.release is None
+
+
+def _number(version: str | None) -> int:
+    return int((version or "v0").lstrip("v"))
+
+
+def _newest(releases: list[Release]) -> int:
+    return releases[-1].number if releases else 0
 
 
 @dataclass(frozen=True)

@@ -26,26 +26,28 @@ import re
 import secrets
 import shutil
 import socket
-import threading
 import time
+import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from shipyard import artifact, audit, files, server
 from shipyard.config import Config, Environment
-from shipyard.errors import PreflightError, StepFailed
+from shipyard.errors import PreflightError, ShipyardError, StepFailed
 from shipyard.heartbeat import iso_timestamp
 from shipyard.process import start_ticks, tools_path
 from shipyard.smoke import SmokeCheck
 from shipyard.targets.base import (
+    Call,
     DeployPlan,
-    Observer,
+    Made,
     Release,
     ReleaseStatus,
     RollbackPlan,
     Say,
     Status,
+    TargetFailed,
     state_dir,
 )
 
@@ -119,11 +121,10 @@ class LocalRollbackPlan(RollbackPlan):
 
 
 class LocalTarget:
-    name = "local"
+    """The `Target` of releases on this machine. Nothing here is retried or runs long, so a
+    call's `stop` and `observe` go unused; only its `say` is heard."""
 
-    created: str | None = None  # the release folder this deploy made
-    observe: Observer | None = None  # nothing here is retried
-    stop: threading.Event | None = None  # nothing here runs long
+    name = "local"
 
     def __init__(self, config: Config, environment: Environment) -> None:
         self.config = config
@@ -158,7 +159,7 @@ class LocalTarget:
 
     # --- reading the state (never changes anything) ------------------------------------
 
-    def releases(self) -> list[Release]:
+    def releases(self, call: Call) -> list[Release]:
         """Every release folder, oldest first; an unreadable release.json reads as `building`."""
         if not self.releases_dir.is_dir():
             return []
@@ -241,7 +242,7 @@ class LocalTarget:
         url = smoke.url or f"http://127.0.0.1:{self.port}{smoke.path}"
         return SmokeCheck(url, smoke.expect_status, smoke.contains, smoke.timeout)
 
-    def status(self) -> Status:
+    def status(self, call: Call) -> Status:
         """`serving` is what runs (the recorded server, alive), `current` the link; `detail`
         names both when they differ, and the switch recorded between them."""
         state = self.serving()
@@ -284,7 +285,9 @@ class LocalTarget:
     def preflight_deploy(self) -> None:
         self._check_port()
 
-    def plan_deploy(self, artifact_path: str | None) -> LocalDeployPlan:
+    def plan_deploy(self, artifact: str | None, call: Call) -> LocalDeployPlan:
+        # `artifact`, the archive's path, as the protocol names it (callers may pass it by
+        # keyword); it hides the artifact module, which planning does not use
         version = f"v{self._last_number() + 1}"
         previous = self.current_version()
         folder = self._shown(self.release_dir(version))
@@ -292,7 +295,7 @@ class LocalTarget:
         half = self._half_switched(interrupted)
         actions = (  # in the order deploy(), the smoke and commit() carry them out
             *_repair_actions(half, interrupted),
-            f"unpack {artifact_path} into {folder}",
+            f"unpack {artifact} into {folder}",
             self._record_action(previous, version),
             self._stop_action(),
             f"start `{self._command(version)}` in {folder} on port {self.port}",
@@ -307,62 +310,75 @@ class LocalTarget:
             target=self.name,
             release=version,
             previous=previous,
-            artifact=artifact_path,
+            artifact=artifact,
             actions=actions,
             mark_failed=half,
         )
 
-    def deploy(self, plan: DeployPlan, say: Say) -> None:
-        self._mark_failed(_marks(plan)[0], say)
-        folder = self.release_dir(plan.release)
-        self.releases_dir.mkdir(parents=True, exist_ok=True)
-        folder.mkdir()  # claims the version: no two deploys write one folder
-        self.created = plan.release
-        archive = Path(plan.artifact or "")
+    def deploy(self, plan: DeployPlan, call: Call) -> Made:
+        """Unpack and serve the new release. A failure raises TargetFailed carrying what was
+        made: Made(plan.release) once its folder is claimed, Made(None) before."""
+        made = Made(None)
+        try:
+            self._mark_failed(_marks(plan)[0], call.say)
+            self.releases_dir.mkdir(parents=True, exist_ok=True)
+            # claims the version: no two deploys write one folder
+            self.release_dir(plan.release).mkdir()
+            made = Made(plan.release)
+            self._unpack(plan, call.say)
+            self._serve(plan.release, call.say)
+        except Exception as error:
+            raise _failed(error, made, call.say) from error
+        return made
+
+    def _unpack(self, plan: DeployPlan, say: Say) -> None:
+        """The artifact into the claimed folder, beside release.json (`building`, then with the
+        sha256 of the unpacked tree)."""
+        folder, archive = self.release_dir(plan.release), Path(plan.artifact or "")
         record = self._new_record(plan, archive)
         self._write_record(plan.release, record)
         artifact.unpack(archive, folder)
         self._write_record(plan.release, {**record, "tree_sha256": self._tree(plan.release)})
         say(f"unpacked {archive.name} into {self._shown(folder)}")
-        self._serve(plan.release, say)
 
-    def health(self, say: Say) -> None:
+    def health(self, made: Made, call: Call) -> None:
         state = self.serving()
         if state is None:
             raise StepFailed(
                 f"the server of {self.env.name} is not running (see {self._shown(self.server_dir)})"
             )
-        say(f"server of {state['release']} runs: pid {state['pid']}")
+        call.say(f"server of {state['release']} runs: pid {state['pid']}")
 
     def alive(self) -> bool:
         return self.serving() is not None
 
-    def commit(self, plan: DeployPlan, say: Say) -> None:
+    def commit(self, plan: DeployPlan, made: Made, call: Call) -> None:
         self._set_status(plan.release, ReleaseStatus.COMPLETE)
-        say(f"marked {plan.release} complete")
-        self._make_current(plan.release, say)
-        self._prune(say)
+        call.say(f"marked {plan.release} complete")
+        self._make_current(plan.release, call.say)
+        self._prune(call)
 
-    def restore(self, plan: DeployPlan, say: Say) -> bool:
-        """Back to the release that was current; False when there is none to go back to.
-        Either way the switch recorded by the deploy is over."""
-        self._stop_server(say)
+    def restore(self, plan: DeployPlan, made: Made, call: Call) -> Made | None:
+        """Back to the release that was current; None when there is none to go back to.
+        Either way the switch recorded by the deploy is over. Made(None) when it serves
+        again: restarting `plan.previous`, made by an earlier deploy, makes no release."""
+        self._stop_server(call.say)
         self._set_status(plan.release, ReleaseStatus.FAILED)
-        say(f"marked {plan.release} failed")
+        call.say(f"marked {plan.release} failed")
         if plan.previous is None:
             self._end_switch()
-            say("no earlier complete release to restore: staging is down")
-            return False
-        self._start(plan.previous, say)
-        return True
+            call.say("no earlier complete release to restore: staging is down")
+            return None
+        self._start(plan.previous, call.say)
+        return Made(None)
 
     # --- rollback ----------------------------------------------------------------------
 
-    def plan_rollback(self, to: str | None = None) -> LocalRollbackPlan:
+    def plan_rollback(self, to: str | None, call: Call) -> LocalRollbackPlan:
         current = self.current_version()
         state = self.serving()
         interrupted = self.interrupted_switch()
-        releases = self.releases()
+        releases = self.releases(call)
         running = state["release"] if state else None
         chosen, reason = _choose(releases, current, running, interrupted, to)
         if chosen is None:
@@ -412,34 +428,41 @@ class LocalTarget:
         problem = f"{release.version} files do not match their recorded sha256 ({folder})"
         return f"{release.version} files checked", (problem,)
 
-    def rollback(self, plan: RollbackPlan, say: Say) -> None:
-        _, problems = self._verify(self._release(plan.to or "", plan.current))
-        if problems:
-            raise StepFailed(problems[0])
-        self._mark_failed(_marks(plan)[0], say)
-        self._serve(plan.to or "", say)
+    def rollback(self, plan: RollbackPlan, call: Call) -> Made:
+        """Serve the release rolled back to. That release exists already: a rollback makes
+        none here, so it returns Made(None), and a failure raises TargetFailed with it."""
+        try:
+            _, problems = self._verify(self._release(plan.to or "", plan.current))
+            if problems:
+                raise StepFailed(problems[0])
+            self._mark_failed(_marks(plan)[0], call.say)
+            self._serve(plan.to or "", call.say)
+        except Exception as error:
+            raise _failed(error, Made(None), call.say) from error
+        return Made(None)
 
-    def commit_rollback(self, plan: RollbackPlan, say: Say) -> None:
+    def commit_rollback(self, plan: RollbackPlan, made: Made, call: Call) -> None:
         """Make the release rolled back to current, then mark the one left bad: in this order
         `current` never points at a bad release, whenever the process dies."""
         target = plan.to or ""
         if self._release(target, None).status is ReleaseStatus.BAD:
             self._set_status(target, ReleaseStatus.COMPLETE)  # it just passed its smoke again
-            say(f"marked {target} complete again: it passed its smoke")
-        self._make_current(target, say)
+            call.say(f"marked {target} complete again: it passed its smoke")
+        self._make_current(target, call.say)
         leaves = _marks(plan)[1]
         if leaves:
             self._set_status(leaves, ReleaseStatus.BAD)
-            say(f"marked {leaves} bad")
+            call.say(f"marked {leaves} bad")
 
-    def undo_rollback(self, plan: RollbackPlan, say: Say) -> bool:
-        """Back to the release `current` names; the switch recorded by the rollback is over."""
-        self._stop_server(say)
+    def undo_rollback(self, plan: RollbackPlan, made: Made, call: Call) -> Made | None:
+        """Back to the release `current` names; the switch recorded by the rollback is over.
+        None when no release is current; else Made(None), as in restore()."""
+        self._stop_server(call.say)
         if plan.current is None:
             self._end_switch()
-            return False
-        self._start(plan.current, say)
-        return True
+            return None
+        self._start(plan.current, call.say)
+        return Made(None)
 
     # --- switches and their repair -------------------------------------------------------
 
@@ -604,22 +627,22 @@ class LocalTarget:
         ]
         return max(numbers, default=0)
 
-    def _prune(self, say: Say) -> None:
-        releases = self.releases()
+    def _prune(self, call: Call) -> None:
+        releases = self.releases(call)
         complete = [r.version for r in releases if r.status is ReleaseStatus.COMPLETE]
         protected = {
             *complete[-self.env.keep_releases :],
             self.current_version(),
-            self.plan_rollback().to,
+            self.plan_rollback(None, call).to,
             releases[-1].version if releases else None,  # the newest keeps the numbering going
         }
         removed = [r.version for r in releases if r.version not in protected]
         for version in removed:
             self._remove_release(version)
         if not removed:
-            say(f"pruned nothing: {len(releases)} releases, all kept")
+            call.say(f"pruned nothing: {len(releases)} releases, all kept")
             return
-        say(f"pruned {', '.join(removed)}")
+        call.say(f"pruned {', '.join(removed)}")
         audit.append(self.audit_path, "prune", environment=self.env.name, removed=removed)
 
     def _remove_release(self, version: str) -> None:
@@ -699,6 +722,17 @@ def _marks(plan: DeployPlan | RollbackPlan) -> tuple[str | None, str | None]:
     if isinstance(plan, RollbackPlan) and plan.current != plan.to:
         return None, plan.current
     return None, None
+
+
+def _failed(error: Exception, made: Made, say: Say) -> TargetFailed:
+    """`error` as the TargetFailed that carries `made`, ending the step as `error` would have:
+    its message and exit code, or for an unexpected error its traceback said first."""
+    if isinstance(error, TargetFailed):
+        return error
+    if not isinstance(error, ShipyardError):
+        say(traceback.format_exc().rstrip())
+        return TargetFailed(f"{type(error).__name__}: {error}", made)
+    return TargetFailed(error.message, made, like=error)  # a bad artifact stays exit 2
 
 
 def _process_runs(pid: int, ticks: int | None) -> bool:

@@ -1,0 +1,113 @@
+"""Which file is the config, and loading it: read, parse, check, or one `ConfigError` line
+`<file>:<line>: <key.path>: <problem>`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from shipyard.config.document import parse_yaml
+from shipyard.config.model import Config
+from shipyard.config.schema import build_config
+from shipyard.config.where import Invalid, printable
+from shipyard.errors import ConfigError
+
+CONFIG_FILENAME = "shipyard.yaml"
+CONFIG_ENV_VAR = "SHIPYARD_CONFIG"
+
+
+def find_config(
+    explicit: str | os.PathLike[str] | None = None,
+    *,
+    start: Path | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Path:
+    """The config file to use, as an absolute path.
+
+    `explicit` (`--config PATH`) wins, then `$SHIPYARD_CONFIG`, then the nearest
+    `shipyard.yaml` in `start` (default: the working directory) or one of its parents.
+    """
+    if explicit is not None:
+        return _existing_file(Path(explicit), f"--config {printable(os.fspath(explicit))}")
+    from_environ = environ.get(CONFIG_ENV_VAR)
+    if from_environ:
+        return _existing_file(Path(from_environ), f"{CONFIG_ENV_VAR}={printable(from_environ)}")
+    return _nearest_config(_absolute(start or Path.cwd()))
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Parse and validate the file at `path`; any problem is one `ConfigError` line."""
+    config_path = _absolute(Path(path))
+    text = _read(config_path)
+    try:
+        return build_config(parse_yaml(text), config_path)
+    except Invalid as invalid:
+        raise ConfigError(_error_line(config_path, invalid)) from None
+
+
+def load(
+    explicit: str | os.PathLike[str] | None = None,
+    *,
+    start: Path | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Config:
+    """Find the config file (see `find_config`) and load it."""
+    return load_config(find_config(explicit, start=start, environ=environ))
+
+
+# --- Finding and reading the file ------------------------------------------------------
+
+
+def _absolute(path: Path) -> Path:
+    """`path` made absolute and free of `..`, without resolving symlinks."""
+    return Path(os.path.normpath(path.absolute()))
+
+
+def _existing_file(path: Path, given_as: str) -> Path:
+    if not path.exists():
+        raise ConfigError(f"{given_as}: no such file")
+    if not path.is_file():
+        raise ConfigError(f"{given_as}: not a file")
+    return _absolute(path)
+
+
+def _nearest_config(start: Path) -> Path:
+    for directory in (start, *start.parents):
+        candidate = directory / CONFIG_FILENAME
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no {CONFIG_FILENAME} in {printable(str(start))} or any parent directory"
+        f" (give --config PATH or set {CONFIG_ENV_VAR})"
+    )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{_shown_path(path)}: no such file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{_shown_path(path)}: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise ConfigError(f"{_shown_path(path)}: cannot read: {error.strerror}") from None
+
+
+# --- The one-line message --------------------------------------------------------------
+
+
+def _shown_path(path: Path) -> str:
+    """`path` relative to the working directory when it is under it, else absolute."""
+    try:
+        shown = path.relative_to(Path.cwd())
+    except (ValueError, OSError):
+        shown = path
+    return printable(str(shown))
+
+
+def _error_line(path: Path, invalid: Invalid) -> str:
+    where = invalid.where
+    key_path = f"{where.path}: " if where.path else ""
+    message = f"{_shown_path(path)}:{where.line}: {key_path}{invalid.problem}"
+    return " ".join(message.splitlines())  # the one-line promise holds whatever a problem says

@@ -1,0 +1,70 @@
+"""What a loaded `shipyard.yaml` is: frozen, typed objects, the contract the rest of the package
+codes against, and their defaults."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_AGENT = "devops"
+DEFAULT_HEARTBEAT_INTERVAL = 15.0
+DEFAULT_KILL_GRACE = 3.0
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: str
+    timeout: float | None = None  # seconds; None = no limit
+    retries: int = 0  # extra attempts after a failure (tenacity); 0 = run once
+    grace: float = DEFAULT_KILL_GRACE  # seconds between SIGTERM and SIGKILL of the group
+    artifact: str | None = None  # glob (relative to root) of what the step builds
+    cwd: str | None = None  # relative to Config.root
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Smoke:
+    path: str = "/"
+    url: str | None = None
+    expect_status: int = 200
+    timeout: float = 30.0
+    contains: str | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    target: str  # a key of the target registry: "local" or "fly"
+    start: str | None = None
+    port: int | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    smoke: Smoke = field(default_factory=Smoke)
+    keep_releases: int = 5
+    app: str | None = None
+    fly_config: str | None = None
+    strategy: str = "rolling"  # fly: canary | rolling | immediate | bluegreen
+    wait_timeout: float = 300.0  # fly: --wait-timeout of every flyctl deploy
+    read_timeout: float = 30.0  # fly: one read-only flyctl call (releases, status...) at most
+    flyctl: str | None = None  # fly: path of the flyctl binary (default: flyctl or fly on PATH)
+    rollback_release_command: bool = False  # fly: run [deploy] release_command on rollbacks
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path  # absolute path of the file
+    root: Path  # the file's directory: steps run here, evidence is written here
+    version: int = 1
+    agent: str = DEFAULT_AGENT
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    secrets: tuple[str, ...] = ()
+    steps: Mapping[str, Step] = field(default_factory=dict)  # in file order
+    gates: tuple[str, ...] = ()
+    environments: Mapping[str, Environment] = field(default_factory=dict)
+
+
+def log_name(step_name: str) -> str:
+    """The file name (without `.log`) that holds a step's output."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", step_name)

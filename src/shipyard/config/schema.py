@@ -1,0 +1,242 @@
+"""Which keys `shipyard.yaml` has, what each must be, and how the document becomes a `Config`.
+
+The tables at the bottom map each key of a section to its check; the functions above them
+check whole sections and the rules that span keys (gates name steps, a target's required key).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from shipyard.config.checks import (
+    Check,
+    boolean,
+    duration,
+    entries,
+    env,
+    env_var_name,
+    fields,
+    integer,
+    mapping,
+    matching,
+    one_of,
+    relative_dir,
+    relative_glob,
+    require,
+    starting_with,
+    text,
+    unique_items,
+)
+from shipyard.config.document import LineMapping
+from shipyard.config.model import (
+    DEFAULT_HEARTBEAT_INTERVAL,
+    Config,
+    Environment,
+    Smoke,
+    Step,
+    log_name,
+)
+from shipyard.config.where import Where, did_you_mean, kind, quote
+
+FLY_STRATEGIES = ("rolling", "immediate", "canary", "bluegreen")
+START_PLACEHOLDERS = ("port", "release", "release_dir")
+
+_AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_STEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._-]*")
+_ENVIRONMENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_TARGET_NEEDS = {
+    "local": ("start", "the command that starts the server"),
+    "fly": ("app", "the Fly app name"),
+}
+
+
+def build_config(document: object, path: Path) -> Config:
+    """The `Config` in a parsed document; any problem is `Invalid` at its place."""
+    top = Where("", 1)
+    if document is None:
+        top.fail("no settings in the file (it needs at least 'version: 1')")
+    if not isinstance(document, LineMapping):
+        top.fail(f"expected a mapping of settings (version, steps, ...), got {kind(document)}")
+    settings = fields(document, top, _TOP_LEVEL_FIELDS, "a mapping")
+    require(settings, top, "version", "add 'version: 1'")
+    gates = _defined_gates(settings.pop("gates", {}), settings.get("steps", {}))
+    if "heartbeat" in settings:
+        settings["heartbeat_interval"] = settings.pop("heartbeat")
+    return Config(path=path, root=path.parent, gates=gates, **settings)
+
+
+# --- Checks for top-level values -------------------------------------------------------
+
+
+def _version(value: object, where: Where) -> int:
+    if type(value) is not int:
+        where.expected("the number 1", value)
+    if value != 1:
+        where.fail(f"unsupported version {value} (this shipyard reads version 1)")
+    return value
+
+
+def _heartbeat(value: object, where: Where) -> float:
+    settings = fields(value, where, {"interval": duration}, "a mapping like {interval: 15s}")
+    interval: float = settings.get("interval", DEFAULT_HEARTBEAT_INTERVAL)
+    return interval
+
+
+def _secrets(value: object, where: Where) -> tuple[str, ...]:
+    return tuple(unique_items(value, where, env_var_name, "a list of environment variable names"))
+
+
+def _gates(value: object, where: Where) -> dict[str, Where]:
+    return unique_items(value, where, text("a step name"), "a list of step names")
+
+
+def _defined_gates(gates: Mapping[str, Where], steps: Mapping[str, Step]) -> tuple[str, ...]:
+    for name, where in gates.items():
+        if name not in steps:
+            where.fail(f"undefined step {quote(name)} ({did_you_mean(name, list(steps))})")
+    return tuple(gates)
+
+
+# --- Steps -----------------------------------------------------------------------------
+
+
+def _steps(value: object, where: Where) -> dict[str, Step]:
+    section = mapping(value, where, "a mapping of step names to commands")
+    steps: dict[str, Step] = {}
+    for name, spec, step_where in entries(section, where):
+        if not _STEP_NAME.fullmatch(name):
+            step_where.fail(
+                "invalid step name (use letters, digits, ':', '.', '_' and '-',"
+                " starting with a letter or digit)"
+            )
+        _refuse_shared_log(name, steps, step_where)
+        steps[name] = _step(name, spec, step_where)
+    return steps
+
+
+def _refuse_shared_log(name: str, earlier: Iterable[str], where: Where) -> None:
+    """Two steps must not write one log file (compared without case, as macOS disks do)."""
+    for other in earlier:
+        if log_name(other).casefold() == log_name(name).casefold():
+            where.fail(
+                f"same log file as step {other!r} ({log_name(other)}.log); rename one of them"
+            )
+
+
+def _step(name: str, spec: object, where: Where) -> Step:
+    if isinstance(spec, str):
+        return Step(name=name, run=_SHELL_COMMAND(spec, where))
+    settings = fields(spec, where, _STEP_FIELDS, "a shell command or a mapping with 'run'")
+    require(settings, where, "run", "the shell command to run")
+    return Step(name=name, **settings)
+
+
+# --- Environments ----------------------------------------------------------------------
+
+
+def _environments(value: object, where: Where) -> dict[str, Environment]:
+    section = mapping(value, where, "a mapping of environment names to settings")
+    environments: dict[str, Environment] = {}
+    for name, spec, environment_where in entries(section, where):
+        if not _ENVIRONMENT_NAME.fullmatch(name):
+            environment_where.fail(
+                "invalid environment name (use lowercase letters, digits, '_' and '-',"
+                " starting with a letter or digit)"
+            )
+        environments[name] = _environment(name, spec, environment_where)
+    return environments
+
+
+def _environment(name: str, spec: object, where: Where) -> Environment:
+    settings = fields(spec, where, _ENVIRONMENT_FIELDS, "a mapping with at least 'target'")
+    require(settings, where, "target", f"one of: {', '.join(_TARGET_NEEDS)}")
+    needed, meaning = _TARGET_NEEDS[settings["target"]]
+    require(settings, where, needed, f"target '{settings['target']}' needs {meaning}")
+    return Environment(name=name, **settings)
+
+
+def _target(value: object, where: Where) -> str:
+    targets = list(_TARGET_NEEDS)
+    if not isinstance(value, str):
+        where.expected(f"one of: {', '.join(targets)}", value)
+    if value not in _TARGET_NEEDS:
+        where.fail(f"unknown target {quote(value)} ({did_you_mean(value, targets)})")
+    return value
+
+
+def _start_command(value: object, where: Where) -> str:
+    """A shell command whose only `{placeholders}` are the ones Shipyard fills in."""
+    command: str = text("the command that starts the server")(value, where)
+    try:
+        placeholders = [
+            (name, spec or conversion)
+            for _, name, spec, conversion in string.Formatter().parse(command)
+            if name is not None
+        ]
+    except ValueError as error:
+        where.fail(f"{error} (write a literal brace as {{{{ or }}}})")
+    allowed = ", ".join("{" + p + "}" for p in START_PLACEHOLDERS)
+    for name, extra in placeholders:
+        if name not in START_PLACEHOLDERS:
+            where.fail(f"unknown placeholder {{{name}}} (allowed: {allowed})")
+        if extra:
+            where.fail(
+                f"placeholder {{{name}}}: write it plain, without ! or : (allowed: {allowed})"
+            )
+    return command
+
+
+def _smoke(value: object, where: Where) -> Smoke:
+    return Smoke(**fields(value, where, _SMOKE_FIELDS, "a mapping like {path: /, timeout: 30s}"))
+
+
+# --- The tables ------------------------------------------------------------------------
+
+_SHELL_COMMAND = text("a shell command")
+_STEP_FIELDS: Mapping[str, Check[Any]] = {
+    "run": _SHELL_COMMAND,
+    "timeout": duration,
+    "retries": integer(0, 10),
+    "grace": duration,
+    "artifact": relative_glob,
+    "cwd": relative_dir,
+    "env": env,
+}
+_SMOKE_FIELDS: Mapping[str, Check[Any]] = {
+    "path": starting_with(("/",), "a path starting with '/'"),
+    "url": starting_with(("http://", "https://"), "a URL starting with http:// or https://"),
+    "expect_status": integer(100, 599),
+    "timeout": duration,
+    "contains": text("the text the response must contain"),
+}
+_ENVIRONMENT_FIELDS: Mapping[str, Check[Any]] = {
+    "target": _target,
+    "start": _start_command,
+    "port": integer(1, 65535),
+    "env": env,
+    "smoke": _smoke,
+    "keep_releases": integer(1),
+    "app": text("a Fly app name"),
+    "fly_config": text("a path to a fly.toml"),
+    "strategy": one_of(FLY_STRATEGIES),
+    "wait_timeout": duration,
+    "read_timeout": duration,
+    "flyctl": text("a path to the flyctl binary"),
+    "rollback_release_command": boolean,
+}
+_TOP_LEVEL_FIELDS: Mapping[str, Check[Any]] = {
+    "version": _version,
+    "agent": matching(
+        _AGENT_NAME,
+        "a folder name (letters, digits, '.', '_' and '-', starting with a letter or digit)",
+    ),
+    "heartbeat": _heartbeat,
+    "secrets": _secrets,
+    "steps": _steps,
+    "gates": _gates,
+    "environments": _environments,
+}
