@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import cli_env
 
+from shipyard import targets
 from shipyard.config import (
     Config,
     Environment,
@@ -158,7 +159,7 @@ MORE_BAD_CONFIGS: dict[str, tuple[str, str]] = {
     ),
     "target-missing": (
         "version: 1\nenvironments:\n  staging: {start: x}\n",
-        "3: environments.staging: missing required key 'target' (one of: local, fly)",
+        "3: environments.staging: missing required key 'target' (which deploy target it uses)",
     ),
     "duplicate-in-flow": (
         STAGING % "target: fly",
@@ -215,9 +216,16 @@ def write(directory: Path, text: str) -> Path:
     return path
 
 
+def checked(path: Path) -> Config:
+    """The config and each environment's target options checked, as a command checks them."""
+    config = load_config(path)
+    targets.check(config)
+    return config
+
+
 def refusal(path: Path) -> str:
     with pytest.raises(ConfigError) as caught:
-        load_config(path)
+        checked(path)
     assert caught.value.exit_code == ExitCode.USAGE
     return caught.value.message
 
@@ -436,17 +444,15 @@ def test_design_sketch_loads_into_the_model() -> None:
                 name="staging",
                 target="local",
                 start="python -m webapp --port {port}",
-                port=8787,
                 env={"APP_ENV": "staging"},
                 smoke=Smoke(path="/", expect_status=200, timeout=30.0),
-                keep_releases=5,
+                options={"port": 8787, "keep_releases": 5},
             ),
             "fly-staging": Environment(
                 name="fly-staging",
                 target="fly",
-                app="webapp-staging",
-                fly_config="fly.toml",
                 smoke=Smoke(url="https://webapp-staging.fly.dev/", expect_status=200, timeout=60.0),
+                options={"app": "webapp-staging", "fly_config": "fly.toml"},
             ),
         },
     )
@@ -479,13 +485,22 @@ def test_every_key_is_read_with_its_value() -> None:
         name="review_1",
         target="local",
         start="./serve --port {port}",
-        port=9000,
         env={"LOG_LEVEL": "debug"},
         smoke=Smoke(path="/healthz", expect_status=204, timeout=5.0, contains="ok"),
-        keep_releases=1,
-        app="unused-by-local",
-        fly_config="unused.toml",
+        options={"port": 9000, "keep_releases": 1},
     )
+    local = targets.TARGETS["local"].checked_options(config, config.environments["review_1"])
+    assert local == {"port": 9000, "keep_releases": 1}
+    fly = targets.TARGETS["fly"].checked_options(config, config.environments["fly_review"])
+    assert fly == {
+        "app": "webapp-review",
+        "fly_config": "deploy/fly.review.toml",
+        "strategy": "bluegreen",
+        "wait_timeout": 120.0,
+        "read_timeout": 10.0,
+        "flyctl": "tools/flyctl",
+        "rollback_release_command": True,
+    }
 
 
 def test_file_order_is_kept() -> None:

@@ -7,13 +7,12 @@ The package's public face; one module per job:
 - `document`: the file's YAML, each mapping and list remembering its lines.
 - `schema`: which keys there are and what each must be; the document becomes a `Config`.
 - `checks`: the reusable checks the schema is made of, and `where`: the place a problem is at.
-- `cli`: `python -m shipyard.config [PATH]` checks a file.
+- `cli`: `python -m shipyard.config [PATH]` checks a file (and each environment's target options).
 """
 
 from __future__ import annotations
 
 from shipyard.config.checks import DURATION_EXAMPLES, parse_duration
-from shipyard.config.cli import main
 from shipyard.config.loading import CONFIG_ENV_VAR, CONFIG_FILENAME, find_config, load, load_config
 from shipyard.config.model import (
     DEFAULT_AGENT,
@@ -25,7 +24,7 @@ from shipyard.config.model import (
     Step,
     log_name,
 )
-from shipyard.config.schema import FLY_STRATEGIES, START_PLACEHOLDERS
+from shipyard.config.schema import ENVIRONMENT_FIELDS, START_PLACEHOLDERS
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -34,7 +33,7 @@ __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_KILL_GRACE",
     "DURATION_EXAMPLES",
-    "FLY_STRATEGIES",
+    "ENVIRONMENT_FIELDS",
     "START_PLACEHOLDERS",
     "Config",
     "Environment",
@@ -44,6 +43,5 @@ __all__ = [
     "load",
     "load_config",
     "log_name",
-    "main",
     "parse_duration",
 ]

@@ -17,8 +17,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("path", nargs="?", help="the file (default: found as shipyard finds it)")
     arguments = parser.parse_args(argv)
+    from shipyard import targets  # the targets check their own options
+
     try:
         config = load(arguments.path)
+        targets.check(config)
     except ConfigError as error:
         print(error.message, file=sys.stderr)
         return int(error.exit_code)

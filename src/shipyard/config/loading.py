@@ -43,7 +43,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         return build_config(parse_yaml(text), config_path)
     except Invalid as invalid:
-        raise ConfigError(_error_line(config_path, invalid)) from None
+        raise ConfigError(error_line(config_path, invalid)) from None
 
 
 def load(
@@ -106,7 +106,7 @@ def _shown_path(path: Path) -> str:
     return printable(str(shown))
 
 
-def _error_line(path: Path, invalid: Invalid) -> str:
+def error_line(path: Path, invalid: Invalid) -> str:
     where = invalid.where
     key_path = f"{where.path}: " if where.path else ""
     message = f"{_shown_path(path)}:{where.line}: {key_path}{invalid.problem}"

@@ -7,6 +7,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from shipyard.config.where import Where
 
 DEFAULT_AGENT = "devops"
 DEFAULT_HEARTBEAT_INTERVAL = 15.0
@@ -36,20 +39,17 @@ class Smoke:
 
 @dataclass(frozen=True)
 class Environment:
+    """The keys every target shares, checked here; the target's own keys (`options`) are
+    checked by the target's module (shipyard.targets), with `places` saying where each is."""
+
     name: str
-    target: str  # a key of the target registry: "local" or "fly"
-    start: str | None = None
-    port: int | None = None
+    target: str  # a key of the target registry, shipyard.targets.TARGETS
+    start: str | None = None  # the server command: the artifact smoke runs it on any target
     env: Mapping[str, str] = field(default_factory=dict)
     smoke: Smoke = field(default_factory=Smoke)
-    keep_releases: int = 5
-    app: str | None = None
-    fly_config: str | None = None
-    strategy: str = "rolling"  # fly: canary | rolling | immediate | bluegreen
-    wait_timeout: float = 300.0  # fly: --wait-timeout of every flyctl deploy
-    read_timeout: float = 30.0  # fly: one read-only flyctl call (releases, status...) at most
-    flyctl: str | None = None  # fly: path of the flyctl binary (default: flyctl or fly on PATH)
-    rollback_release_command: bool = False  # fly: run [deploy] release_command on rollbacks
+    options: Mapping[str, Any] = field(default_factory=dict)  # as written, in file order
+    places: Mapping[str, Where] = field(default_factory=dict, compare=False, repr=False)
+    place: Where | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from typing import Any
 
 from shipyard.config.checks import (
     Check,
-    boolean,
     duration,
     entries,
     env,
@@ -23,7 +22,6 @@ from shipyard.config.checks import (
     integer,
     mapping,
     matching,
-    one_of,
     relative_dir,
     relative_glob,
     require,
@@ -42,16 +40,11 @@ from shipyard.config.model import (
 )
 from shipyard.config.where import Where, did_you_mean, kind, quote
 
-FLY_STRATEGIES = ("rolling", "immediate", "canary", "bluegreen")
 START_PLACEHOLDERS = ("port", "release", "release_dir")
 
 _AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _STEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._-]*")
 _ENVIRONMENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
-_TARGET_NEEDS = {
-    "local": ("start", "the command that starts the server"),
-    "fly": ("app", "the Fly app name"),
-}
 
 
 def build_config(document: object, path: Path) -> Config:
@@ -152,20 +145,21 @@ def _environments(value: object, where: Where) -> dict[str, Environment]:
 
 
 def _environment(name: str, spec: object, where: Where) -> Environment:
-    settings = fields(spec, where, _ENVIRONMENT_FIELDS, "a mapping with at least 'target'")
-    require(settings, where, "target", f"one of: {', '.join(_TARGET_NEEDS)}")
-    needed, meaning = _TARGET_NEEDS[settings["target"]]
-    require(settings, where, needed, f"target '{settings['target']}' needs {meaning}")
-    return Environment(name=name, **settings)
-
-
-def _target(value: object, where: Where) -> str:
-    targets = list(_TARGET_NEEDS)
-    if not isinstance(value, str):
-        where.expected(f"one of: {', '.join(targets)}", value)
-    if value not in _TARGET_NEEDS:
-        where.fail(f"unknown target {quote(value)} ({did_you_mean(value, targets)})")
-    return value
+    """The shared keys checked here; every other key kept as written, with its place, for
+    the target's own module to check (shipyard.targets.check)."""
+    section = mapping(spec, where, "a mapping with at least 'target'")
+    shared: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    places: dict[str, Where] = {}
+    for key, value, key_where in entries(section, where):
+        places[key] = key_where
+        check = ENVIRONMENT_FIELDS.get(key)
+        if check is None:
+            options[key] = value
+        else:
+            shared[key] = check(value, key_where)
+    require(shared, where, "target", "which deploy target it uses")
+    return Environment(name=name, **shared, options=options, places=places, place=where)
 
 
 def _start_command(value: object, where: Where) -> str:
@@ -213,20 +207,12 @@ _SMOKE_FIELDS: Mapping[str, Check[Any]] = {
     "timeout": duration,
     "contains": text("the text the response must contain"),
 }
-_ENVIRONMENT_FIELDS: Mapping[str, Check[Any]] = {
-    "target": _target,
+# The keys every environment may have, whatever its target; a target adds its own.
+ENVIRONMENT_FIELDS: Mapping[str, Check[Any]] = {
+    "target": text("the name of a deploy target"),
     "start": _start_command,
-    "port": integer(1, 65535),
     "env": env,
     "smoke": _smoke,
-    "keep_releases": integer(1),
-    "app": text("a Fly app name"),
-    "fly_config": text("a path to a fly.toml"),
-    "strategy": one_of(FLY_STRATEGIES),
-    "wait_timeout": duration,
-    "read_timeout": duration,
-    "flyctl": text("a path to the flyctl binary"),
-    "rollback_release_command": boolean,
 }
 _TOP_LEVEL_FIELDS: Mapping[str, Check[Any]] = {
     "version": _version,

@@ -34,6 +34,7 @@ from tenacity import (
 
 from shipyard import audit
 from shipyard.config import Config, Environment
+from shipyard.config.checks import boolean, duration, one_of, text
 from shipyard.errors import ExitCode, PreflightError, StepFailed
 from shipyard.process import terminate_group
 from shipyard.records import DeployRecord
@@ -49,6 +50,7 @@ from shipyard.targets.base import (
     TargetFailed,
     state_dir,
 )
+from shipyard.targets.kinds import TargetKind
 
 TOKEN_VARIABLES = ("FLY_ACCESS_TOKEN", "FLY_API_TOKEN")  # flyctl reads ACCESS first
 STOP_GRACE = 10.0  # flyctl marks the release interrupted when it gets SIGTERM
@@ -120,16 +122,35 @@ class FlyRollbackPlan(RollbackPlan):
     running_image: str | None = None  # the one image every machine ran as it was planned
 
 
+FLY_STRATEGIES = ("rolling", "immediate", "canary", "bluegreen")  # flyctl deploy --strategy
+
+
+@dataclass(frozen=True)
+class FlyOptions:
+    """The keys the Fly target adds to an environment."""
+
+    app: str  # the Fly app
+    fly_config: str | None = None  # its fly.toml (default: fly.toml beside shipyard.yaml)
+    strategy: str = "rolling"  # canary | rolling | immediate | bluegreen
+    wait_timeout: float = 300.0  # --wait-timeout of every flyctl deploy
+    read_timeout: float = 30.0  # one read-only flyctl call (releases, status...) at most
+    flyctl: str | None = None  # path of the flyctl binary (default: flyctl or fly on PATH)
+    rollback_release_command: bool = False  # run [deploy] release_command on rollbacks
+
+
 class FlyTarget:
     """The `Target` of a Fly app. It keeps nothing between calls: what a deploy made travels
     in the `Made` it returns, and "the newest release before this deploy" comes from its plan."""
 
     name = "fly"
 
-    def __init__(self, config: Config, environment: Environment) -> None:
+    def __init__(
+        self, config: Config, environment: Environment, options: FlyOptions | None = None
+    ) -> None:
         self.config = config
         self.env = environment
-        self.app = environment.app or ""
+        self.options = options or FlyOptions(**FLY.checked_options(config, environment))
+        self.app = self.options.app
         self.state_dir = state_dir(config, environment)
 
     # --- preflight -----------------------------------------------------------------------
@@ -144,9 +165,9 @@ class FlyTarget:
                 f" `fly tokens create deploy -a {self.app}` and export it as FLY_API_TOKEN"
                 " (in GitHub Actions: an environment secret)"
             )
-        if self.env.fly_config and not self.fly_toml.is_file():
+        if self.options.fly_config and not self.fly_toml.is_file():
             raise PreflightError(
-                f"environments.{self.env.name}.fly_config: {self.env.fly_config} not found"
+                f"environments.{self.env.name}.fly_config: {self.options.fly_config} not found"
                 f" under {self.config.root} (run `fly launch --no-deploy` or fix the path)"
             )
 
@@ -154,8 +175,8 @@ class FlyTarget:
         """Everything a Fly deploy needs was checked by `preflight`."""
 
     def flyctl(self) -> str:
-        if self.env.flyctl:
-            path = Path(self.env.flyctl)
+        if self.options.flyctl:
+            path = Path(self.options.flyctl)
             path = path if path.is_absolute() else self.config.root / path
             if not os.access(path, os.X_OK):
                 raise PreflightError(
@@ -172,7 +193,7 @@ class FlyTarget:
 
     @property
     def fly_toml(self) -> Path:
-        return self.config.root / (self.env.fly_config or "fly.toml")
+        return self.config.root / (self.options.fly_config or "fly.toml")
 
     # --- running flyctl --------------------------------------------------------------------
 
@@ -199,7 +220,7 @@ class FlyTarget:
         """A short read-only call: stdout (JSON) and stderr (the error) kept apart; a call
         still running after `read_timeout` is killed with its group and reads as exit 124."""
         process = self._start(args, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + self.env.read_timeout
+        deadline = time.monotonic() + self.options.read_timeout
         while not stop.is_set() and time.monotonic() < deadline:
             try:
                 stdout, stderr = process.communicate(timeout=0.2)
@@ -210,7 +231,7 @@ class FlyTarget:
         process.communicate()
         if stop.is_set():
             return FlyResult(int(ExitCode.INTERRUPTED), "", "interrupted")
-        late = f"no answer within {self.env.read_timeout:g}s (read_timeout)"
+        late = f"no answer within {self.options.read_timeout:g}s (read_timeout)"
         return FlyResult(int(ExitCode.TIMEOUT), "", late)
 
     def _stream(self, args: Sequence[str], call: Call) -> tuple[FlyResult, dict[str, Any] | None]:
@@ -326,10 +347,15 @@ class FlyTarget:
     # --- deploy ------------------------------------------------------------------------
 
     def deploy_args(self, image: str | None = None, *, rollback: bool = False) -> list[str]:
-        args = ["deploy", "--app", self.app, "--config", self.env.fly_config or "fly.toml"]
+        args = ["deploy", "--app", self.app, "--config", self.options.fly_config or "fly.toml"]
         args += ["--image", image] if image else []
-        args += ["--strategy", self.env.strategy, "--wait-timeout", f"{self.env.wait_timeout:g}s"]
-        if rollback and not self.env.rollback_release_command:
+        args += [
+            "--strategy",
+            self.options.strategy,
+            "--wait-timeout",
+            f"{self.options.wait_timeout:g}s",
+        ]
+        if rollback and not self.options.rollback_release_command:
             args.append("--skip-release-command")
         return args
 
@@ -691,3 +717,18 @@ def _parse_json(text: str, command: str) -> Any:
 def _print_retries(command: str, attempt: int, outcome: str, exit_code: int | None) -> None:
     if outcome not in ("start", "ok"):
         print(f"{command}: attempt {attempt} {outcome} (exit {exit_code})", file=sys.stderr)
+
+
+FLY = TargetKind(
+    options={
+        "app": text("a Fly app name"),
+        "fly_config": text("a path to a fly.toml"),
+        "strategy": one_of(FLY_STRATEGIES),
+        "wait_timeout": duration,
+        "read_timeout": duration,
+        "flyctl": text("a path to the flyctl binary"),
+        "rollback_release_command": boolean,
+    },
+    make=lambda config, environment, options: FlyTarget(config, environment, FlyOptions(**options)),
+    required={"app": "the Fly app name"},
+)

@@ -34,6 +34,7 @@ from typing import Any
 
 from shipyard import artifact, audit, files, server
 from shipyard.config import Config, Environment
+from shipyard.config.checks import integer
 from shipyard.errors import PreflightError, ShipyardError, StepFailed
 from shipyard.heartbeat import iso_timestamp
 from shipyard.process import start_ticks, tools_path
@@ -50,6 +51,7 @@ from shipyard.targets.base import (
     TargetFailed,
     state_dir,
 )
+from shipyard.targets.kinds import TargetKind
 
 DEFAULT_PORT = 8787
 STOP_GRACE = 5.0
@@ -120,17 +122,28 @@ class LocalRollbackPlan(RollbackPlan):
     mark_bad: str | None = None  # the release this rollback takes out of service
 
 
+@dataclass(frozen=True)
+class LocalOptions:
+    """The keys the local target adds to an environment."""
+
+    port: int = DEFAULT_PORT  # where the release's server listens, on 127.0.0.1
+    keep_releases: int = 5  # complete releases kept (besides current and the rollback target)
+
+
 class LocalTarget:
     """The `Target` of releases on this machine. Nothing here is retried or runs long, so a
     call's `stop` and `observe` go unused; only its `say` is heard."""
 
     name = "local"
 
-    def __init__(self, config: Config, environment: Environment) -> None:
+    def __init__(
+        self, config: Config, environment: Environment, options: LocalOptions | None = None
+    ) -> None:
         self.config = config
         self.env = environment
+        self.options = options or LocalOptions(**LOCAL.checked_options(config, environment))
         self.state_dir = state_dir(config, environment)
-        self.port = environment.port or DEFAULT_PORT
+        self.port = self.options.port
 
     # --- paths -------------------------------------------------------------------------
 
@@ -302,7 +315,7 @@ class LocalTarget:
             f"smoke {self.smoke_check().url} (expect {self.env.smoke.expect_status})",
             f"mark {version} complete",
             self._point_action(version),
-            f"prune to the newest {self.env.keep_releases} complete releases (and current,"
+            f"prune to the newest {self.options.keep_releases} complete releases (and current,"
             " the rollback target, the newest folder)",
         )
         return LocalDeployPlan(
@@ -631,7 +644,7 @@ class LocalTarget:
         releases = self.releases(call)
         complete = [r.version for r in releases if r.status is ReleaseStatus.COMPLETE]
         protected = {
-            *complete[-self.env.keep_releases :],
+            *complete[-self.options.keep_releases :],
             self.current_version(),
             self.plan_rollback(None, call).to,
             releases[-1].version if releases else None,  # the newest keeps the numbering going
@@ -755,3 +768,12 @@ def _is_our_server(state: dict[str, Any]) -> bool:
 
 def _quiet(_: str) -> None:
     pass
+
+
+LOCAL = TargetKind(
+    options={"port": integer(1, 65535), "keep_releases": integer(1)},
+    make=lambda config, environment, options: LocalTarget(
+        config, environment, LocalOptions(**options)
+    ),
+    required={"start": "the command that starts the server"},
+)
