@@ -210,8 +210,8 @@ def served(tmp_path):
         name="staging",
         target="local",
         start=SERVE,
-        port=server.free_port(),
         smoke=Smoke(path="/", contains="site ", timeout=15),
+        options={"port": server.free_port()},
     )
     local = LocalTarget(config, environment)
     yield local
