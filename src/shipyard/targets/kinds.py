@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shipyard.config import ENVIRONMENT_FIELDS, Config, Environment
-from shipyard.config.checks import Check, Invalid, require
+from shipyard.config.checks import Check, Invalid, Where, require
 from shipyard.config.loading import error_line
 from shipyard.config.where import did_you_mean, quote
 from shipyard.errors import ConfigError
@@ -35,7 +35,10 @@ class TargetKind:
         known = [*ENVIRONMENT_FIELDS, *self.options]
         checked: dict[str, Any] = {}
         for key, value in environment.options.items():
-            where = environment.places[key]
+            # an Environment made in code (a test) has no places: name the key all the same
+            where = environment.places.get(key) or Where(
+                f"environments.{environment.name}.{key}", 0
+            )
             check = self.options.get(key)
             if check is None:
                 where.fail(
