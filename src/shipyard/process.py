@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 _PROC = Path("/proc")
 _POLL_SECONDS = 0.05
@@ -77,7 +78,7 @@ def signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def terminate_group(process: subprocess.Popen[bytes], *, grace: float) -> None:
+def terminate_group(process: subprocess.Popen[Any], *, grace: float) -> None:
     """SIGTERM the whole group of `process`, wait up to `grace` seconds, then SIGKILL it."""
     pgid = process.pid
     if _settled(process, pgid):
@@ -92,7 +93,7 @@ def terminate_group(process: subprocess.Popen[bytes], *, grace: float) -> None:
     process.wait()
 
 
-def _settled(process: subprocess.Popen[bytes], pgid: int) -> bool:
+def _settled(process: subprocess.Popen[Any], pgid: int) -> bool:
     process.poll()  # reap the leader so it stops counting as a member
     return not group_alive(pgid)
 

@@ -1,42 +1,18 @@
-"""Fly.io through flyctl: deploy, a health verdict from Fly's own state, releases, rollback.
-
-flyctl has no rollback command: a rollback is `flyctl deploy --image <ImageRef>` of an earlier
-release, which creates a new release (release numbers never go back), as Fly's own rollback
-guide does. flyctl's commands, JSON and exit codes are those of https://fly.io/docs/flyctl/
-(tests/fakes/flyctl follows them). The token reaches flyctl only through its environment.
-"""
+"""The Fly policy: releases and their statuses, the health verdict from the machines, which
+release a rollback deploys (by image), and deploy, restore and undo, through `Flyctl`."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import shlex
 import shutil
-import subprocess
-import sys
-import threading
-import time
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-    wait_random,
-)
-
 from shipyard import audit
 from shipyard.config import Config, Environment
-from shipyard.config.checks import boolean, duration, one_of, text
-from shipyard.errors import ExitCode, PreflightError, StepFailed
-from shipyard.process import terminate_group
+from shipyard.errors import PreflightError, StepFailed
 from shipyard.records import DeployRecord
 from shipyard.smoke import SmokeCheck
 from shipyard.targets.base import (
@@ -50,22 +26,13 @@ from shipyard.targets.base import (
     TargetFailed,
     state_dir,
 )
+from shipyard.targets.fly.client import Flyctl
+from shipyard.targets.fly.options import CHECKS, REQUIRED, FlyOptions
 from shipyard.targets.kinds import TargetKind
 
 TOKEN_VARIABLES = ("FLY_ACCESS_TOKEN", "FLY_API_TOKEN")  # flyctl reads ACCESS first
-STOP_GRACE = 10.0  # flyctl marks the release interrupted when it gets SIGTERM
-READ_ATTEMPTS = 4
-READ_SECONDS = 60.0
-_TRANSIENT = re.compile(
-    r"request canceled|Client\.Timeout|timeout|timed out|\b50[234]\b|connection reset|"
-    r"connection refused|\bEOF\b|temporarily unavailable|i/o timeout",
-    re.IGNORECASE,
-)
-_RELEASE_LINE = re.compile(r'^\{"id":.*"version":\s*\d+.*\}\s*$')
-_MEANINGFUL = re.compile(r"[^\W_]")  # a letter or a digit: not a separator like `-------`
 # flaps ListActive leaves out release-command and console machines (reference §5)
 _NOT_THE_APP = ("fly_app_release_command", "fly_app_console")
-OUTPUT_TAIL = 50  # lines of a deploy's output kept for its error message (flyctl's comes last)
 _STATUS = {
     "complete": ReleaseStatus.COMPLETE,
     "failed": ReleaseStatus.FAILED,
@@ -76,66 +43,11 @@ _STATUS = {
 _ROLLED_BACK = {"rollback": ("ok", "rolled back"), "deploy": ("rolled back", "down")}
 
 
-def _read_outcome(result: FlyResult) -> str:
-    """ok; timeout (killed after read_timeout) or transient (126, flyctl's deadline, or a
-    message the reference calls transient): both retried; or failed."""
-    if result.exit_code == 0:
-        return "ok"
-    if result.exit_code == ExitCode.TIMEOUT:
-        return "timeout"
-    if result.exit_code == 126 or _TRANSIENT.search(result.stderr):
-        return "transient"
-    return "failed"
-
-
-class TransientFlyError(Exception):
-    """A read-only flyctl call failed in a way the reference calls transient."""
-
-
-@dataclass(frozen=True)
-class FlyResult:
-    exit_code: int
-    stdout: str
-    stderr: str  # of a deploy (whose stderr goes to its stdout): the tail of its output
-
-    @property
-    def message(self) -> str | None:
-        """flyctl's `Error: <message>`, else its last line with a letter or a digit in it:
-        an interrupted flyctl (exit 127) prints no error, and may end on `-------`."""
-        lines = [line.strip() for line in self.stderr.splitlines()]
-        errors = [
-            line.removeprefix("Error:").strip() for line in lines if line.startswith("Error:")
-        ]
-        said = [line for line in errors or lines if _MEANINGFUL.search(line)]
-        return said[-1] if said else None
-
-    def failure(self, command: str) -> str:
-        said = self.message
-        exited = f"flyctl {command} exited {self.exit_code}"
-        return f"{exited}: {said}" if said else f"{exited} with no error message"
-
-
 @dataclass(frozen=True)
 class FlyRollbackPlan(RollbackPlan):
     """A rollback plan that also names what its undo puts back."""
 
     running_image: str | None = None  # the one image every machine ran as it was planned
-
-
-FLY_STRATEGIES = ("rolling", "immediate", "canary", "bluegreen")  # flyctl deploy --strategy
-
-
-@dataclass(frozen=True)
-class FlyOptions:
-    """The keys the Fly target adds to an environment."""
-
-    app: str  # the Fly app
-    fly_config: str | None = None  # its fly.toml (default: fly.toml beside shipyard.yaml)
-    strategy: str = "rolling"  # canary | rolling | immediate | bluegreen
-    wait_timeout: float = 300.0  # --wait-timeout of every flyctl deploy
-    read_timeout: float = 30.0  # one read-only flyctl call (releases, status...) at most
-    flyctl: str | None = None  # path of the flyctl binary (default: flyctl or fly on PATH)
-    rollback_release_command: bool = False  # run [deploy] release_command on rollbacks
 
 
 class FlyTarget:
@@ -195,99 +107,15 @@ class FlyTarget:
     def fly_toml(self) -> Path:
         return self.config.root / (self.options.fly_config or "fly.toml")
 
-    # --- running flyctl --------------------------------------------------------------------
-
-    def _argv(self, *args: str) -> list[str]:
-        return [self.flyctl(), *args]
-
-    def _start(
-        self, args: Sequence[str], *, stderr: int, env: dict[str, str] | None = None
-    ) -> subprocess.Popen[str]:
-        """flyctl ARGS in its own process group (so it can be stopped whole), stdout piped."""
-        return subprocess.Popen(
-            self._argv(*args),
-            cwd=self.config.root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            errors="replace",
-            start_new_session=True,
-        )
-
-    def _run(self, args: Sequence[str], stop: threading.Event) -> FlyResult:
-        """A short read-only call: stdout (JSON) and stderr (the error) kept apart; a call
-        still running after `read_timeout` is killed with its group and reads as exit 124."""
-        process = self._start(args, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + self.options.read_timeout
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                stdout, stderr = process.communicate(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                continue
-            return FlyResult(process.returncode, stdout, stderr)
-        terminate_group(process, grace=1.0)  # type: ignore[arg-type]
-        process.communicate()
-        if stop.is_set():
-            return FlyResult(int(ExitCode.INTERRUPTED), "", "interrupted")
-        late = f"no answer within {self.options.read_timeout:g}s (read_timeout)"
-        return FlyResult(int(ExitCode.TIMEOUT), "", late)
-
-    def _stream(self, args: Sequence[str], call: Call) -> tuple[FlyResult, dict[str, Any] | None]:
-        """A deploy: output streamed line by line through `call.say` (which masks it), the
-        release JSON line picked out wherever it appears, stopped (SIGTERM, then SIGKILL) on
-        `call.stop`."""
-        process = self._start(
-            args, stderr=subprocess.STDOUT, env={**os.environ, "FLY_EMIT_RELEASE_JSON": "1"}
-        )
-        watcher = threading.Thread(target=_stop_when_asked, args=(process, call.stop), daemon=True)
-        watcher.start()
-        created, tail = None, deque[str](maxlen=OUTPUT_TAIL)
-        for line in process.stdout or ():
-            text = line.rstrip("\n")
-            call.say(text)
-            created = created or _release_line(text)
-            tail.append(text)
-        return FlyResult(process.wait(), "", "\n".join(tail)), created
-
-    def _read_json(self, call: Call, *args: str) -> Any:
-        """A read-only `--json` call, retried on transient errors (bounded in attempts and time)."""
-        command = " ".join(args[:2]) if args[:1] == ("machines",) else args[0]
-        observe = call.observe or _print_retries
-        attempt_number = 0
-
-        def attempt() -> Any:
-            nonlocal attempt_number
-            attempt_number += 1
-            observe(f"flyctl {command}", attempt_number, "start", None)
-            result = self._run([*args, "--app", self.app, "--json"], call.stop)
-            outcome = _read_outcome(result)
-            observe(f"flyctl {command}", attempt_number, outcome, result.exit_code)
-            if outcome in ("timeout", "transient"):
-                raise TransientFlyError(result.message or f"exit {result.exit_code}")
-            if result.exit_code != 0:
-                raise StepFailed(result.failure(command))
-            return _parse_json(result.stdout, command)
-
-        retrying = Retrying(
-            stop=stop_after_attempt(READ_ATTEMPTS) | stop_after_delay(READ_SECONDS),
-            wait=wait_exponential(multiplier=0.5, max=4) + wait_random(0, 0.25),
-            retry=retry_if_exception_type(TransientFlyError),
-            reraise=True,
-        )
-        try:
-            return retrying(attempt)
-        except TransientFlyError as error:
-            raise StepFailed(
-                f"flyctl {command} kept failing ({attempt_number} attempts): {error}"
-            ) from None
+    def _client(self) -> Flyctl:
+        """flyctl as this environment runs it, the binary found afresh as `preflight` finds it."""
+        return Flyctl(self.flyctl(), self.app, self.config.root, self.options.read_timeout)
 
     # --- reading Fly's state -------------------------------------------------------------
 
     def releases(self, call: Call) -> list[Release]:
         """Fly's releases (its 25 newest), oldest first; rolled-back-from ones read as `bad`."""
-        listed = self._read_json(call, "releases") or []
+        listed = self._client().read_json(call, "releases") or []
         bad = self._rolled_back_from()
         newest = max((item.get("Version", 0) for item in listed), default=0)
         found = [_release(item, bad=bad, current=newest) for item in listed]
@@ -307,7 +135,7 @@ class FlyTarget:
         return bad
 
     def status(self, call: Call) -> Status:
-        state = self._read_json(call, "status")
+        state = self._client().read_json(call, "status")
         current = f"v{state.get('Version', 0)}" if state.get("Version") else None
         problems = self._health_problems(state.get("Version", 0), call)
         started = f"{len(self._machines(call))} machine(s) started and passing"
@@ -322,7 +150,7 @@ class FlyTarget:
         )
 
     def _machines(self, call: Call) -> list[dict[str, Any]]:
-        listed = self._read_json(call, "machines", "list") or []
+        listed = self._client().read_json(call, "machines", "list") or []
         return [m for m in listed if _serves_the_app(m)]
 
     def running(self, call: Call) -> RunningImage:
@@ -360,7 +188,7 @@ class FlyTarget:
         return args
 
     def command_line(self, args: Sequence[str]) -> str:
-        return shlex.join([Path(self.flyctl()).name, *args])
+        return self._client().command_line(args)
 
     def plan_deploy(self, artifact: str | None, call: Call) -> DeployPlan:
         """`release` is the newest release Fly lists plus one: what the deploy expects to make,
@@ -386,7 +214,7 @@ class FlyTarget:
         `newest`), else it is none: nothing is claimed that Fly does not show. A failure
         raises TargetFailed carrying that."""
         call.say(f"$ {self.command_line(args)}")
-        result, created = self._stream(args, call)
+        result, created = self._client().stream(args, call)
         if created and result.exit_code == 0:
             made = Made(f"v{created['version']}", image=created.get("image_ref"))
         else:
@@ -415,7 +243,9 @@ class FlyTarget:
     def health(self, made: Made, call: Call) -> None:
         """Fly's verdict: every machine started, every check passing, all on the new release
         (`made`'s, else the one Fly's status names)."""
-        version = _number(made.release) or int(self._read_json(call, "status").get("Version") or 0)
+        version = _number(made.release) or int(
+            self._client().read_json(call, "status").get("Version") or 0
+        )
         problems = self._health_problems(version, call)
         for problem in problems:
             call.say(f"unhealthy: {problem}")
@@ -514,13 +344,6 @@ class FlyTarget:
             if release.version == version and release.image:
                 return release.image, _newest(releases)
         raise StepFailed(f"{version}: no such release with an image on Fly")
-
-
-def _stop_when_asked(process: subprocess.Popen[str], stop: threading.Event) -> None:
-    while process.poll() is None:
-        if stop.wait(0.2):
-            terminate_group(process, grace=STOP_GRACE)  # type: ignore[arg-type]
-            return
 
 
 def _made_none(made: Made) -> bool:
@@ -696,39 +519,8 @@ def _machine_problems(machine: dict[str, Any], version: int) -> list[str]:
     return problems
 
 
-def _release_line(line: str) -> dict[str, Any] | None:
-    """The FLY_EMIT_RELEASE_JSON line `{"id":…,"version":N,"image_ref":…}`, or None."""
-    if not _RELEASE_LINE.match(line.strip()):
-        return None
-    try:
-        created = json.loads(line)
-    except ValueError:
-        return None
-    return created if isinstance(created, dict) else None
-
-
-def _parse_json(text: str, command: str) -> Any:
-    try:
-        return json.loads(text) if text.strip() else None
-    except ValueError:
-        raise StepFailed(f"flyctl {command} printed something that is not JSON") from None
-
-
-def _print_retries(command: str, attempt: int, outcome: str, exit_code: int | None) -> None:
-    if outcome not in ("start", "ok"):
-        print(f"{command}: attempt {attempt} {outcome} (exit {exit_code})", file=sys.stderr)
-
-
 FLY = TargetKind(
-    options={
-        "app": text("a Fly app name"),
-        "fly_config": text("a path to a fly.toml"),
-        "strategy": one_of(FLY_STRATEGIES),
-        "wait_timeout": duration,
-        "read_timeout": duration,
-        "flyctl": text("a path to the flyctl binary"),
-        "rollback_release_command": boolean,
-    },
+    options=CHECKS,
     make=lambda config, environment, options: FlyTarget(config, environment, FlyOptions(**options)),
-    required={"app": "the Fly app name"},
+    required=REQUIRED,
 )

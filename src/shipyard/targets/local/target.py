@@ -1,43 +1,26 @@
-"""The embedded default target: releases in a folder on this machine, served by a detached process.
-
-    .shipyard/<env>/releases/v<N>/     unpacked artifact + release.json
-    .shipyard/<env>/current            symlink to releases/v<N>, switched by os.replace()
-    .shipyard/<env>/server/            state.json (pid, release, port; the switch under way)
-                                       and one log per release
-    .shipyard/<env>/audit.jsonl        deploys, rollbacks, lock breaks, prunes
+"""`LocalTarget`, the local target's policy: the plans (deploy, rollback, and the repair of an
+interrupted switch) and the `Target` calls that carry them out and report the status, on the
+releases on disk (`store`) and what serves them (`serving`).
 
 Invariant: `current` only ever points at a `complete` release. A new release is served and
 smoke-tested first, marked complete, and only then made current; so a crash at any instant
-leaves `current` on a release that passed its smoke.
-
-Serving a release that is not `current` is a switch: state.json records it ("switching":
-from, to, at, and the process switching) before the old server is stopped, and it is cleared
-once `current` follows or the old release serves again. A switch left recorded by a process
-that is gone was interrupted: what serves may not be `current`. The next deploy or rollback
-repairs it: the release it half-switched to is marked `failed` (never `bad`), and `current`
-is never marked bad for it.
+leaves `current` on a release that passed its smoke. After an interrupted switch, the next
+deploy or rollback marks the release it half-switched to `failed` (never `bad`), and never
+marks `current` bad for it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import secrets
-import shutil
-import socket
 import time
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from shipyard import artifact, audit, files, server
+from shipyard import audit
 from shipyard.config import Config, Environment
 from shipyard.config.checks import integer
-from shipyard.errors import PreflightError, ShipyardError, StepFailed
-from shipyard.heartbeat import iso_timestamp
-from shipyard.process import start_ticks, tools_path
+from shipyard.errors import ShipyardError, StepFailed
 from shipyard.smoke import SmokeCheck
 from shipyard.targets.base import (
     Call,
@@ -52,63 +35,10 @@ from shipyard.targets.base import (
     state_dir,
 )
 from shipyard.targets.kinds import TargetKind
+from shipyard.targets.local.serving import STOP_GRACE, ServerState, Switch
+from shipyard.targets.local.store import ReleaseStore, new_record
 
 DEFAULT_PORT = 8787
-STOP_GRACE = 5.0
-RELEASE_FILE = "release.json"
-STATE_FILE = "state.json"
-SWITCHING = "switching"  # state.json's record of the switch under way
-_VERSION = re.compile(r"v([1-9][0-9]*)")
-# What a served app writes beside its own code (Python's bytecode, unless
-# PYTHONDONTWRITEBYTECODE is set): not a change to the release's files.
-_CACHES = frozenset({"__pycache__"})
-
-
-@dataclass(frozen=True)
-class Switch:
-    """A change of what serves, from the release `current` named to another one."""
-
-    source: str | None  # "from": the release current pointed at, if any
-    target: str  # "to": the release being started
-    at: str | None = None
-    pid: int | None = None  # the Shipyard process switching; None: inferred, not recorded
-    start_ticks: int | None = None
-
-    @classmethod
-    def read(cls, record: object) -> Switch | None:
-        if not isinstance(record, dict) or not isinstance(record.get("to"), str):
-            return None
-        source, at, pid, ticks = (record.get(key) for key in ("from", "at", "pid", "start_ticks"))
-        return cls(
-            source=source if isinstance(source, str) else None,
-            target=record["to"],
-            at=at if isinstance(at, str) else None,
-            pid=pid if isinstance(pid, int) else None,
-            start_ticks=ticks if isinstance(ticks, int) else None,
-        )
-
-    @classmethod
-    def begin(cls, source: str | None, target: str) -> Switch:
-        """A switch by this process, starting now."""
-        pid = os.getpid()
-        return cls(source, target, iso_timestamp(), pid, start_ticks(pid))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "from": self.source,
-            "to": self.target,
-            "at": self.at,
-            "pid": self.pid,
-            "start_ticks": self.start_ticks,
-        }
-
-    @property
-    def under_way(self) -> bool:
-        """The process switching still runs (with its recorded start time: not a reused pid)."""
-        return self.pid is not None and _process_runs(self.pid, self.start_ticks)
-
-    def describe(self) -> str:
-        return f"a switch from {self.source or 'nothing'} to {self.target}"
 
 
 @dataclass(frozen=True)
@@ -144,111 +74,43 @@ class LocalTarget:
         self.options = options or LocalOptions(**LOCAL.checked_options(config, environment))
         self.state_dir = state_dir(config, environment)
         self.port = self.options.port
+        self.store = ReleaseStore(self.state_dir)
+        self.server_state = ServerState(environment, self.port, self.store)
 
     # --- paths -------------------------------------------------------------------------
 
     @property
-    def releases_dir(self) -> Path:
-        return self.state_dir / "releases"
-
-    @property
     def current_link(self) -> Path:
-        return self.state_dir / "current"
+        return self.store.current_link
 
     @property
     def server_dir(self) -> Path:
-        return self.state_dir / "server"
+        return self.server_state.server_dir
 
     @property
     def state_path(self) -> Path:
-        return self.server_dir / STATE_FILE
+        return self.server_state.state_path
 
     @property
     def audit_path(self) -> Path:
         return self.state_dir / "audit.jsonl"
 
     def release_dir(self, version: str) -> Path:
-        return self.releases_dir / version
+        return self.store.release_dir(version)
 
     # --- reading the state (never changes anything) ------------------------------------
 
     def releases(self, call: Call) -> list[Release]:
         """Every release folder, oldest first; an unreadable release.json reads as `building`."""
-        if not self.releases_dir.is_dir():
-            return []
-        current = self.current_version()
-        versions = [p.name for p in self.releases_dir.iterdir() if _VERSION.fullmatch(p.name)]
-        found = [self._release(version, current) for version in versions]
-        return sorted(found, key=lambda release: release.number)
-
-    def _release(self, version: str, current: str | None) -> Release:
-        record = self._record(version)
-        try:
-            status = ReleaseStatus(record.get("status"))
-        except ValueError:
-            status = ReleaseStatus.BUILDING  # unreadable: never served, never a rollback target
-        return Release(
-            version=version,
-            status=status,
-            created_at=record.get("created_at"),
-            git_sha=record.get("git_sha"),
-            artifact_sha256=record.get("artifact_sha256"),
-            user=record.get("user"),
-            current=version == current,
-        )
-
-    def _record(self, version: str) -> dict[str, Any]:
-        try:
-            record = json.loads((self.release_dir(version) / RELEASE_FILE).read_text())
-        except (OSError, ValueError):
-            return {}
-        return record if isinstance(record, dict) else {}
+        return self.store.releases()
 
     def current_version(self) -> str | None:
         """The release `current` points at, or None (no link, a dangling or foreign one)."""
-        try:
-            target = self.current_link.readlink()
-        except OSError:
-            return None
-        version = Path(target).name
-        if not _VERSION.fullmatch(version) or not self.release_dir(version).is_dir():
-            return None
-        return version
-
-    def _server_state(self) -> dict[str, Any]:
-        """state.json as last written, whether its server still runs or not."""
-        try:
-            state = json.loads(self.state_path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return state if isinstance(state, dict) else {}
+        return self.store.current_version()
 
     def serving(self) -> dict[str, Any] | None:
         """The server this target started, while it still runs: pid, release, port, started."""
-        state = self._server_state()
-        if not isinstance(state.get("pid"), int):
-            return None
-        return state if _is_our_server(state) else None
-
-    def switch(self) -> Switch | None:
-        """The switch state.json records, unless `current` already names its release (then
-        only the bookkeeping after it was cut short)."""
-        switch = Switch.read(self._server_state().get(SWITCHING))
-        if switch is None or switch.target == self.current_version():
-            return None
-        return switch
-
-    def interrupted_switch(self) -> Switch | None:
-        """A switch that no running process will finish: recorded by a process that is gone,
-        or (a state.json written before switches were recorded) a server of a release that
-        is not current."""
-        switch = self.switch()
-        if switch is not None:
-            return None if switch.under_way else switch
-        state, current = self.serving(), self.current_version()
-        if state is None or current is None or state["release"] == current:
-            return None
-        return Switch(source=current, target=state["release"])
+        return self.server_state.serving()
 
     def smoke_check(self) -> SmokeCheck:
         smoke = self.env.smoke
@@ -284,7 +146,7 @@ class LocalTarget:
         notes = []
         if running is not None and running != current:
             notes.append(f"{running} serves but current is {current or 'none'}")
-        switch = self.switch()
+        switch = self.server_state.switch()
         if switch is not None:
             state = f"is under way (pid {switch.pid})" if switch.under_way else "was interrupted"
             notes.append(f"{switch.describe()} {state}" + (f" at {switch.at}" if switch.at else ""))
@@ -296,22 +158,22 @@ class LocalTarget:
         """Nothing to check before reading the state."""
 
     def preflight_deploy(self) -> None:
-        self._check_port()
+        self.server_state.check_port()
 
     def plan_deploy(self, artifact: str | None, call: Call) -> LocalDeployPlan:
         # `artifact`, the archive's path, as the protocol names it (callers may pass it by
-        # keyword); it hides the artifact module, which planning does not use
-        version = f"v{self._last_number() + 1}"
+        # keyword)
+        version = f"v{self.store.last_number() + 1}"
         previous = self.current_version()
         folder = self._shown(self.release_dir(version))
-        interrupted = self.interrupted_switch()
+        interrupted = self.server_state.interrupted_switch()
         half = self._half_switched(interrupted)
         actions = (  # in the order deploy(), the smoke and commit() carry them out
             *_repair_actions(half, interrupted),
             f"unpack {artifact} into {folder}",
             self._record_action(previous, version),
             self._stop_action(),
-            f"start `{self._command(version)}` in {folder} on port {self.port}",
+            f"start `{self.server_state.command(version)}` in {folder} on port {self.port}",
             f"smoke {self.smoke_check().url} (expect {self.env.smoke.expect_status})",
             f"mark {version} complete",
             self._point_action(version),
@@ -334,9 +196,7 @@ class LocalTarget:
         made = Made(None)
         try:
             self._mark_failed(_marks(plan)[0], call.say)
-            self.releases_dir.mkdir(parents=True, exist_ok=True)
-            # claims the version: no two deploys write one folder
-            self.release_dir(plan.release).mkdir()
+            self.store.claim(plan.release)
             made = Made(plan.release)
             self._unpack(plan, call.say)
             self._serve(plan.release, call.say)
@@ -348,10 +208,7 @@ class LocalTarget:
         """The artifact into the claimed folder, beside release.json (`building`, then with the
         sha256 of the unpacked tree)."""
         folder, archive = self.release_dir(plan.release), Path(plan.artifact or "")
-        record = self._new_record(plan, archive)
-        self._write_record(plan.release, record)
-        artifact.unpack(archive, folder)
-        self._write_record(plan.release, {**record, "tree_sha256": self._tree(plan.release)})
+        self.store.unpack(plan.release, archive, new_record(plan, archive, root=self.config.root))
         say(f"unpacked {archive.name} into {self._shown(folder)}")
 
     def health(self, made: Made, call: Call) -> None:
@@ -366,7 +223,7 @@ class LocalTarget:
         return self.serving() is not None
 
     def commit(self, plan: DeployPlan, made: Made, call: Call) -> None:
-        self._set_status(plan.release, ReleaseStatus.COMPLETE)
+        self.store.set_status(plan.release, ReleaseStatus.COMPLETE)
         call.say(f"marked {plan.release} complete")
         self._make_current(plan.release, call.say)
         self._prune(call)
@@ -376,11 +233,11 @@ class LocalTarget:
         Either way the switch recorded by the deploy is over. Made(None) when it serves
         again: restarting `plan.previous`, made by an earlier deploy, makes no release."""
         self._stop_server(call.say)
-        self._set_status(plan.release, ReleaseStatus.FAILED)
+        self.store.set_status(plan.release, ReleaseStatus.FAILED)
         call.say(f"marked {plan.release} failed")
         if plan.previous is None:
-            self._end_switch()
-            call.say("no earlier complete release to restore: staging is down")
+            self.server_state.end_switch()
+            call.say(f"no earlier complete release to restore: {self.env.name} is down")
             return None
         self._start(plan.previous, call.say)
         return Made(None)
@@ -390,7 +247,7 @@ class LocalTarget:
     def plan_rollback(self, to: str | None, call: Call) -> LocalRollbackPlan:
         current = self.current_version()
         state = self.serving()
-        interrupted = self.interrupted_switch()
+        interrupted = self.server_state.interrupted_switch()
         releases = self.releases(call)
         running = state["release"] if state else None
         chosen, reason = _choose(releases, current, running, interrupted, to)
@@ -424,7 +281,7 @@ class LocalTarget:
             *_repair_actions(plan.mark_failed, interrupted),
             *((self._record_action(plan.current, to),) if to != plan.current else ()),
             self._stop_action(),
-            f"start `{self._command(to)}` in {folder} on port {self.port}",
+            f"start `{self.server_state.command(to)}` in {folder} on port {self.port}",
             f"smoke {self.smoke_check().url} (expect {self.env.smoke.expect_status},"
             f" up to {self.env.smoke.timeout:g}s)",
             *((f"mark {to} complete again: it passed its smoke",) if revive else ()),
@@ -433,8 +290,8 @@ class LocalTarget:
         )
 
     def _verify(self, release: Release) -> tuple[str, tuple[str, ...]]:
-        recorded = self._record(release.version).get("tree_sha256")
-        actual = self._tree(release.version)
+        recorded = self.store.record(release.version).get("tree_sha256")
+        actual = self.store.tree(release.version)
         if recorded and recorded == actual:
             return f"{release.version} files intact (sha256 {actual[:12]})", ()
         folder = self._shown(self.release_dir(release.version))
@@ -445,7 +302,7 @@ class LocalTarget:
         """Serve the release rolled back to. That release exists already: a rollback makes
         none here, so it returns Made(None), and a failure raises TargetFailed with it."""
         try:
-            _, problems = self._verify(self._release(plan.to or "", plan.current))
+            _, problems = self._verify(self.store.release(plan.to or "", plan.current))
             if problems:
                 raise StepFailed(problems[0])
             self._mark_failed(_marks(plan)[0], call.say)
@@ -458,13 +315,13 @@ class LocalTarget:
         """Make the release rolled back to current, then mark the one left bad: in this order
         `current` never points at a bad release, whenever the process dies."""
         target = plan.to or ""
-        if self._release(target, None).status is ReleaseStatus.BAD:
-            self._set_status(target, ReleaseStatus.COMPLETE)  # it just passed its smoke again
+        if self.store.release(target, None).status is ReleaseStatus.BAD:
+            self.store.set_status(target, ReleaseStatus.COMPLETE)  # it just passed its smoke again
             call.say(f"marked {target} complete again: it passed its smoke")
         self._make_current(target, call.say)
         leaves = _marks(plan)[1]
         if leaves:
-            self._set_status(leaves, ReleaseStatus.BAD)
+            self.store.set_status(leaves, ReleaseStatus.BAD)
             call.say(f"marked {leaves} bad")
 
     def undo_rollback(self, plan: RollbackPlan, made: Made, call: Call) -> Made | None:
@@ -472,7 +329,7 @@ class LocalTarget:
         None when no release is current; else Made(None), as in restore()."""
         self._stop_server(call.say)
         if plan.current is None:
-            self._end_switch()
+            self.server_state.end_switch()
             return None
         self._start(plan.current, call.say)
         return Made(None)
@@ -484,14 +341,14 @@ class LocalTarget:
         `building`): the next deploy or rollback marks it failed. Never `current`."""
         if interrupted is None or not self.release_dir(interrupted.target).is_dir():
             return None
-        release = self._release(interrupted.target, self.current_version())
+        release = self.store.release(interrupted.target, self.current_version())
         building = release.status is ReleaseStatus.BUILDING and not release.current
         return release.version if building else None
 
     def _mark_failed(self, version: str | None, say: Say) -> None:
         if version is None:
             return
-        self._set_status(version, ReleaseStatus.FAILED)
+        self.store.set_status(version, ReleaseStatus.FAILED)
         say(f"marked {version} failed: it served in a switch that was interrupted")
 
     def _record_action(self, source: str | None, version: str) -> str:
@@ -506,139 +363,39 @@ class LocalTarget:
     def _point_action(self, version: str) -> str:
         return f"point {self._shown(self.current_link)} at releases/{version} (atomic rename)"
 
-    def _begin_switch(self, version: str, say: Say) -> Switch:
-        """Record the switch before the old server stops: a crash from here on leaves it."""
-        switch = Switch.begin(self.current_version(), version)
-        self._write_json(self.state_path, {**self._server_state(), SWITCHING: switch.to_json()})
-        say(
-            f"recorded in {self._shown(self.state_path)} the switch from"
-            f" {switch.source or 'nothing'} to {version}"
-        )
-        return switch
-
-    def _end_switch(self) -> None:
-        state = self._server_state()
-        if state.pop(SWITCHING, None) is not None:
-            self._write_json(self.state_path, state)
-
-    def _make_current(self, version: str, say: Say) -> None:
-        """Point `current` at what now serves; the switch to it is over."""
-        self._point_current(version)
-        self._end_switch()
-        say(f"{version} is current")
-
-    # --- the server --------------------------------------------------------------------
-
-    def _command(self, version: str) -> str:
-        folder = self.release_dir(version)
-        return server.render(
-            self.env.start or "", port=self.port, release=version, release_dir=folder
-        )
-
     def _serve(self, version: str, say: Say) -> None:
         """Stop what serves and start `version`: a switch, recorded, unless it is current."""
         switch = self._begin_switch(version, say) if version != self.current_version() else None
         self._stop_server(say)
         self._start(version, say, switch)
 
-    def _start(self, version: str, say: Say, switch: Switch | None = None) -> int:
-        """Start `version`'s server; state.json names it (and keeps `switch`, if any)."""
-        command = self._command(version)
-        log_path = self.server_log(version)
-        folder, env = self.release_dir(version), self._server_env(version)
-        # held until state.json names it: killed in between, no unrecorded server takes the port
-        with server.held(command, cwd=folder, env=env, log_path=log_path) as pid:
-            state = {
-                "pid": pid,
-                "start_ticks": start_ticks(pid),
-                "release": version,
-                "port": self.port,
-                "started_at": time.time(),
-                "command": command,
-                **({SWITCHING: switch.to_json()} if switch else {}),
-            }
-            self._write_json(self.state_path, state)
-        say(f"started {version}: pid {pid}, `{command}`, log {self._shown(log_path)}")
-        return pid
+    def _begin_switch(self, version: str, say: Say) -> Switch:
+        switch = self.server_state.begin_switch(version)
+        say(
+            f"recorded in {self._shown(self.state_path)} the switch from"
+            f" {switch.source or 'nothing'} to {version}"
+        )
+        return switch
+
+    def _make_current(self, version: str, say: Say) -> None:
+        """Point `current` at what now serves; the switch to it is over."""
+        self.store.point_current(version)
+        self.server_state.end_switch()
+        say(f"{version} is current")
+
+    def _start(self, version: str, say: Say, switch: Switch | None = None) -> None:
+        state = self.server_state.start(version, switch)
+        log = self._shown(self.server_state.log(version))
+        say(f"started {version}: pid {state['pid']}, `{state['command']}`, log {log}")
 
     def _stop_server(self, say: Say) -> None:
-        state = self.serving()
+        state = self.server_state.stop()
         if state is None:
             say("stopped nothing: no server running")
             return
-        server.stop(state["pid"], grace=STOP_GRACE)
         say(f"stopped the server of {state['release']} (pid {state['pid']})")
 
-    def server_log(self, version: str) -> Path:
-        return self.server_dir / f"{version}.log"
-
-    def _server_env(self, version: str) -> dict[str, str]:
-        return {
-            **os.environ,
-            "PATH": tools_path(os.environ),
-            **self.env.env,
-            "PORT": str(self.port),
-            "SHIPYARD_ENV": self.env.name,
-            "SHIPYARD_RELEASE": version,
-        }
-
-    def _check_port(self) -> None:
-        if self.serving() is None and server.port_in_use(self.port):
-            raise PreflightError(
-                f"port {self.port} on 127.0.0.1 is in use by another process (not a Shipyard"
-                f" server of {self.env.name}); stop it or set environments.{self.env.name}.port"
-            )
-
-    # --- writing the state ---------------------------------------------------------------
-
-    def _new_record(self, plan: DeployPlan, archive: Path) -> dict[str, Any]:
-        """release.json: who made the release, from what (the tree's state is the plan's)."""
-        from shipyard.git import head_sha
-
-        dirty = {"dirty": True, "diff_sha256": plan.diff_sha256} if plan.dirty else {}
-        return {
-            "version": plan.release,
-            "status": ReleaseStatus.BUILDING.value,
-            "created_at": iso_timestamp(),
-            "artifact": archive.name,
-            "artifact_sha256": artifact.file_sha256(archive),
-            "git_sha": plan.git_sha or head_sha(self.config.root),
-            **dirty,
-            "user": audit.current_user(),
-            "host": socket.gethostname(),
-        }
-
-    def _set_status(self, version: str, status: ReleaseStatus) -> None:
-        record = self._record(version)
-        self._write_record(
-            version, {**record, "status": status.value, "updated_at": iso_timestamp()}
-        )
-
-    def _write_record(self, version: str, record: dict[str, Any]) -> None:
-        self._write_json(self.release_dir(version) / RELEASE_FILE, record)
-
-    def _write_json(self, path: Path, document: dict[str, Any]) -> None:
-        data = (json.dumps(document, indent=2) + "\n").encode()
-        files.write_atomic(path, data, scratch=self.state_dir)
-
-    def _point_current(self, version: str) -> None:
-        """Point `current` at the release with one rename(2): readers see old or new, never none."""
-        temp = self.state_dir / f".current.{secrets.token_hex(4)}"
-        temp.symlink_to(Path("releases") / version)
-        temp.replace(self.current_link)
-
-    def _tree(self, version: str) -> str:
-        return artifact.tree_sha256(
-            self.release_dir(version), skip=frozenset({RELEASE_FILE}), skip_folders=_CACHES
-        )
-
-    def _last_number(self) -> int:
-        numbers = [
-            int(match[1])
-            for path in (self.releases_dir.iterdir() if self.releases_dir.is_dir() else ())
-            if (match := _VERSION.fullmatch(path.name))
-        ]
-        return max(numbers, default=0)
+    # --- pruning -------------------------------------------------------------------------
 
     def _prune(self, call: Call) -> None:
         releases = self.releases(call)
@@ -651,18 +408,13 @@ class LocalTarget:
         }
         removed = [r.version for r in releases if r.version not in protected]
         for version in removed:
-            self._remove_release(version)
+            self.store.remove(version)
+            self.server_state.remove_log(version)
         if not removed:
             call.say(f"pruned nothing: {len(releases)} releases, all kept")
             return
         call.say(f"pruned {', '.join(removed)}")
         audit.append(self.audit_path, "prune", environment=self.env.name, removed=removed)
-
-    def _remove_release(self, version: str) -> None:
-        trash = self.releases_dir / f".trash-{version}-{secrets.token_hex(4)}"
-        self.release_dir(version).rename(trash)  # gone at once; deleting may take longer
-        shutil.rmtree(trash, ignore_errors=True)
-        self.server_log(version).unlink(missing_ok=True)
 
     def _shown(self, path: Path) -> str:
         try:
@@ -746,24 +498,6 @@ def _failed(error: Exception, made: Made, say: Say) -> TargetFailed:
         say(traceback.format_exc().rstrip())
         return TargetFailed(f"{type(error).__name__}: {error}", made)
     return TargetFailed(error.message, made, like=error)  # a bad artifact stays exit 2
-
-
-def _process_runs(pid: int, ticks: int | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: it runs
-    return start_ticks(pid) == ticks
-
-
-def _is_our_server(state: dict[str, Any]) -> bool:
-    """The pid still runs and is the process we started: the same start time as recorded
-    (a reused pid has another). Without /proc both are None: the pid and its group are
-    what there is to go by."""
-    pid = state["pid"]
-    return server.alive(pid) and start_ticks(pid) == state.get("start_ticks")
 
 
 def _quiet(_: str) -> None:

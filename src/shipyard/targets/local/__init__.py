@@ -1,0 +1,37 @@
+"""The embedded default target: releases in a folder on this machine, served by a detached process.
+
+    .shipyard/<env>/releases/v<N>/     unpacked artifact + release.json
+    .shipyard/<env>/current            symlink to releases/v<N>, switched by os.replace()
+    .shipyard/<env>/server/            state.json (pid, release, port; the switch under way)
+                                       and one log per release
+    .shipyard/<env>/audit.jsonl        deploys, rollbacks, lock breaks, prunes
+
+Invariant: `current` only ever points at a `complete` release. A new release is served and
+smoke-tested first, marked complete, and only then made current; so a crash at any instant
+leaves `current` on a release that passed its smoke.
+
+Serving a release that is not `current` is a switch: state.json records it ("switching":
+from, to, at, and the process switching) before the old server is stopped, and it is cleared
+once `current` follows or the old release serves again. A switch left recorded by a process
+that is gone was interrupted: what serves may not be `current`. The next deploy or rollback
+repairs it: the release it half-switched to is marked `failed` (never `bad`), and `current`
+is never marked bad for it.
+
+One job per module; each imports only the modules listed before it:
+
+    store      the release folders, their release.json and the `current` link
+    serving    server/state.json, the switch it records, the server process
+    target     `LocalTarget`, the policy (plans, the Target calls, status), on both
+"""
+
+from __future__ import annotations
+
+from shipyard.targets.local.target import (
+    LOCAL,
+    LocalDeployPlan,
+    LocalOptions,
+    LocalRollbackPlan,
+    LocalTarget,
+)
+
+__all__ = ["LOCAL", "LocalDeployPlan", "LocalOptions", "LocalRollbackPlan", "LocalTarget"]

@@ -1,0 +1,166 @@
+"""The local target's releases on disk: one folder per release, beside its unpacked files its
+`release.json` (status, who made it, from what), and the `current` link. Only files: what
+serves is `serving`'s, which release to make or go back to is `target`'s.
+
+    <state dir>/releases/v<N>/   unpacked artifact + release.json
+    <state dir>/current          symlink to releases/v<N>, switched by os.replace()
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+from shipyard import artifact, audit, files
+from shipyard.heartbeat import iso_timestamp
+from shipyard.targets.base import DeployPlan, Release, ReleaseStatus
+
+RELEASE_FILE = "release.json"
+VERSION = re.compile(r"v([1-9][0-9]*)")
+# What a served app writes beside its own code (Python's bytecode, unless
+# PYTHONDONTWRITEBYTECODE is set): not a change to the release's files.
+_CACHES = frozenset({"__pycache__"})
+
+
+def write_json(path: Path, document: dict[str, Any], *, scratch: Path) -> None:
+    """`document` to `path` with `files.write_atomic`, its temp file in `scratch`."""
+    data = (json.dumps(document, indent=2) + "\n").encode()
+    files.write_atomic(path, data, scratch=scratch)
+
+
+def new_record(plan: DeployPlan, archive: Path, *, root: Path) -> dict[str, Any]:
+    """release.json: who made the release, from what (the tree's state is the plan's)."""
+    from shipyard.git import head_sha
+
+    dirty = {"dirty": True, "diff_sha256": plan.diff_sha256} if plan.dirty else {}
+    return {
+        "version": plan.release,
+        "status": ReleaseStatus.BUILDING.value,
+        "created_at": iso_timestamp(),
+        "artifact": archive.name,
+        "artifact_sha256": artifact.file_sha256(archive),
+        "git_sha": plan.git_sha or head_sha(root),
+        **dirty,
+        "user": audit.current_user(),
+        "host": socket.gethostname(),
+    }
+
+
+class ReleaseStore:
+    """The release folders and the `current` link in an environment's state folder."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    @property
+    def releases_dir(self) -> Path:
+        return self.state_dir / "releases"
+
+    @property
+    def current_link(self) -> Path:
+        return self.state_dir / "current"
+
+    def release_dir(self, version: str) -> Path:
+        return self.releases_dir / version
+
+    # --- reading (never changes anything) ------------------------------------------------
+
+    def releases(self) -> list[Release]:
+        """Every release folder, oldest first; an unreadable release.json reads as `building`."""
+        if not self.releases_dir.is_dir():
+            return []
+        current = self.current_version()
+        versions = [p.name for p in self.releases_dir.iterdir() if VERSION.fullmatch(p.name)]
+        found = [self.release(version, current) for version in versions]
+        return sorted(found, key=lambda release: release.number)
+
+    def release(self, version: str, current: str | None) -> Release:
+        """`version` as its release.json describes it; `current` names the current release."""
+        record = self.record(version)
+        try:
+            status = ReleaseStatus(record.get("status"))
+        except ValueError:
+            status = ReleaseStatus.BUILDING  # unreadable: never served, never a rollback target
+        return Release(
+            version=version,
+            status=status,
+            created_at=record.get("created_at"),
+            git_sha=record.get("git_sha"),
+            artifact_sha256=record.get("artifact_sha256"),
+            user=record.get("user"),
+            current=version == current,
+        )
+
+    def record(self, version: str) -> dict[str, Any]:
+        """The release's release.json; {} when it is missing or unreadable."""
+        try:
+            record = json.loads((self.release_dir(version) / RELEASE_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def current_version(self) -> str | None:
+        """The release `current` points at, or None (no link, a dangling or foreign one)."""
+        try:
+            target = self.current_link.readlink()
+        except OSError:
+            return None
+        version = Path(target).name
+        if not VERSION.fullmatch(version) or not self.release_dir(version).is_dir():
+            return None
+        return version
+
+    def tree(self, version: str) -> str:
+        """The sha256 of the release's files, as unpacked (release.json and caches left out)."""
+        return artifact.tree_sha256(
+            self.release_dir(version), skip=frozenset({RELEASE_FILE}), skip_folders=_CACHES
+        )
+
+    def last_number(self) -> int:
+        """The highest release number there is a folder for; 0 when there is none."""
+        numbers = [
+            int(match[1])
+            for path in (self.releases_dir.iterdir() if self.releases_dir.is_dir() else ())
+            if (match := VERSION.fullmatch(path.name))
+        ]
+        return max(numbers, default=0)
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def claim(self, version: str) -> None:
+        """Make the release's folder, which claims the version: no two deploys write one."""
+        self.releases_dir.mkdir(parents=True, exist_ok=True)
+        self.release_dir(version).mkdir()
+
+    def unpack(self, version: str, archive: Path, record: dict[str, Any]) -> None:
+        """The artifact into the claimed folder, beside release.json (`record`, then with the
+        sha256 of the unpacked tree)."""
+        self.write_record(version, record)
+        artifact.unpack(archive, self.release_dir(version))
+        self.write_record(version, {**record, "tree_sha256": self.tree(version)})
+
+    def set_status(self, version: str, status: ReleaseStatus) -> None:
+        record = self.record(version)
+        self.write_record(
+            version, {**record, "status": status.value, "updated_at": iso_timestamp()}
+        )
+
+    def write_record(self, version: str, record: dict[str, Any]) -> None:
+        write_json(self.release_dir(version) / RELEASE_FILE, record, scratch=self.state_dir)
+
+    def point_current(self, version: str) -> None:
+        """Point `current` at the release with one rename(2): readers see old or new, never none."""
+        temp = self.state_dir / f".current.{secrets.token_hex(4)}"
+        temp.symlink_to(Path("releases") / version)
+        temp.replace(self.current_link)
+
+    def remove(self, version: str) -> None:
+        """The release's folder, gone at once (renamed away), then deleted."""
+        trash = self.releases_dir / f".trash-{version}-{secrets.token_hex(4)}"
+        self.release_dir(version).rename(trash)  # gone at once; deleting may take longer
+        shutil.rmtree(trash, ignore_errors=True)
