@@ -5,6 +5,7 @@ while nothing else (the config included) names it."""
 from __future__ import annotations
 
 import http.server
+import io
 import json
 import threading
 from collections.abc import Iterator, Mapping
@@ -17,8 +18,10 @@ import pytest
 from shipyard import targets
 from shipyard.config import Config, Environment, load_config
 from shipyard.config.checks import integer, text
+from shipyard.console import PlainConsole
 from shipyard.deploy import deploy
 from shipyard.errors import ConfigError, Outcome
+from shipyard.redact import Redactor
 from shipyard.smoke import SmokeCheck
 from shipyard.targets import (
     Call,
@@ -150,6 +153,10 @@ def served() -> Iterator[str]:
     server.server_close()
 
 
+def plain(redactor: Redactor) -> PlainConsole:
+    return PlainConsole(io.StringIO(), live_output=True)
+
+
 @pytest.fixture(autouse=True)
 def in_the_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # errors name the file relative to the working directory
@@ -208,7 +215,7 @@ def test_its_options_are_checked_with_the_configs_own_errors(tmp_path, options, 
 def test_it_deploys_through_the_real_pipeline(tmp_path, served):
     config = project(tmp_path, f"    greeting: hi\n    url: {served}\n    repeat: 2")
     targets.check(config)
-    finished = deploy(config, "review", command="inv deploy.review")
+    finished = deploy(config, "review", command="inv deploy.review", reporter=plain)
     assert finished.verdict.outcome is Outcome.OK, finished.verdict
     assert (tmp_path / ".shipyard" / "review" / "v1.txt").read_text() == "hihi"
     record = json.loads(finished.run.bundle.run_record_path(finished.run.run_id).read_text())

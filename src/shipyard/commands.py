@@ -19,12 +19,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shipyard import config as config_module
 from shipyard.config import DEFAULT_HEARTBEAT_INTERVAL, Config, Step
 from shipyard.errors import ConfigError, ExitCode, PreflightError, UsageError, Verdict
 from shipyard.process import tools_path
 from shipyard.redact import Redactor
+
+if TYPE_CHECKING:
+    from shipyard.report import ReporterFor
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _AGENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -210,6 +214,16 @@ def _write_scan_report(
     return os.path.relpath(path, Path.cwd())
 
 
+def _reporter(*, quiet: bool = False) -> ReporterFor:
+    """A deploy's or rollback's reporters (one job); with `quiet`, nothing but the last line
+    (on stderr), for `--json`."""
+    from shipyard import reporters
+
+    if quiet:
+        return lambda redactor: reporters.quiet(redactor=redactor)
+    return lambda redactor: reporters.for_run(jobs=1, redactor=redactor)
+
+
 def parse_wait(text: str) -> float:
     if not text:
         return 0.0
@@ -235,6 +249,7 @@ def deploy(
         config,
         env_name,
         command=command_line(),
+        reporter=_reporter(),
         lock_wait=parse_wait(lock_wait),
         build=build,
         dry_run=dry_run,
@@ -257,9 +272,9 @@ def rollback(
         config,
         env,
         command=command_line(),
+        reporter=_reporter(quiet=as_json),
         to=to or None,
         dry_run=dry_run,
-        as_json=as_json,
         lock_wait=parse_wait(lock_wait),
     )
     if as_json:  # the plan (when one was made), how the run ended, and where its evidence is
@@ -271,7 +286,9 @@ def rollback(
 def smoke(config: Config, *, env: str = "", artifact: str = "") -> Verdict:
     from shipyard import deploy as deployment
 
-    return deployment.smoke(config, env, command=command_line(), archive=artifact)
+    return deployment.smoke(
+        config, env, command=command_line(), reporter=_reporter(), archive=artifact
+    )
 
 
 def releases(config: Config, *, env: str = "", as_json: bool = False) -> ExitCode:

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from shipyard import deploy as deployment
-from shipyard import evidence
+from shipyard import evidence, reporters
 from shipyard.config import Config
 from shipyard.errors import ExitCode
 from shipyard.pipeline import Run
 from shipyard.records import DeployRecord
+from shipyard.redact import Redactor
+from shipyard.report import Reporter
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,15 @@ class Check:
 
 def run_contract(config: Config, env_name: str, *, command: str) -> ExitCode:
     environment = deployment.pick_environment(config, env_name)
+
+    def reporter(redactor: Redactor) -> Reporter:
+        return reporters.for_run(jobs=1, redactor=redactor)
+
     runs = [
-        deployment.deploy(config, environment.name, command=command).run,
-        deployment.rollback(config, environment.name, command=command, dry_run=True).run,
+        deployment.deploy(config, environment.name, command=command, reporter=reporter).run,
+        deployment.rollback(
+            config, environment.name, command=command, reporter=reporter, dry_run=True
+        ).run,
     ]
     checks = list(contract_checks(runs, smoke_title=deployment.smoke_title(environment)))
     print()

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from shipyard import artifact, audit, git, reporters, server, targets
+from shipyard import artifact, audit, git, server, targets
 from shipyard.config import Config, Environment, Step
 from shipyard.errors import (
     OK,
@@ -39,7 +39,7 @@ from shipyard.lock import LOCK_DIR, DeployLock
 from shipyard.pipeline import Run, finish, guarded, step_context, steps_verdict, stop_on_signals
 from shipyard.process import tools_path
 from shipyard.records import DeployRecord
-from shipyard.report import Reporter
+from shipyard.report import Reporter, ReporterFor
 from shipyard.runner import StepResult, run_action, run_step
 from shipyard.smoke import SmokeCheck, probe
 from shipyard.targets import (
@@ -134,16 +134,11 @@ class Operation:
 
     @classmethod
     def start(
-        cls, config: Config, environment: Environment, *, command: str, quiet: bool = False
+        cls, config: Config, environment: Environment, *, command: str, reporter: ReporterFor
     ) -> Operation:
         run = Run.for_config(config, command=command, extra_environ=environment.env)
-        reporter = (
-            reporters.quiet(redactor=run.redactor)
-            if quiet
-            else reporters.for_run(jobs=1, redactor=run.redactor)
-        )
         record = DeployRecord(environment.name, environment.target)
-        return cls(config, environment, Flow(run, reporter), record)
+        return cls(config, environment, Flow(run, reporter(run.redactor)), record)
 
     @property
     def run(self) -> Run:
@@ -242,14 +237,16 @@ def deploy(
     env_name: str,
     *,
     command: str,
+    reporter: ReporterFor,
     lock_wait: float = 0.0,
     build: bool = True,
     dry_run: bool = False,
     allow_dirty: bool = False,
 ) -> Finished:
-    """`build=False` deploys the newest artifact already built (CI's separate build step)."""
+    """`build=False` deploys the newest artifact already built (CI's separate build step).
+    `reporter` makes the run's reporter, given the run's redactor."""
     environment = pick_environment(config, env_name)
-    op = Operation.start(config, environment, command=command)
+    op = Operation.start(config, environment, command=command, reporter=reporter)
     op.record.dry_run = dry_run
     if dry_run:
         return op.conclude(
@@ -552,11 +549,13 @@ def _artifact_env(port: int) -> dict[str, str]:
     }
 
 
-def smoke(config: Config, env_name: str, *, command: str, archive: str = "") -> Verdict:
+def smoke(
+    config: Config, env_name: str, *, command: str, reporter: ReporterFor, archive: str = ""
+) -> Verdict:
     """`inv smoke`: the built artifact on a free port, probed; exit 1 with the server log tail."""
     environment = pick_environment(config, env_name)
     run = Run.for_config(config, command=command, extra_environ=environment.env)
-    flow = Flow(run, reporters.for_run(jobs=1, redactor=run.redactor))
+    flow = Flow(run, reporter(run.redactor))
 
     def body() -> Verdict:
         path = (
@@ -587,16 +586,16 @@ def rollback(
     env_name: str,
     *,
     command: str,
+    reporter: ReporterFor,
     to: str | None = None,
     dry_run: bool = False,
-    as_json: bool = False,
     lock_wait: float = 0.0,
 ) -> Finished:
-    """`as_json` keeps the console quiet: the caller prints the plan (`record.plan`)."""
+    """The caller prints the plan with `--json` (it is `record.plan`)."""
     environment = pick_environment(config, env_name)
     if to is not None and not (to.startswith("v") and to[1:].isdigit()):
         raise UsageError(f"--to {to}: expected a release like v3")
-    op = Operation.start(config, environment, command=command, quiet=as_json)
+    op = Operation.start(config, environment, command=command, reporter=reporter)
     op.record.dry_run = dry_run
 
     def body() -> Verdict:

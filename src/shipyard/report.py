@@ -8,11 +8,12 @@ the core knows nothing of any particular one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from shipyard.errors import Outcome, Verdict
+from shipyard.redact import Redactor
 from shipyard.runner import StepListener, StepResult
 
 
@@ -43,6 +44,10 @@ class Reporter(StepListener, Protocol):
     def step_finished(self, result: StepResult) -> None: ...
     def run_finished(self, end: RunEnd) -> None: ...
     def close(self) -> None: ...
+
+
+# Makes a run's reporter once the run knows its secrets (what Actions must `::add-mask::`).
+ReporterFor = Callable[[Redactor], Reporter]
 
 
 class Reporters:
