@@ -343,6 +343,10 @@ def test_message_names_the_file_relative_to_the_working_directory(
             " tag:yaml.org,2002:int value: invalid literal for int() with base 10: 'abc'",
         ),
         (
+            "version: 1\nagent: !!bool \n",
+            "shipyard.yaml:2: invalid YAML: cannot read tag:yaml.org,2002:bool value: ''",
+        ),
+        (
             "version: 1\nagent: \x01\n",
             "shipyard.yaml:2: invalid YAML: unacceptable character"
             " #x0001: special characters are not allowed",
@@ -379,6 +383,7 @@ def test_message_names_the_file_relative_to_the_working_directory(
     ids=[
         "deep-nesting",
         "bad-explicit-tag",
+        "empty-explicit-tag",
         "control-char",
         "python-tag",
         "two-documents",

@@ -64,7 +64,7 @@ class _LineLoader(yaml.SafeLoader):
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep=deep)
-        except (ValueError, TypeError) as error:  # an explicit tag on a bad value: `!!int abc`
+        except (ValueError, TypeError, IndexError, KeyError) as error:  # `!!int abc`, `!!int `
             problem = f"cannot read {node.tag} value: {error}"
             raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
 
