@@ -18,7 +18,7 @@ from typing import TextIO
 from shipyard.console import PlainConsole, copy_log, describe
 from shipyard.evidence import tail_lines
 from shipyard.redact import Redactor
-from shipyard.report import RunEnd
+from shipyard.report import QuietReporter, RunEnd
 from shipyard.runner import StepResult, StepStatus
 
 MAX_ERRORS_PER_STEP = 10  # GitHub shows at most 10 error annotations per step
@@ -138,7 +138,7 @@ def run_annotation(end: RunEnd) -> str | None:
     return command("error", verdict.reason or verdict.outcome.value, title=title)
 
 
-class ActionsSummary:
+class ActionsSummary(QuietReporter):
     """The reporter of a run's end in Actions: its `::error` (when it did not end ok) on
     stdout, its section of GITHUB_STEP_SUMMARY and its GITHUB_OUTPUT lines, all masked. Steps
     are shown by the console; this one says nothing while they run."""
@@ -154,21 +154,6 @@ class ActionsSummary:
         self.stream = stream or sys.stdout
         self.environ = environ
 
-    def write(self, text: str) -> None:
-        pass
-
-    def step_started(self, step: str, attempt: int) -> None:
-        pass
-
-    def step_output(self, step: str, text: str) -> None:
-        pass
-
-    def step_beat(self, step: str, elapsed: float, quiet: float) -> None:
-        pass
-
-    def step_finished(self, result: StepResult) -> None:
-        pass
-
     def run_finished(self, end: RunEnd) -> None:
         annotation = run_annotation(end)
         if annotation:
@@ -177,9 +162,6 @@ class ActionsSummary:
         mask = self.redactor.mask
         _append(self.environ.get("GITHUB_STEP_SUMMARY"), mask(summary_markdown(end)))
         _append(self.environ.get("GITHUB_OUTPUT"), mask(output_lines(step_outputs(end))))
-
-    def close(self) -> None:
-        pass
 
 
 def output_lines(outputs: Mapping[str, str]) -> str:

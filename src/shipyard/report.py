@@ -46,6 +46,31 @@ class Reporter(StepListener, Protocol):
     def close(self) -> None: ...
 
 
+class QuietReporter:
+    """A reporter that shows nothing: the base of one that only acts when the run ends."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def step_started(self, step: str, attempt: int) -> None:
+        pass
+
+    def step_output(self, step: str, text: str) -> None:
+        pass
+
+    def step_beat(self, step: str, elapsed: float, quiet: float) -> None:
+        pass
+
+    def step_finished(self, result: StepResult) -> None:
+        pass
+
+    def run_finished(self, end: RunEnd) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 # Makes a run's reporter once the run knows its secrets (what Actions must `::add-mask::`).
 ReporterFor = Callable[[Redactor], Reporter]
 
