@@ -37,7 +37,21 @@ def test_started_server_is_detached_logs_and_is_stopped_with_its_group(tmp_path)
         assert server.alive(pid)
     finally:
         server.stop(pid, grace=0.5)  # ignores SIGTERM: SIGKILL after the grace
-    assert not server.alive(pid)
+    assert not server.alive(pid), f"still in group {pid}: {group_members(pid)}"
+
+
+def group_members(pgid: int) -> list[str]:
+    """Each process of the group: pid, state and command line (for a failure's message)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue
+        if fields[2] == str(pgid):
+            found.append(f"{stat.parent.name} {fields[0]} {command.strip()}")
+    return found
 
 
 def test_port_in_use_and_free_port():

@@ -170,6 +170,7 @@ def test_a_good_deploy_and_a_rollback_are_ok_everywhere(staging):
     assert record["rollback"]["serving"] == "v1"
 
 
+@pytest.mark.e2e
 def test_a_failing_staging_smoke_is_rolled_back_everywhere(staging):
     app = staging()
     config = app.root / "shipyard.yaml"
