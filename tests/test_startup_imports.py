@@ -33,6 +33,8 @@ NOT_FOR_LISTING = (
     "shipyard.feedback",
     "shipyard.gha",
     "shipyard.deploy",
+    "shipyard.rollback",
+    "shipyard.operation",
     "shipyard.targets",
     "shipyard.smoke",
     "shipyard.scan",

@@ -266,9 +266,9 @@ def rollback(
     as_json: bool = False,
     lock_wait: str = "",
 ) -> Verdict:
-    from shipyard import deploy as deployment
+    from shipyard.rollback import rollback as roll_back
 
-    finished = deployment.rollback(
+    finished = roll_back(
         config,
         env,
         command=command_line(),
@@ -284,18 +284,17 @@ def rollback(
 
 
 def smoke(config: Config, *, env: str = "", artifact: str = "") -> Verdict:
-    from shipyard import deploy as deployment
+    from shipyard import artifact_smoke
 
-    return deployment.smoke(
+    return artifact_smoke.smoke(
         config, env, command=command_line(), reporter=_reporter(), archive=artifact
     )
 
 
 def releases(config: Config, *, env: str = "", as_json: bool = False) -> ExitCode:
-    from shipyard import deploy as deployment
     from shipyard import targets
 
-    environment = deployment.pick_environment(config, env)
+    environment = config.environment(env)
     found = targets.create(config, environment).releases(targets.Call())
     if as_json:
         print(json.dumps([release.to_json() for release in found], indent=2))
@@ -315,10 +314,9 @@ def releases(config: Config, *, env: str = "", as_json: bool = False) -> ExitCod
 def status(config: Config, *, env: str = "", as_json: bool = False) -> ExitCode:
     """What serves the environment now; exit 1 when nothing healthy does, or when what serves
     is not the release `current` names."""
-    from shipyard import deploy as deployment
     from shipyard import targets
 
-    environment = deployment.pick_environment(config, env)
+    environment = config.environment(env)
     state = targets.create(config, environment).status(targets.Call())
     mismatch = bool(state.serving and state.current != state.serving)
     if as_json:
@@ -377,7 +375,7 @@ def _environment_check(config: Config, name: str) -> tuple[bool, str]:
     from shipyard import targets
 
     try:
-        environment = deployment.pick_environment(config, name)
+        environment = config.environment(name)
         target = targets.create(config, environment)
         _, problems = deployment.deploy_preflight(config, environment, target, allow_dirty=False)
     except (UsageError, PreflightError) as error:

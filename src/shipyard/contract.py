@@ -10,14 +10,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from shipyard import deploy as deployment
 from shipyard import evidence, reporters
 from shipyard.config import Config
+from shipyard.deploy import deploy
 from shipyard.errors import ExitCode
+from shipyard.operation import BUILD, DEPLOY, ROLLBACK_DRY_RUN, SMOKE, smoke_title
 from shipyard.pipeline import Run
 from shipyard.records import DeployRecord
 from shipyard.redact import Redactor
 from shipyard.report import Reporter
+from shipyard.rollback import rollback
 
 
 @dataclass(frozen=True)
@@ -31,18 +33,16 @@ class Check:
 
 
 def run_contract(config: Config, env_name: str, *, command: str) -> ExitCode:
-    environment = deployment.pick_environment(config, env_name)
+    environment = config.environment(env_name)
 
     def reporter(redactor: Redactor) -> Reporter:
         return reporters.for_run(jobs=1, redactor=redactor)
 
     runs = [
-        deployment.deploy(config, environment.name, command=command, reporter=reporter).run,
-        deployment.rollback(
-            config, environment.name, command=command, reporter=reporter, dry_run=True
-        ).run,
+        deploy(config, environment.name, command=command, reporter=reporter).run,
+        rollback(config, environment.name, command=command, reporter=reporter, dry_run=True).run,
     ]
-    checks = list(contract_checks(runs, smoke_title=deployment.smoke_title(environment)))
+    checks = list(contract_checks(runs, smoke=smoke_title(environment)))
     print()
     for check in checks:
         print(check.line())
@@ -51,12 +51,12 @@ def run_contract(config: Config, env_name: str, *, command: str) -> ExitCode:
     return ExitCode.STEP_FAILED if failed else ExitCode.OK
 
 
-def contract_checks(runs: list[Run], *, smoke_title: str) -> Iterator[Check]:
+def contract_checks(runs: list[Run], *, smoke: str) -> Iterator[Check]:
     records = [_record(run) for run in runs]
     steps = {step["name"]: step for record in records for step in record.get("steps", [])}
-    for name in (deployment.BUILD, deployment.SMOKE, deployment.DEPLOY, smoke_title):
+    for name in (BUILD, SMOKE, DEPLOY, smoke):
         yield _step_check(name, steps.get(name))
-    yield _rollback_check(steps.get(deployment.ROLLBACK_DRY_RUN), records[-1] if records else {})
+    yield _rollback_check(steps.get(ROLLBACK_DRY_RUN), records[-1] if records else {})
     for bundle in {run.bundle for run in runs}:
         yield _manifest_check(bundle)
 

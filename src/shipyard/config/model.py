@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.config.where import Where
+from shipyard.errors import UsageError
 
 DEFAULT_AGENT = "devops"
 DEFAULT_HEARTBEAT_INTERVAL = 15.0
@@ -63,6 +64,20 @@ class Config:
     steps: Mapping[str, Step] = field(default_factory=dict)  # in file order
     gates: tuple[str, ...] = ()
     environments: Mapping[str, Environment] = field(default_factory=dict)
+
+    def environment(self, name: str = "") -> Environment:
+        """The named environment (`--env`); without a name, `staging` or the only one there is."""
+        if name:
+            if name not in self.environments:
+                known = ", ".join(self.environments) or "none configured"
+                raise UsageError(f"--env {name}: no such environment in {self.path.name} ({known})")
+            return self.environments[name]
+        if "staging" in self.environments:
+            return self.environments["staging"]
+        if len(self.environments) == 1:
+            return next(iter(self.environments.values()))
+        configured = ", ".join(self.environments) or "none"
+        raise UsageError(f"which environment? pass --env (configured: {configured})")
 
 
 def log_name(step_name: str) -> str:

@@ -1,0 +1,98 @@
+"""The artifact smoke: the built archive, unpacked into a temporary folder, started on a free
+127.0.0.1 port without the environment's variables, and probed. A deploy runs it as its step
+`Smoke`; `inv smoke` runs it alone."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+from shipyard import artifact, server
+from shipyard.config import Config, Environment
+from shipyard.errors import StepFailed, UsageError, Verdict
+from shipyard.operation import SMOKE, Flow, build_step
+from shipyard.pipeline import Run, finish, guarded, stop_on_signals
+from shipyard.process import tools_path
+from shipyard.report import ReporterFor
+from shipyard.smoke import SmokeCheck, probe
+from shipyard.targets import Say
+
+ARTIFACT_SERVER_GRACE = 5.0
+
+
+def smoke_artifact(
+    environment: Environment, archive: Path, say: Say, stop: threading.Event
+) -> None:
+    """Start the artifact on a free port, without the environment's variables, and probe it."""
+    if not environment.start:
+        raise UsageError(
+            f"environments.{environment.name}: no 'start' command to smoke the artifact with"
+        )
+    with tempfile.TemporaryDirectory(prefix="shipyard-smoke-") as folder:
+        release_dir = Path(folder) / "release"
+        artifact.unpack(archive, release_dir)
+        port = server.free_port()
+        command = server.render(
+            environment.start, port=port, release="artifact", release_dir=release_dir
+        )
+        log_path = Path(folder) / "server.log"
+        say(f"starting `{command}` from {archive.name}")
+        pid = server.start(
+            command,
+            cwd=release_dir,
+            env=_artifact_env(port),
+            log_path=log_path,
+            die_with_parent=True,
+        )
+        try:
+            smoke = environment.smoke
+            url = f"http://127.0.0.1:{port}{smoke.path}"
+            check = SmokeCheck(url, smoke.expect_status, smoke.contains, smoke.timeout)
+            result = probe(check, say=say, stop=stop, alive=lambda: server.alive(pid))
+        finally:
+            server.stop(pid, grace=ARTIFACT_SERVER_GRACE)
+        say(result.reason)
+        if not result.ok:
+            say(f"server log (last lines):\n{server.log_tail(log_path)}")
+            raise StepFailed(f"artifact smoke failed: {result.reason}")
+
+
+def _artifact_env(port: int) -> dict[str, str]:
+    environ = os.environ
+    return {
+        **environ,
+        "PATH": tools_path(environ),
+        "PORT": str(port),
+        "SHIPYARD_RELEASE": "artifact",
+    }
+
+
+def smoke(
+    config: Config, env_name: str, *, command: str, reporter: ReporterFor, archive: str = ""
+) -> Verdict:
+    """`inv smoke`: the built artifact on a free port, probed; exit 1 with the server log tail."""
+    environment = config.environment(env_name)
+    run = Run.for_config(config, command=command, extra_environ=environment.env)
+    flow = Flow(run, reporter(run.redactor))
+
+    def body() -> Verdict:
+        path = (
+            Path(archive)
+            if archive
+            else artifact.find_artifact(config.root, build_step(config).artifact or "")
+        )
+        flow.action(
+            SMOKE,
+            f"start {path.name} on a free 127.0.0.1 port and probe it",
+            lambda say: smoke_artifact(environment, path, say, run.stop),
+        )
+        return flow.verdict()
+
+    with stop_on_signals(run.stop):
+        try:
+            verdict = guarded(run, body)
+        finally:
+            flow.reporter.close()
+        return finish(run, flow.results, verdict, reporter=flow.reporter)
