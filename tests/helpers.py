@@ -3,11 +3,15 @@ user does, and reading the evidence a run leaves. Fixtures and hooks stay in con
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -47,6 +51,70 @@ def run_cli(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, ti
         timeout=timeout,
         check=False,
     )
+
+
+def run_here(
+    args: list[str], cwd: Path, *, env: dict[str, str] | None = None, program: str = "inv"
+) -> subprocess.CompletedProcess[str]:
+    """`inv ARGS` in this process: the Program the `shipyard` script runs, over the task
+    collection `inv` loads from a project's tasks.py, with the argv (`program`: what the run
+    record names), `cwd`, `env` and umask a new process would have, its file descriptors 1 and
+    2 captured (its children's output too). For the quick suite: the same code paths without a
+    Python start-up per call. What needs a process of its own (a signal, SIGKILL, start-up
+    imports, `inv`'s own parser, which exits 1 where `shipyard` exits 2) uses run_cli."""
+    from shipyard import cli
+
+    argv = [str(BIN / program), *args]
+    environ = env or cli_env()
+    saved_environ, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    saved_umask = os.umask(0o022)
+    os.environ.clear()
+    os.environ.update(environ)
+    os.chdir(cwd)
+    sys.argv = argv
+    code = 0
+    try:
+        with _captured() as output:
+            try:
+                cli.main(argv)
+            except SystemExit as done:
+                code = done.code if isinstance(done.code, int) else int(done.code is not None)
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        os.umask(saved_umask)
+    return subprocess.CompletedProcess(argv, code, *output)
+
+
+@contextlib.contextmanager
+def _captured() -> Iterator[list[str]]:
+    """Descriptors 1 and 2 (and sys.stdout, sys.stderr over them) into files; on leaving, the
+    list yielded holds what was written to each, as text."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    texts: list[str] = []
+    streams = sys.stdout, sys.stderr
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "wb", closefd=False), write_through=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "wb", closefd=False), write_through=True)
+        try:
+            yield texts
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(ValueError, OSError):
+                    stream.flush()
+            sys.stdout, sys.stderr = streams
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
+            for file in (out, err):
+                file.seek(0)
+                texts.append(file.read().decode(errors="replace"))
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

@@ -20,6 +20,7 @@ from helpers import (
     ok,
     random_secret,
     run_cli,
+    run_here,
     sha256sum_check,
 )
 
@@ -45,6 +46,11 @@ def shipyard(*args: str) -> list[str]:
     return [str(BIN / "shipyard"), *args]
 
 
+def task(*args: str) -> list[str]:
+    """The arguments of `inv` or `shipyard` run in this process (run_here)."""
+    return list(args)
+
+
 def heartbeat_lines(root: Path) -> list[str]:
     return (evidence_dir(root) / "logs" / "heartbeat.log").read_text().splitlines()
 
@@ -52,7 +58,7 @@ def heartbeat_lines(root: Path) -> list[str]:
 def test_gates_run_all_report_all_failures_and_leave_verified_evidence(project):
     root = project(GATES)
     secret = random_secret()
-    done = run_cli(inv("gates"), root, env=cli_env(DEPLOY_KEY=secret))
+    done = run_here(task("gates"), root, env=cli_env(DEPLOY_KEY=secret))
     assert done.returncode == 1, done.stdout + done.stderr
     for name in ("fmt", "lint", "test:ci", "scan"):
         assert re.search(rf"<== {re.escape(name)}: (ok|failed)", done.stdout)
@@ -90,7 +96,7 @@ def test_gates_run_all_report_all_failures_and_leave_verified_evidence(project):
 
 def test_fail_fast_skips_the_gates_not_yet_started(project):
     root = project(GATES)
-    done = run_cli(inv("gates", "--jobs", "1", "--fail-fast"), root)
+    done = run_here(task("gates", "--jobs", "1", "--fail-fast"), root)
     assert done.returncode == 1
     assert "<== test:ci: skipped" in done.stdout
     assert "<== scan: skipped" in done.stdout
@@ -103,7 +109,7 @@ def test_timeout_exits_124_quickly_and_leaves_no_process(project):
           hang: {run: "sleep 30 & echo $! > sleeper.pid; sleep 30", timeout: 1s, grace: 1s}
     """)
     began = time.monotonic()
-    done = run_cli(inv("step", "hang"), root)
+    done = run_here(task("step", "hang"), root)
     assert done.returncode == 124, done.stdout + done.stderr
     assert time.monotonic() - began < 20
     pid = int((root / "sleeper.pid").read_text())
@@ -149,7 +155,7 @@ def test_bad_config_exits_2_with_one_line_and_runs_nothing(project):
           lint: {run: touch ran, retries: three}
         gates: [lint]
     """)
-    done = run_cli(inv("gates"), root)
+    done = run_here(task("gates"), root)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert done.stderr.startswith("shipyard.yaml:3: steps.lint.retries: ")
@@ -159,7 +165,7 @@ def test_bad_config_exits_2_with_one_line_and_runs_nothing(project):
 
 def test_unknown_step_is_a_usage_error_with_a_suggestion(project):
     root = project(GATES)
-    done = run_cli(shipyard("step", "lnit"), root)
+    done = run_here(task("step", "lnit"), root)
     assert done.returncode == 2
     assert "unknown step 'lnit' (did you mean 'lint'?)" in done.stderr
 
@@ -168,7 +174,7 @@ def test_config_flag_and_env_var_point_at_a_config_elsewhere(project, tmp_path):
     root = project(GATES)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    by_flag = run_cli(shipyard("step", "fmt", "--config", str(root / "shipyard.yaml")), elsewhere)
+    by_flag = run_here(task("step", "fmt", "--config", str(root / "shipyard.yaml")), elsewhere)
     by_env = run_cli(
         shipyard("step", "fmt"), elsewhere, env=cli_env(SHIPYARD_CONFIG=str(root / "shipyard.yaml"))
     )
@@ -178,9 +184,9 @@ def test_config_flag_and_env_var_point_at_a_config_elsewhere(project, tmp_path):
 
 def test_build_and_list(project):
     root = project(GATES)
-    ok(run_cli(inv("build"), root))
+    ok(run_here(task("build"), root))
     assert (root / "dist" / "app.txt").exists()
-    listing = run_cli(inv("--list"), root).stdout
+    listing = run_here(task("--list"), root).stdout
     tasks = (
         "gates",
         "step",
@@ -197,23 +203,23 @@ def test_build_and_list(project):
     )
     entries = [line.split()[0] for line in listing.splitlines()[2:] if line.strip()]
     assert sorted(entries) == sorted(tasks), listing  # each help fits on its one line
-    same_tasks = run_cli(shipyard("--list"), root).stdout
+    same_tasks = run_here(task("--list"), root).stdout
     assert same_tasks.splitlines()[1:] == listing.splitlines()[1:]
 
 
 def test_evidence_verify_reports_tampering(project):
     root = project(GATES)
-    run_cli(inv("step", "fmt"), root)
-    ok(run_cli(inv("evidence.verify"), root))
+    run_here(task("step", "fmt"), root)
+    ok(run_here(task("evidence.verify"), root))
     day = evidence_dir(root)
     log = next(day.glob("logs/*/fmt.log"))
     log.write_text("forged\n")
     (day / "extra.txt").write_text("x")
-    done = run_cli(inv("evidence.verify", "--date", day.name), root)
+    done = run_here(task("evidence.verify", "--date", day.name), root)
     assert done.returncode == 1
     assert f"changed: {log.relative_to(day).as_posix()}" in done.stdout
     assert "added: extra.txt" in done.stdout
-    assert run_cli(inv("evidence.verify", "--date", "30-11-2026"), root).returncode == 2
+    assert run_here(task("evidence.verify", "--date", "30-11-2026"), root).returncode == 2
 
 
 @pytest.mark.parametrize("wrapper", ["shipyard", "shim"])
@@ -249,7 +255,7 @@ def test_heartbeat_wrapper_usage_error(tmp_path):
 
 
 def test_no_config_anywhere_is_a_clear_usage_error(tmp_path):
-    done = run_cli(shipyard("gates"), tmp_path, env=cli_env(SHIPYARD_CONFIG=""))
+    done = run_here(task("gates"), tmp_path, env=cli_env(SHIPYARD_CONFIG=""))
     assert done.returncode == 2
     assert "shipyard.yaml" in done.stderr and "Traceback" not in done.stderr
 
@@ -262,7 +268,7 @@ def test_parallel_output_blocks_do_not_interleave(project):
           b: {run: "for i in 1 2 3 4 5; do echo b$i; sleep 0.05; done"}
         gates: [a, b]
     """)
-    out = run_cli(inv("gates", "--jobs", "2"), root).stdout
+    out = run_here(task("gates", "--jobs", "2"), root).stdout
     assert "a1\na2\na3\na4\na5\n" in out and "b1\nb2\nb3\nb4\nb5\n" in out
 
 
@@ -330,7 +336,7 @@ def test_no_secret_form_reaches_terminal_logs_heartbeat_record_or_feedback(proje
     (root / "leak.py").write_text(LEAKY_STEP)
     listed = random_secret() + '"&%+/ü'
     by_name = random_secret()
-    done = run_cli(inv("gates"), root, env=cli_env(DEPLOY_KEY=listed, MY_API_TOKEN=by_name))
+    done = run_here(task("gates"), root, env=cli_env(DEPLOY_KEY=listed, MY_API_TOKEN=by_name))
     assert done.returncode == 1
     written = [p for p in (root / "artifacts").rglob("*") if p.is_file()]
     written += list((root / "feedback").rglob("*.md"))
@@ -376,11 +382,11 @@ def test_two_gate_runs_at_once_share_a_day_of_evidence_that_still_verifies(proje
 
 def test_evidence_verify_reports_a_renamed_file_as_missing_and_added(project):
     root = project(GATES)
-    run_cli(inv("step", "fmt"), root)
+    run_here(task("step", "fmt"), root)
     day = evidence_dir(root)
     log = next(day.glob("logs/*/fmt.log"))
     log.rename(log.with_name("renamed.log"))
-    done = run_cli(inv("evidence.verify"), root)
+    done = run_here(task("evidence.verify"), root)
     assert done.returncode == 1
     relative = log.relative_to(day).as_posix()
     assert f"missing: {relative}" in done.stdout

@@ -16,7 +16,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import BIN, REPO, cli_env, evidence_dir, ok, run_cli, sha256sum_check, write_project
+from helpers import (
+    BIN,
+    REPO,
+    cli_env,
+    evidence_dir,
+    ok,
+    run_cli,
+    run_here,
+    sha256sum_check,
+    write_project,
+)
 
 from shipyard.server import free_port
 
@@ -50,6 +60,12 @@ class Staging:
 
     def inv(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return run_cli([str(BIN / "inv"), *args], self.root, timeout=timeout)
+
+    def here(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The same task run in this process (`run_here`): for the quick tests."""
+        return run_here(list(args), self.root, env=env)
 
     def spawn(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -430,15 +446,15 @@ def test_deploy_without_build_uses_the_artifact_built_before(staging):
 
 def test_a_rollback_during_a_deploy_is_refused_with_exit_5(staging):
     app = staging(build=f"if [ -e slow ]; then sleep 2; fi && {BUILD}")
-    ok(app.inv("deploy.staging"))
-    ok(app.inv("deploy.staging"))
+    ok(app.here("deploy.staging"))
+    ok(app.here("deploy.staging"))
     (app.root / "slow").touch()
     deploying = app.spawn("deploy.staging")
     deadline = time.monotonic() + 30
     while not (app.state / "lock" / "owner.json").exists():  # the deploy holds the lock
         assert time.monotonic() < deadline and deploying.poll() is None
         time.sleep(0.01)
-    refused = app.inv("rollback")
+    refused = app.here("rollback")
     assert refused.returncode == 5, refused.stdout + refused.stderr
     assert "locked by pid" in refused.stderr
     assert deploying.wait(timeout=120) == 0
@@ -447,7 +463,7 @@ def test_a_rollback_during_a_deploy_is_refused_with_exit_5(staging):
 
 def test_a_server_that_dies_in_staging_is_caught_at_once_and_rolled_back(staging):
     app = staging()
-    ok(app.inv("deploy.staging"))
+    ok(app.here("deploy.staging"))
     main = app.root / "app" / "webapp" / "__main__.py"
     main.write_text(
         main.read_text().replace(
@@ -457,7 +473,7 @@ def test_a_server_that_dies_in_staging_is_caught_at_once_and_rolled_back(staging
             "        return 3",
         )
     )
-    done = app.inv("deploy.staging")
+    done = app.here("deploy.staging")
     assert done.returncode == 3, done.stdout + done.stderr
     # dead before Shipyard's health check, or during the smoke's probes: either is named
     assert "the server exited" in done.stdout or "is not running" in done.stdout, done.stdout
@@ -471,7 +487,7 @@ def test_a_port_taken_by_another_process_is_a_clear_preflight_error(staging):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", app.port))
         squatter.listen()
-        done = app.inv("deploy.staging")
+        done = app.here("deploy.staging")
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"port {app.port} on 127.0.0.1 is in use by another process" in done.stderr
     assert not app.last_record()["steps"]  # refused before building anything
@@ -480,18 +496,18 @@ def test_a_port_taken_by_another_process_is_a_clear_preflight_error(staging):
 
 def test_damaged_state_reads_safely_and_the_next_deploy_repairs_it(staging):
     app = staging()
-    ok(app.inv("deploy.staging"))
-    ok(app.inv("deploy.staging"))
+    ok(app.here("deploy.staging"))
+    ok(app.here("deploy.staging"))
     (app.state / "releases" / "v1" / "release.json").write_text('{"status": "comp')
-    listed = json.loads(app.inv("releases", "--json").stdout)
+    listed = json.loads(app.here("releases", "--json").stdout)
     assert [r["status"] for r in listed] == ["building", "complete"]
-    assert app.inv("rollback", "--dry-run").returncode == 6
+    assert app.here("rollback", "--dry-run").returncode == 6
     (app.state / "current").unlink()
     (app.state / "current").symlink_to("releases/v9")
     (app.state / "audit.jsonl").open("ab").write(b'\xff\xfe garbage\n{"trunc')
-    status = json.loads(app.inv("status", "--json").stdout)
+    status = json.loads(app.here("status", "--json").stdout)
     assert status["current"] is None and status["serving"] == "v2"
-    done = app.inv("deploy.staging")
+    done = app.here("deploy.staging")
     assert done.returncode == 0, done.stdout + done.stderr
     assert app.current() == "v3" and "release=v3" in app.get()[1]
 

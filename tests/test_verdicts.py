@@ -22,8 +22,7 @@ def in_actions(app: Staging, *args: str) -> tuple[subprocess.CompletedProcess[st
     summary = app.root / "summary.md"
     summary.write_text("")
     env = cli_env(GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(summary), CI="true")
-    done = run_cli([str(BIN / "inv"), *args], app.root, env=env)
-    return done, summary.read_text()
+    return app.here(*args, env=env), summary.read_text()
 
 
 def assert_verdict(
@@ -82,7 +81,7 @@ def test_rollback_refusals_are_refused_everywhere(staging):
         reason="no current release",
         audit_event="rollback",
     )
-    ok(app.inv("deploy.staging"))
+    ok(app.here("deploy.staging"))
     done, summary = in_actions(app, "rollback", "--to", "v9")
     assert_verdict(
         app,
@@ -114,7 +113,7 @@ def test_a_port_held_by_another_process_is_refused_everywhere(staging):
         squatter.bind(("127.0.0.1", app.port))
         squatter.listen()
         done, summary = in_actions(app, "deploy.staging")
-        doctor = app.inv("doctor")
+        doctor = app.here("doctor")
     record = assert_verdict(
         app,
         done,
@@ -195,7 +194,7 @@ def test_an_absolute_artifact_glob_is_a_config_error_not_a_traceback(staging):
     app = staging()
     config = app.root / "shipyard.yaml"
     config.write_text(config.read_text().replace("dist/webapp-*.tar.gz", "/etc/*.conf"))
-    done = app.inv("deploy.staging")
+    done = app.here("deploy.staging")
     assert done.returncode == 2, done.stdout + done.stderr
     assert re.match(
         r"shipyard\.yaml:\d+: steps\.build\.artifact: expected a file glob", done.stderr
@@ -228,14 +227,14 @@ def test_a_bug_caught_at_the_boundary_is_recorded_as_failed_with_its_traceback(t
 
 def test_deploy_dry_run_prints_the_plan_and_changes_nothing(staging):
     app = staging()
-    ok(app.inv("deploy.staging"))
+    ok(app.here("deploy.staging"))
     before = app.snapshot()
     for args in (
         ["deploy.staging", "--dry-run"],
         ["deploy.staging", "-n"],
         ["--dry", "deploy.staging"],
     ):
-        done = ok(app.inv(*args))
+        done = ok(app.here(*args))
         out = done.stdout
         assert "deploy staging (local): v2, replacing v1" in out, out
         assert "1. build: `python3 app/build.py --out dist`" in out
@@ -253,7 +252,7 @@ def test_deploy_dry_run_says_what_the_preflight_would_refuse(staging):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", app.port))
         squatter.listen()
-        done = app.inv("deploy.staging", "--dry-run")
+        done = app.here("deploy.staging", "--dry-run")
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"problem: port {app.port}" in done.stdout
     assert app.last_record()["outcome"] == "refused"
@@ -331,10 +330,10 @@ def test_a_dirty_tree_is_refused_unless_allowed_and_then_recorded(staging):
     sha = committed(app)
     config = app.root / "shipyard.yaml"
     config.write_text(config.read_text().replace("timeout: 4s", "timeout: 5s"))  # config: allowed
-    ok(app.inv("deploy.staging"))
+    ok(app.here("deploy.staging"))
     assert app.release("v1")["git_sha"] == sha and not app.release("v1").get("dirty")
     app.set_version("9.9.9")
-    done = app.inv("deploy.staging")
+    done = app.here("deploy.staging")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "app/VERSION" in done.stderr and "--allow-dirty" in done.stderr
     assert "shipyard.yaml" not in done.stderr
@@ -347,7 +346,7 @@ def test_a_dirty_tree_is_refused_unless_allowed_and_then_recorded(staging):
     import hashlib
 
     digest = hashlib.sha256(diff.stdout).hexdigest()
-    ok(app.inv("deploy.staging", "--allow-dirty"))
+    ok(app.here("deploy.staging", "--allow-dirty"))
     assert "version=9.9.9" in app.get()[1]
     release = app.release("v2")
     assert (release["git_sha"], release["dirty"], release["diff_sha256"]) == (sha, True, digest)
