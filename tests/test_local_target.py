@@ -16,8 +16,8 @@ import pytest
 from shipyard import server
 from shipyard.artifact import tree_sha256
 from shipyard.config import Config, Environment, Smoke
-from shipyard.deploy import check_serving
 from shipyard.errors import ExitCode
+from shipyard.operation import check_serving
 from shipyard.process import start_ticks
 from shipyard.targets import Call, Made, ReleaseStatus, TargetFailed
 from shipyard.targets.local import LocalTarget

@@ -1,11 +1,12 @@
 """The Fly policy: releases and their statuses, the health verdict from the machines, which
-release a rollback deploys (by image), and deploy, restore and undo, through `Flyctl`."""
+release a rollback deploys (by image), and deploy, restore and undo, through `Flyctl`; Fly's
+JSON is read by `state`."""
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,18 +27,13 @@ from shipyard.targets.base import (
     TargetFailed,
     state_dir,
 )
+from shipyard.targets.choice import Choice, RollbackRules, choose_rollback
 from shipyard.targets.fly.client import Flyctl
 from shipyard.targets.fly.options import CHECKS, REQUIRED, FlyOptions
+from shipyard.targets.fly.state import RunningImage, machine_problems, release_of, serves_the_app
 from shipyard.targets.kinds import TargetKind
 
 TOKEN_VARIABLES = ("FLY_ACCESS_TOKEN", "FLY_API_TOKEN")  # flyctl reads ACCESS first
-# flaps ListActive leaves out release-command and console machines (reference §5)
-_NOT_THE_APP = ("fly_app_release_command", "fly_app_console")
-_STATUS = {
-    "complete": ReleaseStatus.COMPLETE,
-    "failed": ReleaseStatus.FAILED,
-    "interrupted": ReleaseStatus.INTERRUPTED,
-}
 # How Shipyard's audit log records a rollback that took, and a deploy that had to be undone.
 # ("rolled back" is what rollback events said before their outcome became "ok".)
 _ROLLED_BACK = {"rollback": ("ok", "rolled back"), "deploy": ("rolled back", "down")}
@@ -118,7 +114,7 @@ class FlyTarget:
         listed = self._client().read_json(call, "releases") or []
         bad = self._rolled_back_from()
         newest = max((item.get("Version", 0) for item in listed), default=0)
-        found = [_release(item, bad=bad, current=newest) for item in listed]
+        found = [release_of(item, bad=bad, current=newest) for item in listed]
         return sorted(found, key=lambda release: release.number)
 
     def _rolled_back_from(self) -> set[str]:
@@ -151,7 +147,7 @@ class FlyTarget:
 
     def _machines(self, call: Call) -> list[dict[str, Any]]:
         listed = self._client().read_json(call, "machines", "list") or []
-        return [m for m in listed if _serves_the_app(m)]
+        return [m for m in listed if serves_the_app(m)]
 
     def running(self, call: Call) -> RunningImage:
         """What the app's machines run now, from `flyctl machines list` (not from the newest
@@ -164,7 +160,7 @@ class FlyTarget:
             return ["no machines serve the app"]
         problems: list[str] = []
         for machine in machines:
-            problems += _machine_problems(machine, version)
+            problems += machine_problems(machine, version)
         return problems
 
     def smoke_check(self) -> SmokeCheck:
@@ -280,15 +276,16 @@ class FlyTarget:
         releases = self.releases(call)
         current = releases[-1].version if releases else None
         running = self.running(call)
-        chosen, reason = _choose(releases, current, to, running)
+        choice = _choose(releases, current, to, running)
         checks = (f"Fly's machines run {running.describe()}",)
+        chosen = choice.release
         if chosen is None:
             return FlyRollbackPlan(
                 self.env.name,
                 self.name,
                 current,
                 None,
-                reason,
+                choice.reason,
                 checks=checks,
                 running_image=running.image,
             )
@@ -298,7 +295,7 @@ class FlyTarget:
             target=self.name,
             current=current,
             to=chosen.version,
-            reason=reason,
+            reason=choice.reason,
             actions=(
                 f"take the lock {self.state_dir.relative_to(self.config.root) / 'lock'}",
                 f"`{command}` (a new release with {chosen.version}'s image)",
@@ -359,68 +356,6 @@ def _newest(releases: list[Release]) -> int:
     return releases[-1].number if releases else 0
 
 
-@dataclass(frozen=True)
-class RunningImage:
-    """What the app's machines run: each one's `config.image` and `image_ref.digest`, and the
-    releases whose deploys put them there (`fly_release_version` in their metadata)."""
-
-    machines: tuple[tuple[str, str], ...]  # (image, digest) per machine
-    releases: tuple[str, ...]  # "v5", oldest first
-
-    @classmethod
-    def of(cls, machines: Iterable[dict[str, Any]]) -> RunningImage:
-        pairs: list[tuple[str, str]] = []
-        releases: set[int] = set()
-        for machine in machines:
-            config = machine.get("config") or {}
-            digest = (machine.get("image_ref") or {}).get("digest") or ""
-            pairs.append((str(config.get("image") or ""), str(digest)))
-            version = (config.get("metadata") or {}).get("fly_release_version")
-            releases |= {int(str(version))} if str(version).isdigit() else set()
-        return cls(tuple(pairs), tuple(f"v{number}" for number in sorted(releases)))
-
-    @property
-    def image(self) -> str | None:
-        """The one image every machine runs, or None (no machines, or several images)."""
-        images = {image for image, _ in self.machines}
-        return images.pop() if len(images) == 1 and "" not in images else None
-
-    def is_only(self, image: str | None) -> bool:
-        """Whether every machine runs `image` (by reference, or by its `@sha256:` digest):
-        deploying it again would change nothing."""
-        digest = (image or "").partition("@")[2]
-        return bool(image and self.machines) and all(
-            image == runs or (digest and digest == runs_digest)
-            for runs, runs_digest in self.machines
-        )
-
-    def where(self) -> str:
-        return f"(as {', '.join(self.releases)})" if self.releases else "(on every machine)"
-
-    def describe(self) -> str:
-        if not self.machines:
-            return "nothing: no machine serves the app"
-        images = ", ".join(sorted({image or "(no image)" for image, _ in self.machines}))
-        made = f" (as {', '.join(self.releases)})" if self.releases else ""
-        return f"{images}{made} on {len(self.machines)} machine(s)"
-
-
-def _release(item: dict[str, Any], *, bad: set[str], current: int) -> Release:
-    version = f"v{item.get('Version', 0)}"
-    status = _STATUS.get(str(item.get("Status")), ReleaseStatus.BUILDING)
-    if status is ReleaseStatus.COMPLETE and version in bad:
-        status = ReleaseStatus.BAD
-    user = item.get("User") or {}
-    return Release(
-        version=version,
-        status=status,
-        created_at=item.get("CreatedAt"),
-        user=user.get("Email") or user.get("Name") or None,
-        current=item.get("Version") == current,
-        image=item.get("ImageRef") or None,
-    )
-
-
 def _newest_good(releases: list[Release]) -> Release | None:
     good = [r for r in releases if r.status is ReleaseStatus.COMPLETE and r.image]
     return good[-1] if good else None
@@ -428,95 +363,47 @@ def _newest_good(releases: list[Release]) -> Release | None:
 
 def _choose(
     releases: list[Release], current: str | None, to: str | None, running: RunningImage
-) -> tuple[Release | None, str]:
-    """The release whose image to deploy, and why; or None and why none. By image, not by
-    number: a rollback to the image already running would change nothing."""
-    if to is not None:
-        return _check_asked(releases, current, to, running)
-    if current is None:
-        return None, "the app has no releases"
-    number = int(current.lstrip("v"))
-    older = [r for r in reversed(releases) if r.number < number]
-    chosen, skipped = _newest_other_image(older, running, _images_left(releases))
-    notes = f"; skipped {'; '.join(skipped)}" if skipped else ""
-    if chosen is None:
-        return None, (
-            f"no complete release older than {current} with an image other than the one running"
-            f" (releases rolled back from, and their images, are skipped){notes}"
-        )
-    return chosen, (
-        f"newest complete release older than {current} whose image is not the running one"
-        f" and was not rolled back from{notes}"
-    )
+) -> Choice:
+    """The release whose image to deploy, and why; or None and why none. Fly can go back only
+    to a release with an image, and chooses by image, not by number."""
+    rules = rollback_rules(releases, current, running)
+    return choose_rollback([r for r in releases if r.image], current, to, rules)
 
 
-def _newest_other_image(
-    newest_first: list[Release], running: RunningImage, left: dict[str, list[str]]
-) -> tuple[Release | None, list[str]]:
-    """The first good release whose image neither runs now nor was rolled back from, and
-    why each good release before it was skipped."""
-    skipped: list[str] = []
-    for release in newest_first:
-        if release.status is not ReleaseStatus.COMPLETE or not release.image:
-            continue
+def rollback_rules(
+    releases: list[Release], current: str | None, running: RunningImage
+) -> RollbackRules:
+    """Fly's judges: deploying the image every machine runs would change nothing, nor would
+    the current release (refused with `--to`); the automatic choice also passes over every
+    image rolled back from (a rollback rejects an image: other releases of it are no better)."""
+    left = _images_left(releases)
+
+    def in_place(release: Release) -> str | None:
         if running.is_only(release.image):
-            why = f"its image {release.image} is already running {running.where()}"
-        elif release.image in left:
-            why = f"its image was rolled back from as {', '.join(left[release.image])}"
-        else:
-            return release, skipped
-        skipped.append(f"{release.version}: {why}")
-    return None, skipped
+            return f"{release.version}'s image {release.image} is already running {running.where()}"
+        return "it is the current release" if release.version == current else None
+
+    def passed_over(release: Release) -> str | None:
+        if running.is_only(release.image):
+            return f"its image {release.image} is already running {running.where()}"
+        rolled_back_from = left.get(release.image or "")
+        if rolled_back_from:
+            return f"its image was rolled back from as {', '.join(rolled_back_from)}"
+        return None
+
+    def missing(to: str) -> str:
+        return f"Fly lists no release {to} with an image (of its 25 newest)"
+
+    return RollbackRules(in_place=in_place, passed_over=passed_over, missing=missing)
 
 
 def _images_left(releases: list[Release]) -> dict[str, list[str]]:
-    """Image -> the releases rolled back from that ran it (a rollback rejects an image, and
-    other releases of the same image are no better)."""
+    """Image -> the releases rolled back from that ran it."""
     left: dict[str, list[str]] = {}
     for release in releases:
         if release.status is ReleaseStatus.BAD and release.image:
             left.setdefault(release.image, []).append(release.version)
     return left
-
-
-def _check_asked(
-    releases: list[Release], current: str | None, to: str, running: RunningImage
-) -> tuple[Release | None, str]:
-    """`--to vN`: any complete release (even one rolled back from) whose image is not the
-    one every machine runs now."""
-    chosen = next((r for r in releases if r.version == to), None)
-    if chosen is None or not chosen.image:
-        return None, f"--to {to}: Fly lists no release {to} with an image (of its 25 newest)"
-    if running.is_only(chosen.image):
-        return None, f"--to {to}: {to}'s image {chosen.image} is already running {running.where()}"
-    if chosen.version == current:
-        return None, f"--to {to}: it is the current release"
-    if chosen.status not in (ReleaseStatus.COMPLETE, ReleaseStatus.BAD):
-        return None, f"--to {to}: it is {chosen.status.value}"
-    return chosen, "asked for with --to"
-
-
-def _serves_the_app(machine: dict[str, Any]) -> bool:
-    metadata = (machine.get("config") or {}).get("metadata") or {}
-    return (
-        machine.get("state") not in ("destroyed", "destroying")
-        and metadata.get("fly_process_group") not in _NOT_THE_APP
-    )
-
-
-def _machine_problems(machine: dict[str, Any], version: int) -> list[str]:
-    name = machine.get("id", "?")
-    problems = []
-    if machine.get("state") != "started":
-        problems.append(f"machine {name} is {machine.get('state')}")
-    for check in machine.get("checks") or []:
-        if check.get("status") != "passing":
-            problems.append(f"machine {name} check {check.get('name')} is {check.get('status')}")
-    metadata = (machine.get("config") or {}).get("metadata") or {}
-    on = metadata.get("fly_release_version")
-    if version and on != str(version):
-        problems.append(f"machine {name} runs release v{on}, not v{version}")
-    return problems
 
 
 FLY = TargetKind(

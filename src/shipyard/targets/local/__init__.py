@@ -21,17 +21,13 @@ One job per module; each imports only the modules listed before it:
 
     store      the release folders, their release.json and the `current` link
     serving    server/state.json, the switch it records, the server process
-    target     `LocalTarget`, the policy (plans, the Target calls, status), on both
+    plans      the deploy and rollback plans: what they mark, their action lines
+    target     `LocalTarget`, the policy (the rollback's choice, the Target calls, status)
 """
 
 from __future__ import annotations
 
-from shipyard.targets.local.target import (
-    LOCAL,
-    LocalDeployPlan,
-    LocalOptions,
-    LocalRollbackPlan,
-    LocalTarget,
-)
+from shipyard.targets.local.plans import LocalDeployPlan, LocalRollbackPlan
+from shipyard.targets.local.target import LOCAL, LocalOptions, LocalTarget
 
 __all__ = ["LOCAL", "LocalDeployPlan", "LocalOptions", "LocalRollbackPlan", "LocalTarget"]

@@ -1,6 +1,6 @@
-"""`LocalTarget`, the local target's policy: the plans (deploy, rollback, and the repair of an
-interrupted switch) and the `Target` calls that carry them out and report the status, on the
-releases on disk (`store`) and what serves them (`serving`).
+"""`LocalTarget`, the local target's policy: the `Target` calls that make the plans (`plans`),
+carry them out and report the status, on the releases on disk (`store`) and what serves them
+(`serving`).
 
 Invariant: `current` only ever points at a `complete` release. A new release is served and
 smoke-tested first, marked complete, and only then made current; so a crash at any instant
@@ -35,21 +35,18 @@ from shipyard.targets.base import (
     state_dir,
 )
 from shipyard.targets.kinds import TargetKind
-from shipyard.targets.local.serving import STOP_GRACE, ServerState, Switch
+from shipyard.targets.local.plans import (
+    LocalDeployPlan,
+    LocalRollbackPlan,
+    PlanActions,
+    marks,
+    rollback_choice,
+    shown,
+)
+from shipyard.targets.local.serving import ServerState, Switch
 from shipyard.targets.local.store import ReleaseStore, new_record
 
 DEFAULT_PORT = 8787
-
-
-@dataclass(frozen=True)
-class LocalDeployPlan(DeployPlan):
-    mark_failed: str | None = None  # the release an interrupted switch left half-switched
-
-
-@dataclass(frozen=True)
-class LocalRollbackPlan(RollbackPlan):
-    mark_failed: str | None = None  # the release an interrupted switch left half-switched
-    mark_bad: str | None = None  # the release this rollback takes out of service
 
 
 @dataclass(frozen=True)
@@ -76,6 +73,9 @@ class LocalTarget:
         self.port = self.options.port
         self.store = ReleaseStore(self.state_dir)
         self.server_state = ServerState(environment, self.port, self.store)
+        self.plan_actions = PlanActions(
+            config.root, self.server_state, self.smoke_check(), self.options.keep_releases
+        )
 
     # --- paths -------------------------------------------------------------------------
 
@@ -163,39 +163,23 @@ class LocalTarget:
     def plan_deploy(self, artifact: str | None, call: Call) -> LocalDeployPlan:
         # `artifact`, the archive's path, as the protocol names it (callers may pass it by
         # keyword)
-        version = f"v{self.store.last_number() + 1}"
-        previous = self.current_version()
-        folder = self._shown(self.release_dir(version))
         interrupted = self.server_state.interrupted_switch()
-        half = self._half_switched(interrupted)
-        actions = (  # in the order deploy(), the smoke and commit() carry them out
-            *_repair_actions(half, interrupted),
-            f"unpack {artifact} into {folder}",
-            self._record_action(previous, version),
-            self._stop_action(),
-            f"start `{self.server_state.command(version)}` in {folder} on port {self.port}",
-            f"smoke {self.smoke_check().url} (expect {self.env.smoke.expect_status})",
-            f"mark {version} complete",
-            self._point_action(version),
-            f"prune to the newest {self.options.keep_releases} complete releases (and current,"
-            " the rollback target, the newest folder)",
-        )
-        return LocalDeployPlan(
+        plan = LocalDeployPlan(
             environment=self.env.name,
             target=self.name,
-            release=version,
-            previous=previous,
+            release=f"v{self.store.last_number() + 1}",
+            previous=self.current_version(),
             artifact=artifact,
-            actions=actions,
-            mark_failed=half,
+            mark_failed=self._half_switched(interrupted),
         )
+        return replace(plan, actions=self.plan_actions.for_deploy(plan, interrupted))
 
     def deploy(self, plan: DeployPlan, call: Call) -> Made:
         """Unpack and serve the new release. A failure raises TargetFailed carrying what was
         made: Made(plan.release) once its folder is claimed, Made(None) before."""
         made = Made(None)
         try:
-            self._mark_failed(_marks(plan)[0], call.say)
+            self._mark_failed(marks(plan)[0], call.say)
             self.store.claim(plan.release)
             made = Made(plan.release)
             self._unpack(plan, call.say)
@@ -250,9 +234,10 @@ class LocalTarget:
         interrupted = self.server_state.interrupted_switch()
         releases = self.releases(call)
         running = state["release"] if state else None
-        chosen, reason = _choose(releases, current, running, interrupted, to)
+        choice = rollback_choice(releases, current, running, interrupted, to)
+        chosen = choice.release
         if chosen is None:
-            return LocalRollbackPlan(self.env.name, self.name, current, None, reason)
+            return LocalRollbackPlan(self.env.name, self.name, current, None, choice.reason)
         check, problems = self._verify(chosen)
         # the release taken out of service is marked bad: not one an interrupted switch left
         # current without serving, nor the one rolled back to
@@ -263,31 +248,13 @@ class LocalTarget:
             target=self.name,
             current=current,
             to=chosen.version,
-            reason=reason,
+            reason=choice.reason,
             checks=(check,),
             problems=problems,
             mark_failed=half,
             mark_bad=leaves,
         )
-        return replace(plan, actions=self._rollback_actions(plan, chosen, interrupted))
-
-    def _rollback_actions(
-        self, plan: LocalRollbackPlan, chosen: Release, interrupted: Switch | None
-    ) -> tuple[str, ...]:
-        """In the order rollback(), the smoke and commit_rollback() carry them out."""
-        to, folder = chosen.version, self._shown(self.release_dir(chosen.version))
-        revive = chosen.status is ReleaseStatus.BAD
-        return (
-            *_repair_actions(plan.mark_failed, interrupted),
-            *((self._record_action(plan.current, to),) if to != plan.current else ()),
-            self._stop_action(),
-            f"start `{self.server_state.command(to)}` in {folder} on port {self.port}",
-            f"smoke {self.smoke_check().url} (expect {self.env.smoke.expect_status},"
-            f" up to {self.env.smoke.timeout:g}s)",
-            *((f"mark {to} complete again: it passed its smoke",) if revive else ()),
-            self._point_action(to),
-            *((f"mark {plan.mark_bad} bad, so later rollbacks skip it",) if plan.mark_bad else ()),
-        )
+        return replace(plan, actions=self.plan_actions.for_rollback(plan, chosen, interrupted))
 
     def _verify(self, release: Release) -> tuple[str, tuple[str, ...]]:
         recorded = self.store.record(release.version).get("tree_sha256")
@@ -305,7 +272,7 @@ class LocalTarget:
             _, problems = self._verify(self.store.release(plan.to or "", plan.current))
             if problems:
                 raise StepFailed(problems[0])
-            self._mark_failed(_marks(plan)[0], call.say)
+            self._mark_failed(marks(plan)[0], call.say)
             self._serve(plan.to or "", call.say)
         except Exception as error:
             raise _failed(error, Made(None), call.say) from error
@@ -319,7 +286,7 @@ class LocalTarget:
             self.store.set_status(target, ReleaseStatus.COMPLETE)  # it just passed its smoke again
             call.say(f"marked {target} complete again: it passed its smoke")
         self._make_current(target, call.say)
-        leaves = _marks(plan)[1]
+        leaves = marks(plan)[1]
         if leaves:
             self.store.set_status(leaves, ReleaseStatus.BAD)
             call.say(f"marked {leaves} bad")
@@ -350,18 +317,6 @@ class LocalTarget:
             return
         self.store.set_status(version, ReleaseStatus.FAILED)
         say(f"marked {version} failed: it served in a switch that was interrupted")
-
-    def _record_action(self, source: str | None, version: str) -> str:
-        shown = self._shown(self.state_path)
-        return f"record in {shown} the switch from {source or 'nothing'} to {version}"
-
-    def _stop_action(self) -> str:
-        state = self.serving()
-        running = f"of {state['release']} (pid {state['pid']})" if state else "(none running)"
-        return f"stop the server {running}: SIGTERM to its group, up to {STOP_GRACE:g}s, SIGKILL"
-
-    def _point_action(self, version: str) -> str:
-        return f"point {self._shown(self.current_link)} at releases/{version} (atomic rename)"
 
     def _serve(self, version: str, say: Say) -> None:
         """Stop what serves and start `version`: a switch, recorded, unless it is current."""
@@ -417,76 +372,7 @@ class LocalTarget:
         audit.append(self.audit_path, "prune", environment=self.env.name, removed=removed)
 
     def _shown(self, path: Path) -> str:
-        try:
-            return path.relative_to(self.config.root).as_posix()
-        except ValueError:
-            return str(path)
-
-
-def _choose(
-    releases: list[Release],
-    current: str | None,
-    running: str | None,
-    interrupted: Switch | None,
-    to: str | None,
-) -> tuple[Release | None, str]:
-    """The release to roll back to and why: the one asked for; after an interrupted switch,
-    the current one; or else the newest good one before it."""
-    by_version = {release.version: release for release in releases}
-    if to is not None:
-        return _chosen(by_version.get(to), to, current, running)
-    if current is None:
-        return None, "no current release: nothing has been deployed successfully"
-    if interrupted is not None and by_version[current].status is ReleaseStatus.COMPLETE:
-        serves = f"{running} serves" if running else "nothing serves"
-        return by_version[current], (
-            f"{interrupted.describe()} was interrupted ({serves}): back to {current},"
-            " the current release, which is not marked bad"
-        )
-    older = [
-        r
-        for r in releases
-        if r.status is ReleaseStatus.COMPLETE and r.number < by_version[current].number
-    ]
-    if not older:
-        return None, f"no complete, not-bad release older than {current}"
-    return older[-1], f"newest complete, not-bad release older than {current}"
-
-
-def _chosen(
-    release: Release | None, to: str, current: str | None, running: str | None
-) -> tuple[Release | None, str]:
-    if release is None:
-        return None, f"--to {to}: no such release"
-    if release.version == current == running:
-        return None, f"--to {to}: that is the release already serving (and current)"
-    if release.status not in (ReleaseStatus.COMPLETE, ReleaseStatus.BAD):
-        return None, f"--to {to}: it is {release.status.value}, never passed its smoke"
-    if release.version == current:
-        serves = f"{running} serves" if running else "nothing serves"
-        return release, f"asked for with --to: {to} is current, but {serves}"
-    marked = (
-        " (marked bad earlier; chosen explicitly)" if release.status is ReleaseStatus.BAD else ""
-    )
-    return release, f"asked for with --to{marked}"
-
-
-def _repair_actions(half: str | None, interrupted: Switch | None) -> tuple[str, ...]:
-    if half is None or interrupted is None:
-        return ()
-    return (f"mark {half} failed: {interrupted.describe()} was interrupted before its smoke",)
-
-
-def _marks(plan: DeployPlan | RollbackPlan) -> tuple[str | None, str | None]:
-    """(to mark failed, to mark bad) as this target planned; a plan made elsewhere repairs
-    nothing and marks the release it rolls back from bad, as rollbacks always did."""
-    if isinstance(plan, LocalRollbackPlan):
-        return plan.mark_failed, plan.mark_bad
-    if isinstance(plan, LocalDeployPlan):
-        return plan.mark_failed, None
-    if isinstance(plan, RollbackPlan) and plan.current != plan.to:
-        return None, plan.current
-    return None, None
+        return shown(path, self.config.root)
 
 
 def _failed(error: Exception, made: Made, say: Say) -> TargetFailed:
