@@ -1,6 +1,6 @@
 """The artifact smoke: the built archive, unpacked into a temporary folder, started on a free
 127.0.0.1 port without the environment's variables, and probed. A deploy runs it as its step
-`Smoke`; `inv smoke` runs it alone."""
+`Smoke`; `inv smoke` (deploy.smoke) runs it alone."""
 
 from __future__ import annotations
 
@@ -10,12 +10,9 @@ import threading
 from pathlib import Path
 
 from shipyard import artifact, server
-from shipyard.config import Config, Environment
-from shipyard.errors import StepFailed, UsageError, Verdict
-from shipyard.operation import SMOKE, Flow, build_step
-from shipyard.pipeline import Run, finish, guarded, stop_on_signals
+from shipyard.config import Environment
+from shipyard.errors import StepFailed, UsageError
 from shipyard.process import tools_path
-from shipyard.report import ReporterFor
 from shipyard.smoke import SmokeCheck, probe
 from shipyard.targets import Say
 
@@ -67,32 +64,3 @@ def _artifact_env(port: int) -> dict[str, str]:
         "PORT": str(port),
         "SHIPYARD_RELEASE": "artifact",
     }
-
-
-def smoke(
-    config: Config, env_name: str, *, command: str, reporter: ReporterFor, archive: str = ""
-) -> Verdict:
-    """`inv smoke`: the built artifact on a free port, probed; exit 1 with the server log tail."""
-    environment = config.environment(env_name)
-    run = Run.for_config(config, command=command, extra_environ=environment.env)
-    flow = Flow(run, reporter(run.redactor))
-
-    def body() -> Verdict:
-        path = (
-            Path(archive)
-            if archive
-            else artifact.find_artifact(config.root, build_step(config).artifact or "")
-        )
-        flow.action(
-            SMOKE,
-            f"start {path.name} on a free 127.0.0.1 port and probe it",
-            lambda say: smoke_artifact(environment, path, say, run.stop),
-        )
-        return flow.verdict()
-
-    with stop_on_signals(run.stop):
-        try:
-            verdict = guarded(run, body)
-        finally:
-            flow.reporter.close()
-        return finish(run, flow.results, verdict, reporter=flow.reporter)

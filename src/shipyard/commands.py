@@ -284,9 +284,9 @@ def rollback(
 
 
 def smoke(config: Config, *, env: str = "", artifact: str = "") -> Verdict:
-    from shipyard import artifact_smoke
+    from shipyard import deploy as deployment
 
-    return artifact_smoke.smoke(
+    return deployment.smoke(
         config, env, command=command_line(), reporter=_reporter(), archive=artifact
     )
 

@@ -3,6 +3,7 @@
     preflight → lock → Build application → Smoke (the artifact) → Deploy → Smoke <env>
               → Rollback (only when Deploy or Smoke <env> failed)
     --dry-run: preflight → plan, shown as one step; nothing is built or changed
+    smoke (`inv smoke`): the artifact smoke alone
 
 The preflight (`deploy_preflight`, which `inv doctor` makes too) runs before the lock and
 before anything is built; the record's `deploy` section carries the tree it was built from.
@@ -33,11 +34,13 @@ from shipyard.operation import (
     ROLLBACK,
     SMOKE,
     Finished,
+    Flow,
     Operation,
     build_step,
     check_serving,
     smoke_title,
 )
+from shipyard.pipeline import Run, finish, guarded, stop_on_signals
 from shipyard.report import ReporterFor
 from shipyard.targets import DeployPlan, Made, Say, Target, TargetFailed, state_dir
 
@@ -258,3 +261,32 @@ def deploy_plan_lines(op: Operation, step: Step, *, build: bool) -> list[str]:
         *(f"{number}. {line}" for number, line in enumerate(steps, 1)),
         f"on failure of step {DEPLOY} or {smoke_title(environment)} (step {ROLLBACK}): {back}",
     ]
+
+
+def smoke(
+    config: Config, env_name: str, *, command: str, reporter: ReporterFor, archive: str = ""
+) -> Verdict:
+    """`inv smoke`: the built artifact on a free port, probed; exit 1 with the server log tail."""
+    environment = config.environment(env_name)
+    run = Run.for_config(config, command=command, extra_environ=environment.env)
+    flow = Flow(run, reporter(run.redactor))
+
+    def body() -> Verdict:
+        path = (
+            Path(archive)
+            if archive
+            else artifact.find_artifact(config.root, build_step(config).artifact or "")
+        )
+        flow.action(
+            SMOKE,
+            f"start {path.name} on a free 127.0.0.1 port and probe it",
+            lambda say: smoke_artifact(environment, path, say, run.stop),
+        )
+        return flow.verdict()
+
+    with stop_on_signals(run.stop):
+        try:
+            verdict = guarded(run, body)
+        finally:
+            flow.reporter.close()
+        return finish(run, flow.results, verdict, reporter=flow.reporter)
