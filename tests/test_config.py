@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +26,7 @@ from shipyard.config import (
     log_name,
     parse_duration,
 )
+from shipyard.config import cli as config_cli
 from shipyard.errors import ConfigError, ExitCode
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -232,24 +236,20 @@ def refusal(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, str]]:
-    """`python -m shipyard.config shipyard.yaml` on every bad config, run side by side."""
-    processes = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "shipyard.config", "shipyard.yaml"],
-            cwd=place(name, tmp_path_factory.mktemp(name)).parent,
-            env=cli_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name in BAD_CONFIGS
-    }
-    return {name: finished(process) for name, process in processes.items()}
+    """`python -m shipyard.config shipyard.yaml` on every bad config: its `main`, run in this
+    process (the test below runs the module as a program)."""
+    return {name: check_here(place(name, tmp_path_factory.mktemp(name))) for name in BAD_CONFIGS}
 
 
-def finished(process: subprocess.Popen[str]) -> tuple[int, str, str]:
-    stdout, stderr = process.communicate(timeout=60)
-    return process.returncode, stdout, stderr
+def check_here(path: Path) -> tuple[int, str, str]:
+    stdout, stderr, cwd = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(path.parent)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = config_cli.main([path.name])
+    finally:
+        os.chdir(cwd)
+    return code, stdout.getvalue(), stderr.getvalue()
 
 
 # --- The corpus of broken configs ------------------------------------------------------
