@@ -121,7 +121,7 @@ def test_timeout_exits_124_quickly_and_leaves_no_process(project):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_signal_stops_steps_writes_evidence_and_exits_130(project, signum):
+def test_a_signal_stops_steps_writes_evidence_and_exits_128_plus_its_number(project, signum):
     root = project("""
         version: 1
         steps:
@@ -139,8 +139,9 @@ def test_signal_stops_steps_writes_evidence_and_exits_130(project, signum):
     assert process.stdout.readline() == "started\n"
     process.send_signal(signum)
     out, err = process.communicate(timeout=30)
-    assert process.returncode == 130, out + err
-    assert "status=interrupted exit=130" in "\n".join(heartbeat_lines(root))
+    assert process.returncode == 128 + signum, out + err
+    assert f"status=interrupted exit={128 + signum}" in "\n".join(heartbeat_lines(root))
+    assert f"interrupted (exit {128 + signum}): interrupted by {signum.name}" in out
     assert sha256sum_check(evidence_dir(root)).returncode == 0
     assert (
         "interrupted"

@@ -383,7 +383,7 @@ def test_smoke_task_checks_the_built_artifact(staging):
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_interrupted_deploy_releases_the_lock_restores_and_exits_130(staging, signum):
+def test_interrupted_deploy_releases_the_lock_restores_and_exits_128_plus_signal(staging, signum):
     app = staging()
     ok(app.inv("deploy.staging"))
     app.break_page('info.app_env == "staging"')  # the staging smoke will keep retrying
@@ -396,11 +396,13 @@ def test_interrupted_deploy_releases_the_lock_restores_and_exits_130(staging, si
             break
         time.sleep(0.05)
     process.send_signal(signum)
-    assert process.wait(timeout=60) == 130
+    assert process.wait(timeout=60) == 128 + signum
     assert not (app.state / "lock").exists()
     assert app.current() == "v1"
     assert "release=v1" in app.get()[1]
-    assert app.last_record()["exit_code"] == 130
+    record = app.last_record()
+    assert (record["exit_code"], record["outcome"]) == (128 + signum, "interrupted")
+    assert record["reason"] == f"interrupted by {signum.name}; v1 restored"
 
 
 @pytest.mark.e2e

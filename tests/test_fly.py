@@ -369,7 +369,7 @@ def test_permanent_errors_fail_at_once_with_flyctls_message(tmp_path, healthy_ur
 
 def test_interrupted_flyctl_deploy_is_stopped_and_rolled_back(fly):
     """SIGTERM during `flyctl deploy`: flyctl marks its release interrupted and exits 127;
-    Shipyard still restores the previous image (to its end), then exits 130."""
+    Shipyard still restores the previous image (to its end), then exits 143 (128 + SIGTERM)."""
     fly.fake.script(deploy_seconds=10)
     process = fly.spawn("deploy.fly-staging")
     fly.fake.wait_for(
@@ -378,15 +378,15 @@ def test_interrupted_flyctl_deploy_is_stopped_and_rolled_back(fly):
     fly.fake.script(deploy_seconds=0)  # the restore's deploy, not this one, sees it
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, out + err
+    assert process.returncode == 143, out + err
     assert [r["Status"] for r in fly.releases] == ["complete", "interrupted", "complete"]
     assert fly.machine_images() == {fly.image(1)} and fly.image(3) == fly.image(1)
     assert not (fly.root / ".shipyard" / "fly-staging" / "lock").exists()
-    done = subprocess.CompletedProcess(process.args, 130, out, err)
+    done = subprocess.CompletedProcess(process.args, 143, out, err)
     fly.assert_evidence_is_true(done, before=1)
     record = fly.record()
     assert (record["outcome"], record["deploy"]["rolled_back_to"]) == ("interrupted", "v1")
-    assert record["reason"] == "interrupted; v1 restored"
+    assert record["reason"] == "interrupted by SIGTERM; v1 restored"
 
 
 @pytest.mark.e2e

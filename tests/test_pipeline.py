@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import subprocess
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from helpers import GIT
 from shipyard.config import Step
 from shipyard.console import PlainConsole
 from shipyard.errors import ExitCode, Outcome
-from shipyard.pipeline import Run, execute, git_sha, steps_verdict
+from shipyard.pipeline import Run, Stop, execute, git_sha, steps_verdict
 from shipyard.redact import Redactor
 from shipyard.runner import StepResult, StepStatus
 
@@ -26,15 +27,20 @@ def status_result(status: StepStatus) -> StepResult:
 
 
 def test_the_steps_verdict_takes_the_most_severe_status():
-    def verdict(*statuses: StepStatus, interrupted: bool = False) -> tuple[str, int]:
-        found = steps_verdict([status_result(s) for s in statuses], interrupted=interrupted)
+    def verdict(*statuses: StepStatus, signum: int | None = None) -> tuple[str, int]:
+        stop = Stop()
+        if signum is not None:
+            stop.by_signal(signum)
+        found = steps_verdict([status_result(s) for s in statuses], stop)
         return found.outcome.value, int(found.exit_code)
 
     assert verdict(StepStatus.OK, StepStatus.OK) == ("ok", 0)
     assert verdict(StepStatus.OK, StepStatus.FAILED, StepStatus.SKIPPED) == ("failed", 1)
     assert verdict(StepStatus.FAILED, StepStatus.TIMEOUT) == ("timed out", 124)
     assert verdict(StepStatus.TIMEOUT, StepStatus.INTERRUPTED) == ("interrupted", 130)
-    assert verdict(StepStatus.OK, interrupted=True) == ("interrupted", 130)
+    assert verdict(StepStatus.OK, signum=signal.SIGINT) == ("interrupted", 130)
+    assert verdict(StepStatus.OK, signum=signal.SIGHUP) == ("interrupted", 129)
+    assert verdict(StepStatus.OK, signum=signal.SIGTERM) == ("interrupted", 143)
     assert verdict() == ("ok", 0)
 
 

@@ -130,7 +130,7 @@ def heartbeat(
     reporter = reporters.passthrough(redactor=run.redactor)
     with pipeline.stop_on_signals(run.stop):
         results = pipeline.run_steps(run, [wrapped], jobs=1, fail_fast=False, reporter=reporter)
-        verdict = pipeline.steps_verdict(results, interrupted=run.stop.is_set())
+        verdict = pipeline.steps_verdict(results, run.stop)
         exit_code = results[0].exit_code
         if exit_code is not None and not verdict.ok:  # the wrapped command's own status
             verdict = replace(verdict, exit_code=exit_code)

@@ -8,6 +8,7 @@ is written from one `Verdict`, so they cannot disagree.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
@@ -21,7 +22,9 @@ class ExitCode(IntEnum):
     LOCKED = 5
     NOTHING_TO_ROLL_BACK = 6
     TIMEOUT = 124
-    INTERRUPTED = 130
+    HANGUP = 129  # 128 + SIGHUP, as a shell reports a command a signal ended
+    INTERRUPTED = 130  # 128 + SIGINT
+    TERMINATED = 143  # 128 + SIGTERM
 
 
 class Outcome(str, Enum):
@@ -33,7 +36,7 @@ class Outcome(str, Enum):
     ROLLED_BACK = "rolled back"  # a deploy failed where it serves; the previous release is back
     RESTORED = "restored"  # a rollback failed its smoke; the release it left serves again
     DOWN = "down"  # a deploy or rollback failed and nothing good could be put back
-    INTERRUPTED = "interrupted"  # SIGINT/SIGTERM
+    INTERRUPTED = "interrupted"  # SIGINT, SIGTERM or SIGHUP
     TIMED_OUT = "timed out"  # a step ran past its timeout
 
 
@@ -113,12 +116,27 @@ class LockHeld(ShipyardError):
     outcome = Outcome.REFUSED
 
 
+_SIGNAL_EXITS = {
+    signal.SIGHUP: ExitCode.HANGUP,
+    signal.SIGINT: ExitCode.INTERRUPTED,
+    signal.SIGTERM: ExitCode.TERMINATED,
+}
+
+
+def interrupted(signum: int | None, after: str = "") -> Verdict:
+    """A run a signal stopped: exit 128 + the signal (SIGINT when it is not known), as a shell
+    reports it; `after`: what was done since (a restore)."""
+    known = signal.Signals(signum) if signum in _SIGNAL_EXITS else signal.SIGINT
+    reason = f"interrupted by {known.name}" + (f"; {after}" if after else "")
+    return Verdict(Outcome.INTERRUPTED, _SIGNAL_EXITS[known], reason)
+
+
 def verdict_for(error: BaseException) -> Verdict:
     """The verdict of a command that ended by `error`; anything unexpected is a failure."""
     if isinstance(error, ShipyardError):
         return Verdict(error.outcome, error.exit_code, error.message)
     if isinstance(error, KeyboardInterrupt):
-        return Verdict(Outcome.INTERRUPTED, ExitCode.INTERRUPTED, "interrupted")
+        return interrupted(signal.SIGINT)
     return Verdict(
         Outcome.FAILED, ExitCode.STEP_FAILED, f"internal error: {type(error).__name__}: {error}"
     )

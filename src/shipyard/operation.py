@@ -15,7 +15,7 @@ from pathlib import Path
 
 from shipyard import audit, targets
 from shipyard.config import Config, Environment, Step
-from shipyard.errors import ConfigError, ExitCode, Outcome, StepFailed, Verdict
+from shipyard.errors import ConfigError, ExitCode, Outcome, StepFailed, Verdict, interrupted
 from shipyard.lock import LOCK_DIR, DeployLock
 from shipyard.pipeline import Run, finish, guarded, step_context, steps_verdict, stop_on_signals
 from shipyard.records import DeployRecord
@@ -73,7 +73,7 @@ class Flow:
 
     def verdict(self) -> Verdict:
         """The verdict of the steps run so far: ok, or how the first failing one ended."""
-        return steps_verdict(self.results, interrupted=self.interrupted)
+        return steps_verdict(self.results, self.run.stop)
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class Operation:
         self.record.serving = release if done else None
         if self.flow.interrupted:
             after = f"{release} restored" if done else "nothing could be restored"
-            return Verdict(Outcome.INTERRUPTED, ExitCode.INTERRUPTED, f"interrupted; {after}")
+            return interrupted(self.run.stop.signum, after)
         if done:
             return restored
         reason = f"{down}: {self.environment.name} is down"

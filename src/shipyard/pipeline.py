@@ -21,7 +21,7 @@ from typing import Any
 from shipyard import __version__, evidence, feedback
 from shipyard.audit import current_user
 from shipyard.config import Config, Step
-from shipyard.errors import OK, ExitCode, Outcome, ShipyardError, Verdict, verdict_for
+from shipyard.errors import OK, ExitCode, Outcome, ShipyardError, Verdict, interrupted, verdict_for
 from shipyard.evidence import Bundle
 from shipyard.heartbeat import Heartbeat, iso_timestamp
 from shipyard.process import tools_path
@@ -31,6 +31,20 @@ from shipyard.report import Reporter, RunEnd
 from shipyard.runner import StepContext, StepResult, StepStatus, run_step, skipped_result
 
 INTERNAL_ERROR_LOG = "shipyard-internal-error.log"
+
+
+class Stop(threading.Event):
+    """A run's stop: set by a signal (`signum` says which; see stop_on_signals) or by the code
+    (`signum` None). Steps and target calls wait on it like any event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signum: int | None = None
+
+    def by_signal(self, signum: int) -> None:
+        if not self.is_set():
+            self.signum = signum
+        self.set()
 
 
 @dataclass
@@ -43,7 +57,7 @@ class Run:
     command: str
     redactor: Redactor
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-    stop: threading.Event = field(default_factory=threading.Event)
+    stop: Stop = field(default_factory=Stop)
     bundle: Bundle = field(init=False)
     run_id: str = field(init=False)
     heartbeat: Heartbeat = field(init=False)
@@ -110,7 +124,7 @@ def execute(
 
     def body() -> Verdict:
         run_steps(run, steps, jobs=jobs, fail_fast=fail_fast, reporter=reporter, into=results)
-        return steps_verdict(results, interrupted=run.stop.is_set())
+        return steps_verdict(results, run.stop)
 
     with stop_on_signals(run.stop):  # also while the evidence is written: a second ^C waits
         try:
@@ -182,12 +196,13 @@ def run_steps(
     return results
 
 
-def steps_verdict(results: Sequence[StepResult], *, interrupted: bool) -> Verdict:
-    """The steps' verdict, most severe first: interrupted, timed out, failed, ok; the reason
-    names the steps (and a Python step's own error)."""
+def steps_verdict(results: Sequence[StepResult], stop: Stop | None = None) -> Verdict:
+    """The steps' verdict, most severe first: interrupted (by the signal that set `stop`), timed
+    out, failed, ok; the reason names the steps (and a Python step's own error)."""
     statuses = {result.status for result in results}
-    if interrupted or StepStatus.INTERRUPTED in statuses:
-        return Verdict(Outcome.INTERRUPTED, ExitCode.INTERRUPTED, "interrupted by a signal")
+    stopped = stop is not None and stop.is_set()
+    if stopped or StepStatus.INTERRUPTED in statuses:
+        return interrupted(stop.signum if stop is not None else None)
     if StepStatus.TIMEOUT in statuses:
         reason = f"timed out: {_named(results, StepStatus.TIMEOUT)}"
         return Verdict(Outcome.TIMED_OUT, ExitCode.TIMEOUT, reason)
@@ -294,14 +309,14 @@ def git_sha(root: Path) -> str | None:
 
 
 @contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def stop_on_signals(stop: Stop) -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP (the terminal closed) set `stop` (steps then end their
-    process groups, and the run is recorded as interrupted) instead of killing Shipyard.
-    A SIGHUP already ignored (`nohup`) stays ignored."""
+    process groups, and the run is recorded as interrupted, exit 128 + the first signal)
+    instead of killing Shipyard. A SIGHUP already ignored (`nohup`) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    handler = lambda signum, frame: stop.set()  # noqa: E731
+    handler = lambda signum, frame: stop.by_signal(signum)  # noqa: E731
     caught = [signal.SIGINT, signal.SIGTERM]
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
         caught.append(signal.SIGHUP)
