@@ -100,6 +100,20 @@ class PreflightError(ShipyardError):
     outcome = Outcome.REFUSED
 
 
+class CannotWrite(PreflightError):
+    """A file or folder Shipyard must write (evidence, a log, state) cannot be written: a
+    read-only folder, a full disk, a file-size limit. Before a run starts: refused, exit 2."""
+
+    @classmethod
+    def of(cls, path: object, error: OSError, root: object = None) -> CannotWrite:
+        shown = str(path)
+        if root is not None:
+            prefix = f"{root}/"
+            shown = shown[len(prefix) :] if shown.startswith(prefix) else shown
+        reason = error.strerror or str(error)
+        return cls(f"cannot write {shown}: [Errno {error.errno}] {reason}")
+
+
 class NothingToRollBack(ShipyardError):
     exit_code = ExitCode.NOTHING_TO_ROLL_BACK
     outcome = Outcome.REFUSED

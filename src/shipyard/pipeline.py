@@ -5,9 +5,11 @@ Core functions, no CLI: invoke tasks and nox sessions are thin layers over `exec
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,7 +23,16 @@ from typing import Any
 from shipyard import __version__, evidence, feedback
 from shipyard.audit import current_user
 from shipyard.config import Config, Step
-from shipyard.errors import OK, ExitCode, Outcome, ShipyardError, Verdict, interrupted, verdict_for
+from shipyard.errors import (
+    OK,
+    CannotWrite,
+    ExitCode,
+    Outcome,
+    ShipyardError,
+    Verdict,
+    interrupted,
+    verdict_for,
+)
 from shipyard.evidence import Bundle
 from shipyard.heartbeat import Heartbeat, iso_timestamp
 from shipyard.process import tools_path
@@ -64,7 +75,10 @@ class Run:
 
     def __post_init__(self) -> None:
         self.bundle = Bundle.for_moment(self.root, self.agent, self.started)
-        self.run_id = self._claim_run_id()
+        try:
+            self.run_id = self._claim_run_id()
+        except OSError as error:  # a read-only or full `artifacts/`: refused before any step
+            raise CannotWrite.of(error.filename or self.bundle.dir, error, self.root) from None
         self.heartbeat = Heartbeat(
             self.bundle.heartbeat_path, agent=self.agent, run_id=self.run_id, redactor=self.redactor
         )
@@ -142,10 +156,14 @@ def guarded(run: Run, body: Callable[[], Verdict]) -> Verdict:
     except ShipyardError as error:
         return verdict_for(error)
     except Exception as error:  # a bug must not leave the run without its record
-        log = run.bundle.log_dir(run.run_id) / INTERNAL_ERROR_LOG
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(run.redactor.mask(traceback.format_exc()), encoding="utf-8")
         verdict = verdict_for(error)
+        log = run.bundle.log_dir(run.run_id) / INTERNAL_ERROR_LOG
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(run.redactor.mask(traceback.format_exc()), encoding="utf-8")
+        except OSError:
+            print(run.redactor.mask(traceback.format_exc()), file=sys.stderr)
+            return verdict
         where = log.relative_to(run.root).as_posix()
         return Verdict(
             verdict.outcome, verdict.exit_code, f"{verdict.reason} (traceback in {where})"
@@ -234,22 +252,38 @@ def finish(
     in Actions the summary). `section` is a deploy or rollback's record, e.g. ("deploy", r)."""
     sha = git_sha(run.root)
     record = run_record(run, results, verdict=verdict, git_sha=sha, section=section)
-    evidence.write_json(run.bundle, run.bundle.run_record_path(run.run_id), record, run.redactor)
-    sealed = evidence.seal_run(run.bundle, run.run_id)
     where = run.bundle.dir.relative_to(run.root).as_posix()
-    warnings = [f"evidence changed after it was sealed: {line}" for line in sealed.broken]
-    if sealed.broken:
-        warnings.append(f"{where}/{evidence.MANIFEST_NAME} was not rewritten over it")
-    if with_feedback:
-        summary = feedback.RunSummary(
-            run.run_id, run.command, record["started"], verdict, sha, results, sealed, warnings
-        )
-        feedback.append(summary, run.bundle, run.redactor)
+    try:
+        record_path = run.bundle.run_record_path(run.run_id)
+        evidence.write_json(run.bundle, record_path, record, run.redactor)
+        sealed = evidence.seal_run(run.bundle, run.run_id)
+        warnings = [f"evidence changed after it was sealed: {line}" for line in sealed.broken]
+        if sealed.broken:
+            warnings.append(f"{where}/{evidence.MANIFEST_NAME} was not rewritten over it")
+        if with_feedback:
+            summary = feedback.RunSummary(
+                run.run_id, run.command, record["started"], verdict, sha, results, sealed, warnings
+            )
+            feedback.append(summary, run.bundle, run.redactor)
+    except OSError as error:
+        verdict = _unrecorded(run, record, verdict, error)
+        warnings = []
     if reporter is not None:
         serving = section[1].serving if section else None
         end = RunEnd(run.command, run.run_id, where, verdict, results, serving, warnings)
         reporter.run_finished(end)
     return verdict
+
+
+def _unrecorded(run: Run, record: dict[str, Any], verdict: Verdict, error: OSError) -> Verdict:
+    """The evidence could not be written: the record goes to stderr instead (masked), and a run
+    that was ok exits 1, since nothing proves it; any other ending keeps its verdict."""
+    failed = CannotWrite.of(error.filename or run.bundle.dir, error, run.root).message
+    document = json.dumps({**record, "evidence_error": failed}, indent=2, ensure_ascii=False)
+    print(run.redactor.mask(f"{failed}; the run record:\n{document}"), file=sys.stderr)
+    if not verdict.ok:
+        return Verdict(verdict.outcome, verdict.exit_code, f"{verdict.reason} ({failed})")
+    return Verdict(Outcome.FAILED, ExitCode.STEP_FAILED, f"{failed} (the run itself was ok)")
 
 
 def run_record(
