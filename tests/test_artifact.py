@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -86,8 +87,6 @@ def test_not_a_tarball_is_a_clear_error(tmp_path):
 
 
 def test_find_artifact_picks_the_newest_match(tmp_path):
-    import os
-
     (tmp_path / "dist").mkdir()
     old, new = tmp_path / "dist" / "app-1.tar.gz", tmp_path / "dist" / "app-2.tar.gz"
     old.write_bytes(b"1")
@@ -119,3 +118,73 @@ def test_tree_digest_leaves_out_the_folders_it_is_told_wherever_they_are(tmp_pat
     assert tree_sha256(tmp_path) != first
     (tmp_path / "app" / "server.py").write_text("print('tampered')")
     assert tree_sha256(tmp_path, skip_folders=frozenset({"__pycache__"})) != first
+
+
+def test_a_negative_size_is_refused_before_it_can_lower_the_total(tmp_path):
+    """A base-256 size field can be negative; summed, it would hide a bomb behind it."""
+    info = tarfile.TarInfo("neg")
+    info.size = -(2**40)
+    archive = tmp_path / "neg.tar"
+    archive.write_bytes(info.tobuf(tarfile.GNU_FORMAT) + bytes(10 * 512))
+    with pytest.raises(UnsafeArtifact, match=r"^neg\.tar: member 'neg' declares a negative size"):
+        unpack(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_member_may_not_replace_what_the_folder_already_holds(tmp_path):
+    """The local target writes release.json into the claimed folder before unpacking."""
+    out = tmp_path / "v1"
+    out.mkdir()
+    (out / "release.json").write_text('{"status": "building"}')
+    (out / "app").mkdir()
+    archive = make_tar(
+        tmp_path / "bad.tar.gz", ("app/main.py", b"ok\n"), ("release.json", b'{"status": "ok"}')
+    )
+    with pytest.raises(UnsafeArtifact) as refused:
+        unpack(archive, out)
+    assert refused.value.message == (
+        f"bad.tar.gz: member 'release.json' would replace {out / 'release.json'}, already there"
+    )
+    assert sorted(path.name for path in out.iterdir()) == ["app", "release.json"]
+    assert not (out / "app" / "main.py").exists()
+    assert (out / "release.json").read_text() == '{"status": "building"}'
+
+
+@pytest.mark.skipif(not hasattr(tarfile, "data_filter"), reason="no stdlib data filter here")
+def test_the_stdlib_filter_is_a_second_opinion_on_what_the_folder_already_holds(tmp_path):
+    """A link the folder held before the archive came is no member: only the disk knows it."""
+    out = tmp_path / "v1"
+    out.mkdir()
+    (out / "etc").symlink_to("/etc")
+    archive = make_tar(
+        tmp_path / "bad.tar.gz", special("passwd", tarfile.SYMTYPE, linkname="etc/passwd")
+    )
+    with pytest.raises(UnsafeArtifact, match=r"member 'passwd' is refused by tarfile's data"):
+        unpack(archive, out)
+    assert sorted(path.name for path in out.iterdir()) == ["etc"]
+
+
+def test_nothing_unpacked_is_group_or_world_writable_even_under_umask_000(tmp_path):
+    archive = make_tar(
+        tmp_path / "ok.tar.gz",
+        special("app", tarfile.DIRTYPE, mode=0o777),
+        special("app/run.sh", tarfile.REGTYPE, mode=0o777),
+        ("app/lib/data.txt", b"x"),
+    )
+    old = os.umask(0)
+    try:
+        unpack(archive, tmp_path / "new" / "out")
+    finally:
+        os.umask(old)
+    modes = {
+        path.relative_to(tmp_path).as_posix(): path.stat().st_mode & 0o777
+        for path in [tmp_path / "new", *sorted((tmp_path / "new").rglob("*"))]
+    }
+    assert modes == {
+        "new": 0o755,
+        "new/out": 0o755,
+        "new/out/app": 0o755,
+        "new/out/app/run.sh": 0o755,
+        "new/out/app/lib": 0o755,
+        "new/out/app/lib/data.txt": 0o644,
+    }

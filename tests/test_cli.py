@@ -200,7 +200,10 @@ def test_build_and_list(project):
         "releases",
         "status",
         "heartbeat",
+        "stop",
         "evidence.verify",
+        "lock.status",
+        "lock.release",
     )
     entries = [line.split()[0] for line in listing.splitlines()[2:] if line.strip()]
     assert sorted(entries) == sorted(tasks), listing  # each help fits on its one line

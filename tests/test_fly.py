@@ -157,6 +157,9 @@ class Fly:
             assert images == {restored}
             if len(made) > 1:  # the restore deployed the earlier image as a new release
                 assert (made[-1]["ImageRef"], made[-1]["Status"]) == (restored, "complete")
+        elif deploy["release"] is None and deploy["serving"]:  # failed before the switch
+            assert outcome == "failed" and not made
+            assert images == {self.image(int(deploy["serving"].lstrip("v")))}
         elif outcome == "down":
             assert deploy["serving"] is None
         else:  # stopped before deploying: Fly has nothing new
@@ -439,10 +442,13 @@ def test_a_deploy_whose_image_push_fails_makes_no_release_and_claims_none(fly):
     ok(fly.here("deploy.fly-staging"))
     fly.fake.script(build_fails=True)
     done = fly.here("deploy.fly-staging")
-    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr  # nothing on Fly changed
     assert fly.newest == 2 and fly.machine_images() == {fly.image(2)}
     fly.assert_evidence_is_true(done, before=2)
-    assert fly.record()["outcome"] == "rolled back"
+    record = fly.record()
+    assert record["outcome"] == "failed" and record["deploy"]["rolled_back_to"] is None
+    assert record["reason"] == "Deploy failed before the switch; v2 still serves, untouched"
+    assert record["deploy"]["serving"] == "v2"
 
 
 @pytest.mark.e2e

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from pathlib import Path
 
+import pytest
 from helpers import ISO, random_secret
 
 from shipyard.heartbeat import Heartbeat, format_line, iso_timestamp, logfmt_value
@@ -49,3 +51,18 @@ def test_emit_appends_one_flushed_line_per_event_with_secrets_masked(tmp_path):
     assert all(re.match(ISO + " agent=devops run=r1 step=build event=", line) for line in lines)
     assert secret not in path.read_text()
     assert lines[1].endswith("status=ok exit=0 elapsed=0.5")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_a_failed_write_stops_the_heartbeat_and_is_said_once_never_raised(tmp_path, capfd):
+    path = tmp_path / "heartbeat.log"
+    path.symlink_to("/dev/full")  # every write fails with ENOSPC
+    beat = Heartbeat(path, agent="devops", run_id="r1", redactor=Redactor([]))
+    beat.emit("build", "start", pid=1)
+    beat.emit("build", "beat", elapsed=1.0)
+    beat.emit("build", "end", status="ok")
+    assert beat.failure is not None and beat.failure.errno == 28
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("shipyard: heartbeat stopped: cannot write ")
+    assert err.rstrip().endswith("heartbeat.log: [Errno 28] No space left on device")

@@ -111,16 +111,21 @@ def test_deploy_plan_numbers_after_the_highest_folder(tmp_path):
     assert (plan.release, plan.previous) == ("v11", "v10")
 
 
-def test_a_deploy_failing_after_claiming_its_folder_hands_back_the_release_it_made(tmp_path):
+def test_a_deploy_failing_before_its_switch_removes_its_folder_and_made_nothing(tmp_path):
     local = target(tmp_path)
     junk = tmp_path / "junk.tar.gz"
     junk.write_text("not a tarball\n")
     plan = local.plan_deploy(str(junk), QUIET)
+    lines: list[str] = []
     with pytest.raises(TargetFailed, match="not a readable tar archive") as failed:
-        local.deploy(plan, QUIET)
-    assert failed.value.made == Made("v1")
+        local.deploy(plan, Call(say=lines.append))
+    assert failed.value.made == Made(None)
     assert failed.value.exit_code == ExitCode.USAGE  # a bad artifact is refused, as ever
-    assert statuses(local) == {"v1": "building"}  # the folder exists: the caller must know
+    assert failed.value.message.endswith(
+        "; failed before the switch; nothing served before it either"
+    )
+    assert lines == ["removed .shipyard/staging/releases/v1"]
+    assert statuses(local) == {} and not local.state_path.exists()
 
 
 def test_a_deploy_failing_before_claiming_its_folder_made_nothing(tmp_path):
@@ -391,3 +396,34 @@ def test_undo_rollback_serves_the_release_left_again_and_makes_none(served):
     assert page(local) == "site two\n"
     assert statuses(local) == {"v1": "complete", "v2": "complete"}  # nothing marked bad
     assert "switching" not in json.loads(local.state_path.read_text())
+
+
+def test_a_restore_after_a_failure_before_the_switch_touches_nothing(served):
+    """Principle: a restore never does more harm than doing nothing."""
+    local = served
+    deploy(local, "one")
+    before = local.serving()
+    junk = local.config.root / "junk.tar.gz"
+    junk.write_text("not a tarball\n")
+    lines: list[str] = []
+    call = Call(say=lines.append)
+    plan = local.plan_deploy(str(junk), call)
+    with pytest.raises(TargetFailed) as failed:
+        local.deploy(plan, call)
+    assert failed.value.made == Made(None)
+    pid = before["pid"]
+    assert failed.value.message.endswith(f"v1 still serves (pid {pid}), untouched")
+    assert local.restore(plan, failed.value.made, call.unstoppable()) == Made(None)
+    assert lines[-1] == (
+        "nothing to put back: the deploy failed before the switch;"
+        f" v1 still serves (pid {pid}), untouched"
+    )
+    assert local.serving() == before and page(local) == "site one\n"
+    assert statuses(local) == {"v1": "complete"}
+
+    # v1's server died before the deploy: nothing serves to harm, so v1 is started again
+    server.stop(pid, grace=1)
+    assert local.restore(plan, Made(None), call.unstoppable()) == Made(None)
+    check_serving(local, Made(None), call)
+    assert local.serving()["release"] == "v1" and page(local) == "site one\n"
+    assert statuses(local) == {"v1": "complete"}  # nothing marked: v2 was never made

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -12,6 +13,7 @@ from helpers import random_secret
 
 from shipyard.config import Step
 from shipyard.heartbeat import Heartbeat
+from shipyard.pipeline import Stop
 from shipyard.redact import Redactor
 from shipyard.runner import StepContext, StepStatus, run_step
 
@@ -144,6 +146,14 @@ def test_stop_event_interrupts_with_130(tmp_path):
     result = run_step(Step("long", "sleep 30"), context(tmp_path, stop=stop))
     assert (result.status, result.exit_code) == (StepStatus.INTERRUPTED, 130)
     assert time.monotonic() - began < 25  # far below the step's own 30 s: it was stopped
+
+
+def test_a_step_stopped_by_a_signal_exits_128_plus_its_number(tmp_path):
+    stop = Stop()  # the pipeline's: it remembers which signal set it
+    threading.Timer(0.3, stop.by_signal, (signal.SIGTERM,)).start()
+    result = run_step(Step("long", "sleep 30"), context(tmp_path, stop=stop))
+    assert (result.status, result.exit_code) == (StepStatus.INTERRUPTED, 143)
+    assert "status=interrupted exit=143" in (tmp_path / "heartbeat.log").read_text()
 
 
 def test_retries_record_every_attempt_in_result_and_heartbeat(tmp_path):

@@ -23,11 +23,20 @@ from typing import TYPE_CHECKING
 
 from shipyard import config as config_module
 from shipyard.config import DEFAULT_HEARTBEAT_INTERVAL, Config, Step
-from shipyard.errors import ConfigError, ExitCode, PreflightError, UsageError, Verdict
+from shipyard.errors import (
+    ConfigError,
+    ExitCode,
+    LockHeld,
+    PreflightError,
+    StepFailed,
+    UsageError,
+    Verdict,
+)
 from shipyard.process import tools_path
 from shipyard.redact import Redactor
 
 if TYPE_CHECKING:
+    from shipyard.lock import DeployLock, LockState
     from shipyard.report import ReporterFor
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -291,6 +300,26 @@ def smoke(config: Config, *, env: str = "", artifact: str = "") -> Verdict:
     )
 
 
+def stop(config: Config, *, env: str = "") -> ExitCode:
+    """Stop the environment's local server(s) under its lock, even with a damaged state.json;
+    `current` stays (docs/runbooks/staging-deploy.md). A Fly environment: UsageError."""
+    from shipyard.lock import DeployLock
+    from shipyard.targets import Call
+    from shipyard.targets.local import LocalTarget
+
+    environment = config.environment(env)
+    if environment.target != LocalTarget.name:
+        raise UsageError(
+            f"inv stop is for the local target; {environment.name} deploys to"
+            f" {environment.target}, whose machines Shipyard does not stop"
+        )
+    local = LocalTarget(config, environment)
+    command = Redactor.from_environ(os.environ, config.secrets).mask(command_line())
+    with DeployLock(local.state_dir, command=command, audit_path=local.audit_path):
+        local.stop_servers(Call(say=print))
+    return ExitCode.OK
+
+
 def releases(config: Config, *, env: str = "", as_json: bool = False) -> ExitCode:
     from shipyard import targets
 
@@ -337,6 +366,77 @@ def status(config: Config, *, env: str = "", as_json: bool = False) -> ExitCode:
             )
     healthy = state.healthy and not mismatch
     return ExitCode.OK if healthy else ExitCode.STEP_FAILED
+
+
+def lock_status(config: Config, *, env: str = "", as_json: bool = False) -> ExitCode:
+    """Who holds the environment's lock, and whether it is stale; exit 0 either way. Reads
+    only: takes no lock, breaks none."""
+    lock, redactor = _environment_lock(config, env)
+    name = lock.state_dir.name
+    try:
+        found = lock.state()
+    except OSError as error:
+        raise _lock_unreadable(lock, error) from None
+    if as_json:
+        document = {"environment": name, "locked": found is not None}
+        document |= found.to_json() if found else {}
+        print(redactor.mask(json.dumps(document, indent=2)))
+    elif found is None:
+        print(f"{name}: unlocked")
+    else:
+        print(redactor.mask(f"{name}: {_lock_line(found)}{_lock_hint(found, name)}"))
+    return ExitCode.OK
+
+
+def lock_release(config: Config, *, env: str = "", force: bool = False) -> ExitCode:
+    """Remove the environment's lock: a stale one, or a held one with `force` (exit 5 without:
+    LockHeld names the holder); an audit entry names who removed it. No lock: `unlocked`."""
+    lock, redactor = _environment_lock(config, env)
+    name = lock.state_dir.name
+    try:
+        removed = lock.clear(force=force)
+    except LockHeld as held:
+        raise LockHeld(redactor.mask(held.message)) from None
+    except OSError as error:
+        raise _lock_unreadable(lock, error) from None
+    if removed is None:
+        print(f"{name}: unlocked")
+    else:
+        how = "the stale lock" if removed.stale else "by --force the held lock"
+        state = "stale" if removed.stale else "held"
+        line = f"{name}: released {how} of {removed.holder.describe()}; {state}: {removed.reason}"
+        print(redactor.mask(line))
+    return ExitCode.OK
+
+
+def _environment_lock(config: Config, env: str) -> tuple[DeployLock, Redactor]:
+    from shipyard.lock import DeployLock
+    from shipyard.targets import state_dir
+
+    folder = state_dir(config, config.environment(env))
+    redactor = Redactor.from_environ(os.environ, config.secrets)
+    command = redactor.mask(command_line())
+    return DeployLock(folder, command=command, audit_path=folder / "audit.jsonl"), redactor
+
+
+def _lock_line(found: LockState) -> str:
+    state = "stale" if found.stale else "held"
+    return f"locked by {found.holder.describe()}; {state}: {found.reason}"
+
+
+def _lock_hint(found: LockState, name: str) -> str:
+    if found.stale:
+        return f"; the next deploy or rollback breaks it, or `inv lock.release --env {name}` now"
+    if found.unsure:
+        return f"; if it is not running, `inv lock.release --env {name} --force`"
+    return ""
+
+
+def _lock_unreadable(lock: DeployLock, error: OSError) -> StepFailed:
+    from shipyard.lock import LOCK_DIR
+
+    where = os.path.relpath(lock.state_dir / LOCK_DIR, Path.cwd())
+    return StepFailed(f"{where}: {error.strerror or error}")
 
 
 def doctor(explicit: str = "", *, env: str = "") -> ExitCode:

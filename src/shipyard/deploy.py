@@ -187,7 +187,10 @@ def _deploy_and_smoke(op: Operation, plan: DeployPlan) -> tuple[str | None, Made
 
 
 def _roll_back_deploy(op: Operation, plan: DeployPlan, failed: str, made: Made) -> Verdict:
-    """The new release failed where it serves: back to the previous one."""
+    """The new release failed where it serves: back to the previous one. A Deploy that failed
+    before its switch (the target made nothing) changed nothing: the step checks that."""
+    if failed == DEPLOY and made.known and made.release is None:
+        return _failed_before_the_switch(op, plan)
     new = op.record.release or plan.release
     verdict = op.put_back(
         ROLLBACK,
@@ -202,6 +205,22 @@ def _roll_back_deploy(op: Operation, plan: DeployPlan, failed: str, made: Made) 
     )
     op.record.rolled_back_to = op.record.serving
     return verdict
+
+
+def _failed_before_the_switch(op: Operation, plan: DeployPlan) -> Verdict:
+    """Exit 1, nothing that served was changed: the Rollback step only checks (the target's
+    restore of Made(None) leaves what serves untouched) that the previous release still does."""
+    if plan.previous is None:
+        reason = f"{DEPLOY} failed before the switch; nothing served and nothing was changed"
+        return Verdict(Outcome.FAILED, ExitCode.STEP_FAILED, reason)
+    untouched = f"{DEPLOY} failed before the switch; {plan.previous} still serves, untouched"
+    return op.put_back(
+        ROLLBACK,
+        plan.previous,
+        lambda call: op.target.restore(plan, Made(None), call),
+        restored=Verdict(Outcome.FAILED, ExitCode.STEP_FAILED, untouched),
+        down=f"{DEPLOY} failed before the switch and {plan.previous} does not serve",
+    )
 
 
 def _dry_run_deploy(op: Operation, *, build: bool, allow_dirty: bool) -> Verdict:
@@ -252,9 +271,11 @@ def deploy_plan_lines(op: Operation, step: Step, *, build: bool) -> list[str]:
     steps += list(plan.actions)  # steps Deploy and Smoke <env>
     back = (
         f"stop {plan.release}, mark it failed and bring back {plan.previous} (smoked again);"
-        f" exit 3, or 4 if {plan.previous} cannot be brought back"
+        f" exit 3, or 4 if {plan.previous} cannot be brought back. A {DEPLOY} that fails before"
+        f" its switch changes nothing: {plan.previous} keeps serving (smoked again), exit 1"
         if plan.previous
-        else f"stop {plan.release} and mark it failed; nothing to bring back: exit 4"
+        else f"stop {plan.release} and mark it failed; nothing to bring back: exit 4 (exit 1"
+        f" when {DEPLOY} fails before its switch: nothing changed)"
     )
     return [
         head,

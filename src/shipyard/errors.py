@@ -8,9 +8,12 @@ is written from one `Verdict`, so they cannot disagree.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 from dataclasses import dataclass
 from enum import Enum, IntEnum
+from pathlib import Path
 
 
 class ExitCode(IntEnum):
@@ -100,18 +103,25 @@ class PreflightError(ShipyardError):
     outcome = Outcome.REFUSED
 
 
+def cannot_write(path: str | os.PathLike[str], error: OSError, root: Path | None = None) -> str:
+    """`cannot write artifacts/…/build.log: [Errno 28] No space left on device`: the path
+    relative to `root` (or the working folder) when it is inside it."""
+    reason = f"[Errno {error.errno}] {error.strerror}" if error.errno else str(error)
+    shown = Path(path)
+    with contextlib.suppress(OSError, ValueError):  # outside it, or no working folder
+        shown = shown.relative_to(root or Path.cwd())
+    return f"cannot write {shown}: {reason}"
+
+
 class CannotWrite(PreflightError):
     """A file or folder Shipyard must write (evidence, a log, state) cannot be written: a
     read-only folder, a full disk, a file-size limit. Before a run starts: refused, exit 2."""
 
     @classmethod
-    def of(cls, path: object, error: OSError, root: object = None) -> CannotWrite:
-        shown = str(path)
-        if root is not None:
-            prefix = f"{root}/"
-            shown = shown[len(prefix) :] if shown.startswith(prefix) else shown
-        reason = error.strerror or str(error)
-        return cls(f"cannot write {shown}: [Errno {error.errno}] {reason}")
+    def of(
+        cls, path: str | os.PathLike[str], error: OSError, root: Path | None = None
+    ) -> CannotWrite:
+        return cls(cannot_write(path, error, root))
 
 
 class NothingToRollBack(ShipyardError):

@@ -6,13 +6,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 import threading
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
+from shipyard.errors import cannot_write
 from shipyard.redact import Redactor
 
 _BARE_VALUE = re.compile(r"[^\s\"=\\]+")
@@ -44,6 +47,11 @@ class Heartbeat:
 
     Each line is a single `write` on an `O_APPEND` descriptor, so lines from concurrent
     runs never interleave, and it reaches the file before `emit` returns.
+
+    A write that fails (a full disk, a file-size limit, a read-only or failing file system)
+    never raises, in whichever thread it happens: the heartbeat stops there, says so once on
+    stderr (one line, masked), and keeps the error in `failure`; the runner then ends the
+    step it belongs to with a WriteFailed (see runner.py).
     """
 
     def __init__(self, path: Path, *, agent: str, run_id: str, redactor: Redactor) -> None:
@@ -51,18 +59,37 @@ class Heartbeat:
         self._prefix = {"agent": agent, "run": run_id}
         self._redactor = redactor
         self._lock = threading.Lock()
+        self.failure: OSError | None = None  # the write that failed; nothing is written after it
 
     def emit(self, step: str, event: str, **fields: object) -> None:
         masked = {key: self._mask(value) for key, value in fields.items()}
         line = format_line({**self._prefix, "step": step, "event": event, **masked})
         data = self._redactor.mask(line).encode("utf-8", "surrogateescape")
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if self.failure is not None:
+                return
             try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
+                self._append(data)
+            except OSError as error:
+                self.failure = error
+                stopped = f"shipyard: heartbeat stopped: {cannot_write(self.path, error)}"
+                with contextlib.suppress(OSError, ValueError):  # stderr may be gone too
+                    print(self._redactor.mask(stopped), file=sys.stderr, flush=True)
+
+    def _append(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            write_all(fd, data)  # a short write (a size limit reached) raises at the next one
+        finally:
+            os.close(fd)
 
     def _mask(self, value: object) -> object:
         return self._redactor.mask(value) if isinstance(value, str) else value
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd`, however many writes it takes; an OSError says why not."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -1,14 +1,21 @@
 """One deploy or rollback at a time per environment: the `lock/` directory of a state dir.
 
-.shipyard/<env>/lock/owner.json   {"pid", "host", "user", "started", "command", "token"}
+.shipyard/<env>/lock/owner.json   {"pid", "host", "user", "started", "command", "token",
+                                   "start_ticks"}
 .shipyard/<env>/lock.guard        flock'ed for the moment of a check, never for a deploy
 
 `lock/` appears with its `owner.json` already inside (a temp directory renamed into place),
 so whoever finds a lock can always name its holder. Checking, breaking and releasing run
 under the guard, so two processes never both break the same stale lock, nor break one that
-was just taken. A lock is stale when its owner ran on this host and its pid is gone, or
-when it has had no readable `owner.json` for `OWNERLESS_GRACE` seconds; a lock from another
-host is never broken, as its pid means nothing here.
+was just taken.
+
+The owner is a process, not a pid: `start_ticks` is when it started (`/proc/<pid>/stat`,
+`process.start_ticks`), and (pid, start_ticks) names one process for good. A lock is stale
+when its owner ran on this host and its pid is gone or now belongs to a process that started
+at another time (a reused pid), or when it has had no readable `owner.json` for
+`OWNERLESS_GRACE` seconds. An `owner.json` without `start_ticks` (written before they were
+recorded) is held while its pid is alive, and says so. A lock from another host is never
+broken automatically, as its pid means nothing here; `clear(force=True)` removes any lock.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -32,8 +39,9 @@ from types import TracebackType
 from shipyard import audit
 from shipyard.errors import LockHeld
 from shipyard.heartbeat import iso_timestamp
+from shipyard.process import start_ticks
 
-__all__ = ["OWNERLESS_GRACE", "DeployLock", "LockOwner"]
+__all__ = ["OWNERLESS_GRACE", "DeployLock", "LockOwner", "LockState"]
 
 LOCK_DIR = "lock"
 OWNER_FILE = "owner.json"
@@ -52,11 +60,39 @@ class LockOwner:
     started: str
     command: str
     token: str
+    start_ticks: int | None = None  # None: an owner.json from before start times were kept
 
     def describe(self) -> str:
         if self.pid <= 0:
             return f"an unknown owner since {self.started} ({OWNER_FILE} missing or unreadable)"
         return f"pid {self.pid} on {self.host} by {self.user} since {self.started}: {self.command}"
+
+
+@dataclass(frozen=True)
+class LockState:
+    """A lock as found: its holder, how long `lock/` has been there, whether it is stale, and
+    why it is stale or why it counts as held. `unsure`: held, but whether its owner still runs
+    cannot be told from here (another host, an `owner.json` without a start time)."""
+
+    holder: LockOwner
+    age: float
+    stale: bool
+    reason: str
+    unsure: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        known = self.holder.pid > 0
+        return {
+            "holder": asdict(self.holder) if known else None,
+            "since": self.holder.started,
+            "age_seconds": round(self.age, 1),
+            "state": "stale" if self.stale else "held",
+            "reason": self.reason,
+            "unsure": self.unsure,
+        }
+
+
+_OWNER_KEYS = frozenset(field.name for field in fields(LockOwner))
 
 
 def _print_warning(message: str) -> None:
@@ -119,6 +155,37 @@ class DeployLock:
         current = self._inspect()
         return current[0] if current else None
 
+    def state(self) -> LockState | None:
+        """The lock, judged (None when it is free). Reads only, changes nothing."""
+        current = self._inspect()
+        return _judge(*current) if current else None
+
+    def clear(self, *, force: bool = False) -> LockState | None:
+        """Remove the lock, whoever took it: a stale one always, a held one only with `force`
+        (LockHeld otherwise). Returns the lock removed (None: there was none), and records it
+        as a `lock_release` audit entry naming `command` as the one who removed it."""
+        with self._guard():
+            found = self.state()
+            if found is None:
+                return None
+            if not (found.stale or force):
+                raise LockHeld(
+                    f"{self.state_dir.name} is locked by {found.holder.describe()}; "
+                    f"held: {found.reason}; pass --force to release it anyway"
+                )
+            self._discard()
+        if self._audit_path is not None:
+            audit.append(
+                self._audit_path,
+                "lock_release",
+                owner=asdict(found.holder),
+                state="stale" if found.stale else "held",
+                reason=found.reason,
+                forced=not found.stale,
+                command=self.command,
+            )
+        return found
+
     def __enter__(self) -> LockOwner:
         return self.acquire(wait=self.wait)
 
@@ -130,22 +197,20 @@ class DeployLock:
     ) -> None:
         self.release()
 
-    def _attempt(self, token: str) -> LockOwner | None:
-        """Take the lock (None), breaking a stale one first, or name who holds it."""
+    def _attempt(self, token: str) -> LockState | None:
+        """Take the lock (None), breaking a stale one first, or say who holds it."""
         with self._guard():
-            current = self._inspect()
-            if current is not None:
-                holder, age = current
-                reason = _stale_reason(holder, age)
-                if reason is None:
-                    return holder
-                self._break(holder, reason)
+            found = self.state()
+            if found is not None:
+                if not found.stale:
+                    return found
+                self._break(found.holder, found.reason)
             owner = self._new_owner(token)
             self._owner = owner  # before the rename: a release after an interrupt still works
             if self._place(owner):
                 return None
             self._owner = None
-            return self.holder() or _unknown_owner(time.time())
+            return self.state() or _judge(_unknown_owner(time.time()), 0.0)
 
     def _new_owner(self, token: str) -> LockOwner:
         return LockOwner(
@@ -155,6 +220,7 @@ class DeployLock:
             started=iso_timestamp(),
             command=self.command,
             token=token,
+            start_ticks=start_ticks(os.getpid()),
         )
 
     def _place(self, owner: LockOwner) -> bool:
@@ -211,20 +277,47 @@ class DeployLock:
         finally:
             os.close(fd)  # closing the descriptor drops the flock
 
-    def _held_message(self, holder: LockOwner, wait: float) -> str:
+    def _held_message(self, found: LockState, wait: float) -> str:
         waited = f" (waited {wait:g}s)" if wait > 0 else ""
-        return (
-            f"{self.state_dir.name} is locked by {holder.describe()}{waited}; "
-            "try again later or pass --lock-wait 60s"
+        env = self.state_dir.name
+        message = f"{env} is locked by {found.holder.describe()}{waited}; "
+        if not found.unsure:
+            return message + "try again later or pass --lock-wait 60s"
+        return message + (
+            f"{found.reason}; if it is not running, `inv lock.release --env {env} --force`"
         )
 
 
-def _stale_reason(holder: LockOwner, age: float) -> str | None:
+def _judge(holder: LockOwner, age: float) -> LockState:
+    """Is the lock of `holder`, `age` seconds old, stale, and why (or why is it held)?"""
     if holder.pid <= 0:
-        return f"no readable {OWNER_FILE} for {age:.0f}s" if age > OWNERLESS_GRACE else None
-    if holder.host == socket.gethostname() and not _pid_alive(holder.pid):
-        return "process is gone"
-    return None
+        if age > OWNERLESS_GRACE:
+            return LockState(holder, age, True, f"no readable {OWNER_FILE} for {age:.0f}s")
+        wait = f"stale after {OWNERLESS_GRACE:.0f}s"
+        return LockState(holder, age, False, f"no readable {OWNER_FILE} yet ({wait})")
+    if holder.host != socket.gethostname():
+        why = f"taken on {holder.host}, whose processes cannot be checked from here"
+        return LockState(holder, age, False, why, unsure=True)
+    if not _pid_alive(holder.pid):
+        return LockState(holder, age, True, "process is gone")
+    return _judge_live_pid(holder, age)
+
+
+def _judge_live_pid(holder: LockOwner, age: float) -> LockState:
+    """`holder`'s pid runs on this host: the owner itself, or a process that reused its pid?"""
+    pid, recorded = holder.pid, holder.start_ticks
+    if recorded is None:
+        why = f"pid {pid} is alive, but {OWNER_FILE} has no start time (a lock from before"
+        why += " Shipyard recorded them), so a reused pid cannot be ruled out"
+        return LockState(holder, age, False, why, unsure=True)
+    now = start_ticks(pid)
+    if now is None:  # gone since the check, or /proc hides it (hidepid)
+        why = f"pid {pid} is alive, but its start time cannot be read here"
+        return LockState(holder, age, False, why, unsure=True)
+    if now != recorded:
+        why = f"pid {pid} is now another process (started at tick {now}, the owner at {recorded})"
+        return LockState(holder, age, True, why)
+    return LockState(holder, age, False, f"pid {pid} is running (its start time matches)")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -244,13 +337,16 @@ def _write_owner(path: Path, owner: LockOwner) -> None:
 
 
 def _read_owner(path: Path) -> LockOwner | None:
+    """The owner `path` names; keys it does not know (a newer Shipyard's) are left aside."""
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
-        owner = LockOwner(**data)
+        owner = LockOwner(**{key: data[key] for key in data if key in _OWNER_KEYS})
     except (OSError, ValueError, TypeError, RecursionError):
         return None
     texts = (owner.host, owner.user, owner.started, owner.command, owner.token)
     valid = type(owner.pid) is int and owner.pid > 0 and all(isinstance(t, str) for t in texts)
+    ticks = owner.start_ticks
+    valid = valid and (ticks is None or (type(ticks) is int and ticks >= 0))
     return owner if valid else None
 
 

@@ -20,7 +20,7 @@ from shipyard.lock import LOCK_DIR, DeployLock
 from shipyard.pipeline import Run, finish, guarded, step_context, steps_verdict, stop_on_signals
 from shipyard.records import DeployRecord
 from shipyard.report import Reporter, ReporterFor
-from shipyard.runner import StepResult, run_action, run_step
+from shipyard.runner import StepResult, WriteFailed, run_action, run_step
 from shipyard.smoke import probe
 from shipyard.targets import Call, Made, Say, Target, TargetFailed, state_dir
 
@@ -55,12 +55,27 @@ class Flow:
         self.reporter = reporter
         self.context = step_context(run, reporter)
         self.results: list[StepResult] = []
+        self.write_failures: list[WriteFailed] = []
 
     def shell(self, step: Step) -> StepResult:
-        return self._record(run_step(step, self.context))
+        try:
+            return self._record(run_step(step, self.context))
+        except WriteFailed as failure:  # recorded, then the run ends with its one line
+            self._record(failure.result)
+            raise
 
     def action(self, title: str, description: str, action: Callable[[Say], None]) -> StepResult:
-        return self._record(run_action(title, description, action, self.context))
+        """A Python step. When its log cannot be written it still ran to its end: its result is
+        what the action did (so a deploy goes on to its smoke, or its restore), and the write
+        failure is kept for the run's verdict (`write_failures`)."""
+        try:
+            return self._record(run_action(title, description, action, self.context))
+        except WriteFailed as failure:
+            self.write_failures.append(failure)
+            did = failure.result.attempts[0] if failure.result.attempts else None
+            if did is None:
+                return self._record(failure.result)
+            return self._record(replace(failure.result, status=did.status, exit_code=did.exit_code))
 
     def _record(self, result: StepResult) -> StepResult:
         self.results.append(result)
@@ -191,7 +206,7 @@ class Operation:
         run changes nothing and is not audited)."""
         with stop_on_signals(self.run.stop):
             try:
-                verdict = guarded(self.run, body)
+                verdict = _with_write_failures(guarded(self.run, body), self.flow, section)
             finally:
                 self.flow.reporter.close()
             if not self.record.dry_run:
@@ -214,6 +229,19 @@ class Operation:
             )
         except OSError as error:
             self.flow.reporter.write(f"warning: the audit entry was not written: {error}\n")
+
+
+def _with_write_failures(verdict: Verdict, flow: Flow, section: str) -> Verdict:
+    """A log that could not be written makes an ok run a failure, saying that the deploy (or
+    rollback) itself succeeded; any other ending keeps its verdict, with the line added."""
+    if not flow.write_failures:
+        return verdict
+    line = flow.write_failures[0].message
+    if verdict.ok:
+        return Verdict(Outcome.FAILED, ExitCode.STEP_FAILED, f"{line} (the {section} succeeded)")
+    if line in verdict.reason:
+        return verdict
+    return Verdict(verdict.outcome, verdict.exit_code, f"{verdict.reason} ({line})")
 
 
 def check_serving(target: Target, made: Made, call: Call) -> None:

@@ -39,7 +39,14 @@ from shipyard.process import tools_path
 from shipyard.records import DeployRecord
 from shipyard.redact import Redactor
 from shipyard.report import Reporter, RunEnd
-from shipyard.runner import StepContext, StepResult, StepStatus, run_step, skipped_result
+from shipyard.runner import (
+    StepContext,
+    StepResult,
+    StepStatus,
+    WriteFailed,
+    run_step,
+    skipped_result,
+)
 
 INTERNAL_ERROR_LOG = "shipyard-internal-error.log"
 
@@ -192,16 +199,24 @@ def run_steps(
     reporter: Reporter,
     into: list[StepResult] | None = None,
 ) -> list[StepResult]:
-    """Run `steps`; their results, in order, also go into `into` (kept if something raises)."""
+    """Run `steps`; their results, in order, also go into `into` (kept if something raises).
+    A log that cannot be written halts the steps not yet started, and its WriteFailed is
+    raised once every started step has ended."""
     context = step_context(run, reporter)
     halt = threading.Event()
+    write_failures: list[WriteFailed] = []
 
     def one(step: Step) -> StepResult:
         if halt.is_set() or run.stop.is_set():
             run.heartbeat.emit(step.name, "end", status=StepStatus.SKIPPED.value)
             result = skipped_result(step.name, context.log_dir)
         else:
-            result = run_step(step, context)
+            try:
+                result = run_step(step, context)
+            except WriteFailed as failure:  # later steps would fail the same way
+                write_failures.append(failure)
+                halt.set()
+                result = failure.result
         if fail_fast and not result.ok:
             halt.set()
         reporter.step_finished(result)
@@ -211,6 +226,8 @@ def run_steps(
         results = list(pool.map(one, steps))
     if into is not None:
         into.extend(results)
+    if write_failures:
+        raise write_failures[0]
     return results
 
 

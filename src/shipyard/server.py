@@ -19,6 +19,8 @@ from shipyard.process import group_alive, shell, signal_group
 _POLL_SECONDS = 0.01  # a stopped app is seen gone within 10 ms: the port is free sooner
 _PR_SET_PDEATHSIG = 1
 _KILL_WAIT = 5.0  # SIGKILL always ends a process, but a loaded machine can take its time
+_PROC = Path("/proc")
+_LISTEN = "0A"  # a socket's state in /proc/net/tcp: TCP_LISTEN
 
 
 def render(template: str, **values: object) -> str:
@@ -36,6 +38,46 @@ def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.settimeout(0.5)
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def listeners(port: int) -> list[int]:
+    """The pids of the processes with a socket listening on `port` (TCP, any address), read
+    from /proc on Linux; [] elsewhere, or for a process this user may not look into."""
+    inodes = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    found = set()
+    for fds in _PROC.glob("[0-9]*/fd") if inodes else ():
+        with contextlib.suppress(OSError):  # gone meanwhile, or another user's
+            if any(_link(fd) in inodes for fd in fds.iterdir()):
+                found.add(int(fds.parent.name))
+    return sorted(found)
+
+
+def working_dir(pid: int) -> Path | None:
+    """The current directory of `pid` (Linux), or None when it cannot be read."""
+    target = _link(_PROC / str(pid) / "cwd")
+    return Path(target) if target else None
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """The inodes of the TCP sockets in state LISTEN on `port`, from /proc/net/tcp{,6}."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = (_PROC / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()  # sl local_address rem_address st ... uid timeout inode
+            if len(fields) > 9 and fields[3] == _LISTEN and fields[1].endswith(f":{port:04X}"):
+                inodes.add(fields[9])
+    return inodes - {"0"}
+
+
+def _link(path: Path) -> str:
+    try:
+        return str(path.readlink())
+    except OSError:
+        return ""
 
 
 def start(

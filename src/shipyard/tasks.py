@@ -232,6 +232,34 @@ def status(c: Context, env: str = "", json: bool = False, config: str = "") -> E
     return commands.status(load(config or None), env=env, as_json=json)
 
 
+@shipyard_task(help={"env": ENV_HELP, "config": CONFIG_HELP})
+@_exits
+def stop(c: Context, env: str = "", config: str = "") -> Ended:
+    """Stop an environment's local server; `current` stays."""
+    return commands.stop(load(config or None), env=env)
+
+
+@shipyard_task(name="status", help={"env": ENV_HELP, "json": "print JSON", "config": CONFIG_HELP})
+@_read_only
+def lock_status(c: Context, env: str = "", json: bool = False, config: str = "") -> Ended:
+    """Show who holds an environment's lock; held or stale."""
+    return commands.lock_status(load(config or None), env=env, as_json=json)
+
+
+@shipyard_task(
+    name="release",
+    help={
+        "env": ENV_HELP,
+        "force": "release it even while its holder runs (audited)",
+        "config": CONFIG_HELP,
+    },
+)
+@_exits
+def lock_release(c: Context, env: str = "", force: bool = False, config: str = "") -> Ended:
+    """Release a stale lock (a held one with --force)."""
+    return commands.lock_release(load(config or None), env=env, force=force)
+
+
 @shipyard_task(help={"env": "check only this environment", "config": CONFIG_HELP})
 @_read_only
 def doctor(c: Context, env: str = "", config: str = "") -> Ended:
@@ -307,9 +335,11 @@ def namespace() -> Collection:
         rollback,
         releases,
         status,
+        stop,
         heartbeat,
         deploy,
         Collection("evidence", verify),
+        Collection("lock", lock_status, lock_release),
     )
 
 

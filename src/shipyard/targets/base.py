@@ -163,6 +163,11 @@ class Target(Protocol):
         create (runs preflight) → preflight_deploy → plan_deploy → deploy → health
             → [the caller's HTTP smoke] → commit
           failing after deploy:  restore(plan, made)  (with call.unstoppable())
+            A deploy that fails before its switch (before it stopped or changed anything that
+            serves) raises TargetFailed with Made(None) and removes what it half made; then
+            restore(plan, Made(None)) leaves whatever still serves untouched and returns
+            Made(None) ("nothing to put back"), starting `plan.previous` only when nothing
+            serves. A restore never does more harm than doing nothing.
         plan_rollback → rollback → health → [smoke] → commit_rollback
           failing after rollback: undo_rollback(plan, made)  (with call.unstoppable())
 

@@ -10,6 +10,11 @@ Invariant: `current` only ever points at a `complete` release. A new release is 
 smoke-tested first, marked complete, and only then made current; so a crash at any instant
 leaves `current` on a release that passed its smoke.
 
+Nothing that serves is touched until a new release is ready (unpacked, its tree's sha256 in
+release.json, the switch recorded); a deploy that fails before that removes its folder and
+leaves what serves as it was, and its restore does nothing. A damaged state file is named
+(exit 2) before anything runs; `inv stop` stops the environment's server even then.
+
 Serving a release that is not `current` is a switch: state.json records it ("switching":
 from, to, at, and the process switching) before the old server is stopped, and it is cleared
 once `current` follows or the old release serves again. A switch left recorded by a process

@@ -15,6 +15,7 @@ from shipyard.smoke import SmokeCheck
 from shipyard.targets.base import DeployPlan, Release, ReleaseStatus, RollbackPlan
 from shipyard.targets.choice import Choice, RollbackRules, choose_rollback
 from shipyard.targets.local.serving import STOP_GRACE, ServerState, Switch
+from shipyard.targets.local.store import shown
 
 
 @dataclass(frozen=True)
@@ -78,14 +79,6 @@ def marks(plan: DeployPlan | RollbackPlan) -> tuple[str | None, str | None]:
     if isinstance(plan, RollbackPlan) and plan.current != plan.to:
         return None, plan.current
     return None, None
-
-
-def shown(path: Path, root: Path) -> str:
-    """`path` as a plan or a run names it: relative to the project's root when under it."""
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,11 @@ Serving a release that is not `current` is a switch: state.json records it ("swi
 from, to, at, and the process switching) before the old server is stopped, and it is cleared
 once `current` follows or the old release serves again. A switch left recorded by a process
 that is gone was interrupted: what serves may not be `current` (`target` repairs it).
+
+A state.json that does not read as such a record (a directory, truncated, garbage) is
+`DamagedState`: nothing that reads it goes on (exit 2, naming it and `inv stop`). `stop_all`
+needs no state.json: it also finds this environment's servers as the processes listening on
+its port from a folder under the environment's (never a foreign process on the port).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +30,22 @@ from shipyard.config import Environment
 from shipyard.errors import PreflightError
 from shipyard.heartbeat import iso_timestamp
 from shipyard.process import start_ticks, tools_path
-from shipyard.targets.local.store import ReleaseStore, write_json
+from shipyard.targets.local.store import VERSION, DamagedState, ReleaseStore, shown, write_json
 
 STOP_GRACE = 5.0
 STATE_FILE = "state.json"
 SWITCHING = "switching"  # state.json's record of the switch under way
+_SERVER_KEYS = ("pid", "start_ticks", "release", "port", "started_at", "command")
+# what each key of state.json must hold, when it is there
+_KINDS: dict[str, tuple[type, ...]] = {
+    "pid": (int,),
+    "start_ticks": (int, type(None)),
+    "release": (str,),
+    "port": (int,),
+    "started_at": (int, float),
+    "command": (str,),
+    SWITCHING: (dict, type(None)),
+}
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,23 @@ class Switch:
         return f"a switch from {self.source or 'nothing'} to {self.target}"
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """A server `stop_all` stopped: its release (None when its folder does not say), its pid,
+    and how it was found (state.json, or as the port's owner)."""
+
+    release: str | None
+    pid: int
+    found_by: str
+
+    def describe(self) -> str:
+        found = "" if self.found_by == STATE_FILE else f", found {self.found_by}"
+        return f"stopped {self.release or 'a server'} (pid {self.pid}{found})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"release": self.release, "pid": self.pid, "found_by": self.found_by}
+
+
 class ServerState:
     """The server of an environment's releases, as `server/state.json` records it."""
 
@@ -97,12 +131,35 @@ class ServerState:
     # --- reading (never changes anything) ------------------------------------------------
 
     def recorded(self) -> dict[str, Any]:
-        """state.json as last written, whether its server still runs or not."""
+        """state.json as last written, whether its server still runs or not ({} when there
+        is none); DamagedState when it does not read as one."""
+        state, problem = self._read()
+        if problem is not None:
+            raise DamagedState(
+                f"{shown(self.state_path, self.store.root)} is damaged ({problem}): run"
+                f" `inv stop --env {self.env.name}`, then deploy again"
+            )
+        return state
+
+    def check(self) -> None:
+        """DamagedState when state.json is damaged."""
+        self.recorded()
+
+    def _read(self) -> tuple[dict[str, Any], str | None]:
+        """(state.json, None), ({}, None) when there is none, or ({}, what is wrong with it)."""
+        path = self.state_path
+        if path.exists() and not path.is_file():
+            return {}, "a directory, not a file" if path.is_dir() else "not a regular file"
         try:
-            state = json.loads(self.state_path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return state if isinstance(state, dict) else {}
+            state = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return {}, None
+        except OSError as error:
+            return {}, f"unreadable: {error.strerror or error}"
+        except ValueError:
+            return {}, "truncated, or not JSON"
+        problem = _problem(state)
+        return ({}, problem) if problem else (state, None)
 
     def serving(self) -> dict[str, Any] | None:
         """The server this target started, while it still runs: pid, release, port, started."""
@@ -188,6 +245,66 @@ class ServerState:
             server.stop(state["pid"], grace=STOP_GRACE)
         return state
 
+    def stop_all(self) -> list[Stopped]:
+        """Every server of this environment, stopped (SIGTERM to its group, up to STOP_GRACE,
+        SIGKILL), whatever state.json holds: the one it names, when it reads and that pid is
+        still ours; then each process listening on the port from a folder under the
+        environment's (a server state.json no longer names). state.json is left as it is."""
+        stopped = []
+        state, _ = self._read()
+        if isinstance(state.get("pid"), int) and _is_our_server(state):
+            server.stop(state["pid"], grace=STOP_GRACE)
+            stopped.append(Stopped(state["release"], state["pid"], STATE_FILE))
+        for group, release in self._strays():
+            server.stop(group, grace=STOP_GRACE)
+            stopped.append(Stopped(release, group, f"listening on port {self.port}"))
+        return stopped
+
+    def _strays(self) -> list[tuple[int, str | None]]:
+        """(process group, release) of each listener on the port whose working directory
+        is under the environment's folder, and so is its group's leader's (unless the leader
+        is gone): our servers lead their own group, in their release's folder."""
+        found: dict[int, str | None] = {}
+        for pid in server.listeners(self.port):
+            where = self._ours(pid)
+            try:
+                group = os.getpgid(pid)
+            except OSError:
+                continue
+            leader = self._ours(group) if group != pid else where
+            if where is not None and (leader is not None or start_ticks(group) is None):
+                found[group] = _release_in(where)
+        return sorted(found.items())
+
+    def _ours(self, pid: int) -> Path | None:
+        """The working directory of `pid`, relative to the environment's folder when under
+        it; None otherwise."""
+        folder = server.working_dir(pid)
+        if folder is None or pid == os.getpid():
+            return None
+        try:
+            return folder.relative_to(self.store.state_dir.resolve())
+        except ValueError:
+            return None
+
+    def forget_server(self) -> str:
+        """state.json made to say that no server runs, after `stop_all`; what was done. A
+        damaged one is set aside (renamed, for a look); a readable one loses its server and
+        keeps a switch it records, for the next deploy to repair (or goes, when empty)."""
+        path = self.state_path
+        state, problem = self._read()
+        if problem is not None:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            aside = path.with_name(f"{STATE_FILE}.damaged-{stamp}")
+            path.rename(aside)
+            return f"set the damaged {shown(path, self.store.root)} aside as {aside.name}"
+        left = {key: value for key, value in state.items() if key not in _SERVER_KEYS}
+        if left:
+            self._write(left)
+        else:
+            path.unlink(missing_ok=True)
+        return f"{shown(path, self.store.root)} records no server"
+
     def remove_log(self, version: str) -> None:
         self.log(version).unlink(missing_ok=True)
 
@@ -203,6 +320,23 @@ class ServerState:
 
     def _write(self, state: dict[str, Any]) -> None:
         write_json(self.state_path, state, scratch=self.store.state_dir)
+
+
+def _problem(state: object) -> str | None:
+    """What makes `state` (state.json, parsed) not a record Shipyard wrote; None: nothing."""
+    if not isinstance(state, dict):
+        return "not a JSON object"
+    wrong = [k for k, kinds in _KINDS.items() if k in state and not isinstance(state[k], kinds)]
+    if "pid" in state and not {"release", "started_at"} <= state.keys():
+        wrong.append("pid without release and started_at")
+    return f"not as Shipyard writes it: {', '.join(wrong)}" if wrong else None
+
+
+def _release_in(folder: Path) -> str | None:
+    """The release whose folder `folder` is in (relative to the environment's), if any."""
+    parts = folder.parts
+    is_release = len(parts) >= 2 and parts[0] == "releases" and VERSION.fullmatch(parts[1])
+    return parts[1] if is_release else None
 
 
 def _process_runs(pid: int, ticks: int | None) -> bool:

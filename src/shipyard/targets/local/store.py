@@ -4,6 +4,10 @@ serves is `serving`'s, which release to make or go back to is `target`'s.
 
     <state dir>/releases/v<N>/   unpacked artifact + release.json
     <state dir>/current          symlink to releases/v<N>, switched by os.replace()
+
+A state file that no code path can read or replace safely (`current` that is not a link, a
+`release.json` that is a directory; `serving` adds a damaged `state.json`) is `DamagedState`:
+named in one line with the way out, before anything is changed (exit 2).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard import artifact, audit, files
+from shipyard.errors import PreflightError, StepFailed
 from shipyard.heartbeat import iso_timestamp
 from shipyard.targets.base import DeployPlan, Release, ReleaseStatus
 
@@ -25,6 +30,19 @@ VERSION = re.compile(r"v([1-9][0-9]*)")
 # What a served app writes beside its own code (Python's bytecode, unless
 # PYTHONDONTWRITEBYTECODE is set): not a change to the release's files.
 _CACHES = frozenset({"__pycache__"})
+
+
+class DamagedState(PreflightError):
+    """A file of the environment's state that cannot be read or replaced safely: refused
+    before anything runs (exit 2), in one line naming it and the way out."""
+
+
+def shown(path: Path, root: Path) -> str:
+    """`path` as a plan or a run names it: relative to the project's root when under it."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def write_json(path: Path, document: dict[str, Any], *, scratch: Path) -> None:
@@ -64,6 +82,11 @@ class ReleaseStore:
     @property
     def current_link(self) -> Path:
         return self.state_dir / "current"
+
+    @property
+    def root(self) -> Path:
+        """The project's root: a state folder is `<root>/.shipyard/<env>`."""
+        return self.state_dir.parent.parent
 
     def release_dir(self, version: str) -> Path:
         return self.releases_dir / version
@@ -121,6 +144,25 @@ class ReleaseStore:
             self.release_dir(version), skip=frozenset({RELEASE_FILE}), skip_folders=_CACHES
         )
 
+    def check(self) -> None:
+        """DamagedState when `current` is there but is not a link (a deploy could not replace
+        it), or a release's `release.json` is a directory (its status could not be written).
+        A dangling `current` and an unreadable `release.json` are not damage: they read as
+        no current release and as `building`, and the next deploy repairs them."""
+        link, env = self.current_link, self.state_dir.name
+        if link.exists() and not link.is_symlink():
+            raise DamagedState(
+                f"{shown(link, self.root)} is damaged (not a link to a release): move it away,"
+                f" then deploy again (or `inv rollback --env {env} --to vN`)"
+            )
+        for release in self.releases():
+            record = self.release_dir(release.version) / RELEASE_FILE
+            if record.is_dir():
+                raise DamagedState(
+                    f"{shown(record, self.root)} is damaged (a directory, not a file): remove"
+                    f" it ({release.version} then reads as `building`), then deploy again"
+                )
+
     def last_number(self) -> int:
         """The highest release number there is a folder for; 0 when there is none."""
         numbers = [
@@ -137,12 +179,17 @@ class ReleaseStore:
         self.releases_dir.mkdir(parents=True, exist_ok=True)
         self.release_dir(version).mkdir()
 
-    def unpack(self, version: str, archive: Path, record: dict[str, Any]) -> None:
+    def unpack(self, version: str, archive: Path, record: dict[str, Any]) -> str:
         """The artifact into the claimed folder, beside release.json (`record`, then with the
-        sha256 of the unpacked tree)."""
+        sha256 of the unpacked tree, which this returns once release.json reads back with it)."""
         self.write_record(version, record)
         artifact.unpack(archive, self.release_dir(version))
-        self.write_record(version, {**record, "tree_sha256": self.tree(version)})
+        tree = self.tree(version)
+        self.write_record(version, {**record, "tree_sha256": tree})
+        if self.record(version).get("tree_sha256") != tree:
+            where = shown(self.release_dir(version) / RELEASE_FILE, self.root)
+            raise StepFailed(f"{where} does not read back with the unpacked tree's sha256")
+        return tree
 
     def set_status(self, version: str, status: ReleaseStatus) -> None:
         record = self.record(version)
@@ -164,3 +211,14 @@ class ReleaseStore:
         trash = self.releases_dir / f".trash-{version}-{secrets.token_hex(4)}"
         self.release_dir(version).rename(trash)  # gone at once; deleting may take longer
         shutil.rmtree(trash, ignore_errors=True)
+
+    def discard(self, version: str) -> str | None:
+        """A release that never served, removed (its space back on a full disk); None when
+        it is gone, else why it is not."""
+        try:
+            self.remove(version)
+        except OSError as error:
+            shutil.rmtree(self.release_dir(version), ignore_errors=True)
+            if self.release_dir(version).exists():
+                return f"{error.strerror or error}"
+        return None

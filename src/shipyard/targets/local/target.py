@@ -7,10 +7,17 @@ smoke-tested first, marked complete, and only then made current; so a crash at a
 leaves `current` on a release that passed its smoke. After an interrupted switch, the next
 deploy or rollback marks the release it half-switched to `failed` (never `bad`), and never
 marks `current` bad for it.
+
+Nothing that serves is touched until the new release is ready: a deploy unpacks it and
+records its tree's sha256 first, and only then switches (records the switch, stops the old
+server, starts the new one). A deploy that fails before the switch leaves what serves as it
+was and removes its folder; its restore then changes nothing: a restore never does more harm
+than doing nothing.
 """
 
 from __future__ import annotations
 
+import errno
 import time
 import traceback
 from dataclasses import dataclass, replace
@@ -41,12 +48,12 @@ from shipyard.targets.local.plans import (
     PlanActions,
     marks,
     rollback_choice,
-    shown,
 )
-from shipyard.targets.local.serving import ServerState, Switch
-from shipyard.targets.local.store import ReleaseStore, new_record
+from shipyard.targets.local.serving import ServerState, Stopped, Switch
+from shipyard.targets.local.store import ReleaseStore, new_record, shown
 
 DEFAULT_PORT = 8787
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})  # a full disk: expected, said in one line
 
 
 @dataclass(frozen=True)
@@ -155,7 +162,10 @@ class LocalTarget:
     # --- deploy ------------------------------------------------------------------------
 
     def preflight(self) -> None:
-        """Nothing to check before reading the state."""
+        """DamagedState (exit 2, naming the file and the way out) when a state file cannot be
+        read or replaced safely: nothing that reads it goes on, nothing is stopped."""
+        self.server_state.check()
+        self.store.check()
 
     def preflight_deploy(self) -> None:
         self.server_state.check_port()
@@ -175,25 +185,58 @@ class LocalTarget:
         return replace(plan, actions=self.plan_actions.for_deploy(plan, interrupted))
 
     def deploy(self, plan: DeployPlan, call: Call) -> Made:
-        """Unpack and serve the new release. A failure raises TargetFailed carrying what was
-        made: Made(plan.release) once its folder is claimed, Made(None) before."""
-        made = Made(None)
+        """Make the new release ready, then switch to it: stop the old server and start the
+        new one (they share the port: the stop is the switch). Failing before the switch, it
+        raises TargetFailed with Made(None): what serves is as it was, the release's folder
+        is gone. From the switch on, with Made(plan.release)."""
         try:
             self._mark_failed(marks(plan)[0], call.say)
-            self.store.claim(plan.release)
-            made = Made(plan.release)
-            self._unpack(plan, call.say)
-            self._serve(plan.release, call.say)
+            switch = self._prepare(plan, call.say)
+        except Exception as error:
+            raise _failed(error, Made(None), call.say, note=self._before_switch()) from error
+        made = Made(plan.release)
+        try:
+            self._stop_server(call.say)
+            self._start(plan.release, call.say, switch)
         except Exception as error:
             raise _failed(error, made, call.say) from error
         return made
 
+    def _prepare(self, plan: DeployPlan, say: Say) -> Switch:
+        """The release unpacked, its tree's sha256 in release.json, and the switch to it
+        recorded; nothing that serves touched. Should any of it fail, the folder this
+        claimed is removed (a full disk gets its space back)."""
+        self.store.claim(plan.release)
+        try:
+            self._unpack(plan, say)
+            return self._begin_switch(plan.release, say)
+        except BaseException:
+            self._discard(plan.release, say)
+            raise
+
     def _unpack(self, plan: DeployPlan, say: Say) -> None:
         """The artifact into the claimed folder, beside release.json (`building`, then with the
-        sha256 of the unpacked tree)."""
+        sha256 of the unpacked tree, read back)."""
         folder, archive = self.release_dir(plan.release), Path(plan.artifact or "")
-        self.store.unpack(plan.release, archive, new_record(plan, archive, root=self.config.root))
-        say(f"unpacked {archive.name} into {self._shown(folder)}")
+        record = new_record(plan, archive, root=self.config.root)
+        tree = self.store.unpack(plan.release, archive, record)
+        say(f"unpacked {archive.name} into {self._shown(folder)} (tree sha256 {tree[:12]})")
+
+    def _discard(self, version: str, say: Say) -> None:
+        problem = self.store.discard(version)
+        folder = self._shown(self.release_dir(version))
+        say(f"could not remove {folder}: {problem}" if problem else f"removed {folder}")
+
+    def _before_switch(self) -> str:
+        """What a deploy that failed before its switch left serving, in a few words."""
+        try:
+            state = self.serving()
+        except ShipyardError:
+            return "failed before the switch"
+        if state is None:
+            return "failed before the switch; nothing served before it either"
+        serves = f"{state['release']} still serves (pid {state['pid']}), untouched"
+        return f"failed before the switch; {serves}"
 
     def health(self, made: Made, call: Call) -> None:
         state = self.serving()
@@ -213,12 +256,22 @@ class LocalTarget:
         self._prune(call)
 
     def restore(self, plan: DeployPlan, made: Made, call: Call) -> Made | None:
-        """Back to the release that was current; None when there is none to go back to.
-        Either way the switch recorded by the deploy is over. Made(None) when it serves
-        again: restarting `plan.previous`, made by an earlier deploy, makes no release."""
-        self._stop_server(call.say)
-        self.store.set_status(plan.release, ReleaseStatus.FAILED)
-        call.say(f"marked {plan.release} failed")
+        """Put back what served before the deploy, never doing more harm than doing nothing.
+
+        The deploy failed before the switch (it made no release: `made.release` is None):
+        it stopped nothing, so while a server of ours still serves, nothing is touched and
+        this returns Made(None), "nothing to put back". When none serves (none did before),
+        `plan.previous` is started, as below. From the switch on: the new release's server
+        stopped, the release marked failed, `plan.previous` started; the switch recorded by
+        the deploy is then over. Made(None) when `plan.previous` serves (again; an earlier
+        deploy made it); None when there is no release to go back to."""
+        if made.release is None:
+            untouched = self._untouched(call.say)
+            if untouched is not None:
+                return untouched
+        else:
+            self._stop_server(call.say)
+            self._mark_restored(plan.release, call.say)
         if plan.previous is None:
             self.server_state.end_switch()
             call.say(f"no earlier complete release to restore: {self.env.name} is down")
@@ -312,6 +365,28 @@ class LocalTarget:
         building = release.status is ReleaseStatus.BUILDING and not release.current
         return release.version if building else None
 
+    def _untouched(self, say: Say) -> Made | None:
+        """Made(None) when a server of ours still serves after a deploy that failed before
+        its switch (it stopped nothing), said; None when none serves."""
+        state = self.serving()
+        if state is None:
+            return None
+        say(
+            f"nothing to put back: the deploy failed before the switch; {state['release']}"
+            f" still serves (pid {state['pid']}), untouched"
+        )
+        return Made(None)
+
+    def _mark_restored(self, version: str, say: Say) -> None:
+        """The release a restore took out marked failed; when that cannot be written (a full
+        disk), said, and the restore goes on: it stays `building`, never a rollback target."""
+        try:
+            self.store.set_status(version, ReleaseStatus.FAILED)
+        except OSError as error:
+            say(f"could not mark {version} failed ({error}); it stays `building`")
+            return
+        say(f"marked {version} failed")
+
     def _mark_failed(self, version: str | None, say: Say) -> None:
         if version is None:
             return
@@ -350,6 +425,32 @@ class LocalTarget:
             return
         say(f"stopped the server of {state['release']} (pid {state['pid']})")
 
+    # --- inv stop ----------------------------------------------------------------------
+
+    def stop_servers(self, call: Call) -> list[Stopped]:
+        """Stop every server of this environment, even with a damaged state.json (`stop_all`
+        finds them), then make state.json say that none runs; audited. `current` stays: the
+        next deploy, or `inv rollback --to <current>`, serves again."""
+        stopped = self.server_state.stop_all()
+        for each in stopped:
+            call.say(each.describe())
+        if not stopped:
+            call.say("nothing was running")
+        call.say(self.server_state.forget_server())
+        audit.append(
+            self.audit_path,
+            "stop",
+            environment=self.env.name,
+            stopped=[each.to_json() for each in stopped],
+        )
+        current = self.current_version()
+        if current is not None:
+            call.say(
+                f"current still names {current}: `inv deploy.{self.env.name}`, or"
+                f" `inv rollback --env {self.env.name} --to {current}`, serves again"
+            )
+        return stopped
+
     # --- pruning -------------------------------------------------------------------------
 
     def _prune(self, call: Call) -> None:
@@ -375,15 +476,18 @@ class LocalTarget:
         return shown(path, self.config.root)
 
 
-def _failed(error: Exception, made: Made, say: Say) -> TargetFailed:
+def _failed(error: Exception, made: Made, say: Say, *, note: str = "") -> TargetFailed:
     """`error` as the TargetFailed that carries `made`, ending the step as `error` would have:
-    its message and exit code, or for an unexpected error its traceback said first."""
+    its message (and `note`: what still serves) and exit code, or for an unexpected error its
+    traceback said first (a full disk is expected: one line)."""
+    tail = f"; {note}" if note else ""
     if isinstance(error, TargetFailed):
         return error
     if not isinstance(error, ShipyardError):
-        say(traceback.format_exc().rstrip())
-        return TargetFailed(f"{type(error).__name__}: {error}", made)
-    return TargetFailed(error.message, made, like=error)  # a bad artifact stays exit 2
+        if not (isinstance(error, OSError) and error.errno in _NO_ROOM):
+            say(traceback.format_exc().rstrip())
+        return TargetFailed(f"{type(error).__name__}: {error}{tail}", made)
+    return TargetFailed(error.message + tail, made, like=error)  # a bad artifact stays exit 2
 
 
 def _quiet(_: str) -> None:
