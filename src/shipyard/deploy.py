@@ -208,18 +208,23 @@ def _roll_back_deploy(op: Operation, plan: DeployPlan, failed: str, made: Made) 
 
 
 def _failed_before_the_switch(op: Operation, plan: DeployPlan) -> Verdict:
-    """Exit 1, nothing that served was changed: the Rollback step only checks (the target's
-    restore of Made(None) leaves what serves untouched) that the previous release still does."""
+    """Exit 1 (2 when the artifact was refused: hostile, too big, no room), and nothing that
+    served was changed: the Rollback step only checks (the target's restore of Made(None)
+    leaves what serves untouched) that the previous release still serves."""
+    step = op.flow.results[-1]  # the Deploy step: its error says why (a bad archive: exit 2)
+    refused = step.exit_code == ExitCode.USAGE
+    outcome, code = (
+        (Outcome.REFUSED, ExitCode.USAGE) if refused else (Outcome.FAILED, ExitCode.STEP_FAILED)
+    )
+    why = f"{DEPLOY} failed before the switch" + (f" ({step.error})" if step.error else "")
     if plan.previous is None:
-        reason = f"{DEPLOY} failed before the switch; nothing served and nothing was changed"
-        return Verdict(Outcome.FAILED, ExitCode.STEP_FAILED, reason)
-    untouched = f"{DEPLOY} failed before the switch; {plan.previous} still serves, untouched"
+        return Verdict(outcome, code, f"{why}; nothing served and nothing was changed")
     return op.put_back(
         ROLLBACK,
         plan.previous,
         lambda call: op.target.restore(plan, Made(None), call),
-        restored=Verdict(Outcome.FAILED, ExitCode.STEP_FAILED, untouched),
-        down=f"{DEPLOY} failed before the switch and {plan.previous} does not serve",
+        restored=Verdict(outcome, code, f"{why}; {plan.previous} still serves, untouched"),
+        down=f"{why} and {plan.previous} does not serve",
     )
 
 
