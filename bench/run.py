@@ -34,6 +34,7 @@ BENCHMARKS = {  # key: module in bench/, in the order of issue 7
     "nox-gates": "nox_gates",
     "rollback": "rollback",
     "smoke-latency": "smoke_latency",
+    "config": "config",  # issue 12: loading shipyard.yaml stays linear in its steps
 }
 RESULTS = REPO / "bench" / "results" / "latest.json"
 CHART = REPO / "docs" / "benchmarks.png"

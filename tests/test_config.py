@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,13 +21,18 @@ from shipyard.config import (
     Environment,
     Smoke,
     Step,
+    document,
     find_config,
     load,
     load_config,
     log_name,
     parse_duration,
+    schema,
 )
 from shipyard.config import cli as config_cli
+from shipyard.config.checks import MAX_DURATION_SECONDS
+from shipyard.config.document import MAX_VALUES
+from shipyard.config.loading import MAX_CONFIG_BYTES
 from shipyard.errors import ConfigError, ExitCode
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -34,18 +40,34 @@ BAD = CONFIGS / "bad"
 GOOD = CONFIGS / "good"
 
 # Each file in tests/configs/bad/ is copied to <tmp>/shipyard.yaml and loaded from <tmp>.
+TOO_MANY_VALUES = (
+    "the file holds more than 250,000 values, counting each alias as all it repeats (the limit)"
+)
+BUILD_ARTIFACT = "shipyard.yaml:5: steps.build.artifact"
+NOT_A_GLOB_INSIDE = (
+    "expected a file glob relative to the project root, without '..' (like dist/app-*.tar.gz), got"
+)
 BAD_CONFIGS: dict[str, str] = {
     "agent_bad_name": "shipyard.yaml:2: agent: expected a folder name (letters, digits, '.',"
     " '_' and '-', starting with a letter or digit), got 'dev ops'",
+    "alias_billion_laughs": f"shipyard.yaml:8: {TOO_MANY_VALUES}",
+    "alias_merge_key_bomb": f"shipyard.yaml:10: {TOO_MANY_VALUES}",
+    "artifact_absolute": f"{BUILD_ARTIFACT}: {NOT_A_GLOB_INSIDE} '/etc/passwd'",
+    "artifact_leaves_root": f"{BUILD_ARTIFACT}: {NOT_A_GLOB_INSIDE} 'a/../../x'",
+    "artifact_parent_dir": f"{BUILD_ARTIFACT}: {NOT_A_GLOB_INSIDE} '../x'",
     "cwd_escapes_root": "shipyard.yaml:5: steps.build.cwd: expected a relative directory inside"
     " the project root, got 'web/../../elsewhere'",
     "duplicate_key_nested": "shipyard.yaml:6: steps.lint.run: duplicate key (first defined on"
     " line 4)",
     "duplicate_key_top_level": "shipyard.yaml:5: steps: duplicate key (first defined on line 2)",
+    "duration_arabic_indic_digit": "shipyard.yaml:2: heartbeat.interval: expected a duration like"
+    " 30s, 500ms, 5m or 1h, got '\u0663s'",
     "duration_bare_number": "shipyard.yaml:3: steps.test.timeout: expected a duration like 30s,"
     " 500ms, 5m or 1h, got 30",
     "duration_negative": "shipyard.yaml:5: steps.test.grace: expected a duration greater than"
     " zero, got '-1s'",
+    "duration_over_a_day": "shipyard.yaml:2: heartbeat.interval: expected a duration of at most"
+    " 24h, got '3000000h'",
     "duration_with_space": "shipyard.yaml:3: steps.test.timeout: expected a duration like 30s,"
     " 500ms, 5m or 1h, got '10 s'",
     "duration_word": "shipyard.yaml:2: heartbeat.interval: expected a duration like 30s, 500ms,"
@@ -64,6 +86,8 @@ BAD_CONFIGS: dict[str, str] = {
     " (target 'local' needs the command that starts the server)",
     "log_names_collide": "shipyard.yaml:4: steps.test_ci: same log file as step 'test:ci'"
     " (test_ci.log); rename one of them",
+    "max_unpacked_mib_zero": "shipyard.yaml:6: environments.staging.max_unpacked_mib: expected an"
+    " integer of at least 1, got 0",
     "port_out_of_range": "shipyard.yaml:6: environments.staging.port: expected an integer from 1"
     " to 65535, got 70000",
     "retries_boolean": "shipyard.yaml:3: steps.lint.retries: expected an integer from 0 to 10,"
@@ -204,6 +228,28 @@ MORE_BAD_CONFIGS: dict[str, tuple[str, str]] = {
         STAGING % "port: http",
         "3: environments.staging.port: expected an integer from 1 to 65535, got 'http'",
     ),
+    "archive-members-text": (
+        STAGING % "max_archive_members: lots",
+        "3: environments.staging.max_archive_members: expected an integer of at least 1,"
+        " got 'lots'",
+    ),
+    "timeout-over-a-day": (
+        "version: 1\nsteps:\n  t: {run: x, timeout: 1441m}\n",
+        "3: steps.t.timeout: expected a duration of at most 24h, got '1441m'",
+    ),
+    "smoke-timeout-fullwidth-digit": (
+        STAGING % "smoke: {timeout: \uff13s}",
+        "3: environments.staging.smoke.timeout: expected a duration like 30s, 500ms, 5m or 1h,"
+        " got '\uff13s'",
+    ),
+    "artifact-up-through-a-glob": (
+        "version: 1\nsteps:\n  b: {run: make, artifact: dist/*/../x.tgz}\n",
+        f"3: steps.b.artifact: {NOT_A_GLOB_INSIDE} 'dist/*/../x.tgz'",
+    ),
+    "alias-inside-its-anchor": (
+        "version: 1\nx: &x [*x]\n",
+        "2: invalid YAML: found unconstructable recursive node",
+    ),
 }
 
 
@@ -257,7 +303,7 @@ def check_here(path: Path) -> tuple[int, str, str]:
 
 def test_the_corpus_and_its_messages_match() -> None:
     assert sorted(path.stem for path in BAD.glob("*.yaml")) == sorted(BAD_CONFIGS)
-    assert len(BAD_CONFIGS) >= 24
+    assert len(BAD_CONFIGS) >= 32
 
 
 @pytest.mark.parametrize("name", sorted(BAD_CONFIGS))
@@ -492,6 +538,8 @@ def test_every_key_is_read_with_its_value() -> None:
         start="./serve --port {port}",
         env={"LOG_LEVEL": "debug"},
         smoke=Smoke(path="/healthz", expect_status=204, timeout=5.0, contains="ok"),
+        max_unpacked_mib=512,
+        max_archive_members=2000,
         options={"port": 9000, "keep_releases": 1},
     )
     local = targets.TARGETS["local"].checked_options(config, config.environments["review_1"])
@@ -506,6 +554,11 @@ def test_every_key_is_read_with_its_value() -> None:
         "flyctl": "tools/flyctl",
         "rollback_release_command": True,
     }
+
+
+def test_unpack_limits_default_to_2_gib_and_100_000_members() -> None:
+    staging = load_config(GOOD / "design_sketch.yaml").environments["staging"]
+    assert (staging.max_unpacked_mib, staging.max_archive_members) == (2048, 100_000)
 
 
 def test_file_order_is_kept() -> None:
@@ -566,6 +619,106 @@ def test_log_names_that_differ_only_in_case_collide(
     )
 
 
+# --- Bounds: the file's size, its values, its number of steps ----------------------------
+
+
+def test_a_file_over_1_mib_is_refused_before_it_is_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    padding = "#" * 99 + "\n"
+    text = "version: 1\n" + padding * (MAX_CONFIG_BYTES // len(padding))
+    text += "#" * (MAX_CONFIG_BYTES - len(text) - 1) + "\n"
+    assert len(text) == MAX_CONFIG_BYTES == 1024 * 1024
+    assert load_config(write(tmp_path, text)).version == 1
+    write(tmp_path, text + "\n")
+    assert check_here(tmp_path / "shipyard.yaml") == (
+        2,
+        "",
+        "shipyard.yaml:1: the file is larger than 1 MiB (1,048,577 bytes), the limit for a"
+        " config\n",
+    )
+
+
+def test_the_values_are_counted_with_each_alias_as_all_it_repeats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1 mapping + 2 (version) + 1 + 1,000 (a: 999 items) + 1 + 248,001 (b: 248 aliases of a)
+    + 1 + 1 + padding (c): the limit exactly, then one more."""
+    monkeypatch.chdir(tmp_path)
+    padding = MAX_VALUES - 249_008
+
+    def document_of(items: int) -> str:
+        return (
+            f"version: 1\na: &a [{', '.join(['x'] * 999)}]\n"
+            f"b: [{', '.join(['*a'] * 248)}]\nc: [{', '.join(['x'] * items)}]\n"
+        )
+
+    at_limit = write(tmp_path, document_of(padding))
+    assert refusal(at_limit).startswith("shipyard.yaml:2: a: unknown key")  # composed whole
+    past_limit = write(tmp_path, document_of(padding + 1))
+    assert refusal(past_limit) == f"shipyard.yaml:4: {TOO_MANY_VALUES}"
+
+
+def test_a_merge_key_bomb_is_refused_before_any_merge_is_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_merging(*_: object) -> None:
+        raise AssertionError("a merge was expanded")
+
+    monkeypatch.setattr(document._LineLoader, "flatten_mapping", no_merging)
+    monkeypatch.chdir(tmp_path)
+    assert refusal(place("alias_merge_key_bomb", tmp_path)) == (
+        f"shipyard.yaml:10: {TOO_MANY_VALUES}"
+    )
+
+
+def test_steps_sharing_defaults_through_a_merge_key_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    first = "  s0: &defaults {run: make s0, timeout: 5m, retries: 2}\n"
+    others = "".join(f"  s{i}: {{<<: *defaults, run: make s{i}}}\n" for i in range(1, 2000))
+    config = load_config(write(tmp_path, f"version: 1\nsteps:\n{first}{others}"))
+    assert config.steps["s1999"] == Step(name="s1999", run="make s1999", timeout=300.0, retries=2)
+
+
+@pytest.mark.timeout(60)
+def test_ten_thousand_steps_load_with_one_log_name_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log-name clash check costs one look-up per step (it compared every pair: 50 million
+    comparisons and 49 s for 10,000 steps)."""
+    computed: list[str] = []
+
+    def counted_log_name(step_name: str) -> str:
+        computed.append(step_name)
+        return log_name(step_name)
+
+    monkeypatch.setattr(schema, "log_name", counted_log_name)
+    names = [f"s{i}" for i in range(10_000)]
+    text = "version: 1\nsteps:\n" + "".join(f"  {name}: make {name}\n" for name in names)
+    text += f"gates: [{', '.join(names)}]\n"
+    config = load_config(write(tmp_path, text))
+    assert (len(config.steps), len(config.gates)) == (10_000, 10_000)
+    assert computed == names
+
+
+def test_libyaml_and_pure_python_read_every_config_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libyaml reads the events where PyYAML has it; without it, the same configs load to
+    the same objects, and the same bad ones are refused with the same line."""
+    if document.CParser is None:
+        pytest.skip("this PyYAML has no libyaml")
+    good = {path.name: load_config(path) for path in GOOD.glob("*.yaml")}
+    monkeypatch.chdir(tmp_path)
+    bad = {name: refusal(place(name, tmp_path / name)) for name in sorted(BAD_CONFIGS)}
+    monkeypatch.setattr(document, "CParser", None)
+    assert {path.name: load_config(path) for path in GOOD.glob("*.yaml")} == good
+    assert {name: refusal(place(name, tmp_path / name)) for name in sorted(BAD_CONFIGS)} == bad
+
+
 # --- Durations and log names -------------------------------------------------------------
 
 
@@ -587,6 +740,28 @@ def test_parse_duration_refuses_what_is_not_a_duration(text: str) -> None:
 def test_parse_duration_refuses_zero_and_negative(text: str) -> None:
     with pytest.raises(ValueError, match=r"^expected a duration greater than zero, got '"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["\u0663s", "1\u0660s", "\uff13s", "\u0969m", "1.\u0665h"])
+def test_parse_duration_reads_only_ascii_digits(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^expected a duration like 30s, 500ms, 5m or 1h, got '"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["24.001h", "1441m", "86401s", "86400001ms", "3000000h", "9" * 400 + "h"]
+)
+def test_parse_duration_refuses_more_than_a_day(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^expected a duration of at most 24h, got '"):
+        parse_duration(text)
+
+
+def test_the_longest_duration_is_one_a_thread_can_wait_for() -> None:
+    """A heartbeat of `3000000h` made the beating thread die of OverflowError."""
+    assert parse_duration("24h") == parse_duration("1440m") == MAX_DURATION_SECONDS
+    assert threading.Lock().acquire(timeout=MAX_DURATION_SECONDS)  # checks the bound, then takes
+    with pytest.raises(OverflowError):
+        threading.Lock().acquire(timeout=3_000_000 * 3600.0)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shipyard.config import load_config
+from shipyard.config import document, load_config
+from shipyard.config.document import LineList, LineMapping
+from shipyard.config.where import Invalid
 from shipyard.errors import ConfigError
 
 GOOD = sorted((Path(__file__).parent / "configs" / "good").glob("*.yaml"))
@@ -21,7 +23,9 @@ SCALARS = st.one_of(
     st.integers(-5, 70000),
     st.floats(allow_nan=False),
     st.text(max_size=12),
-    st.sampled_from(["30s", "0s", "-1m", "1h", "{port}", "{x}", "", " "]),
+    st.sampled_from(
+        ["30s", "0s", "-1m", "1h", "24h", "25h", "\u0663s", "{port}", "{x}", "", " ", "../x", "/x"]
+    ),
 )
 VALUES = st.recursive(
     SCALARS,
@@ -40,6 +44,9 @@ NoDates.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+YAML_CHARACTERS = list("ab: -[]{}\n\t'\"#&*!|>%@`,?0.1s<")
 
 
 def paths(document: object, prefix: tuple = ()) -> list[tuple]:
@@ -89,9 +96,41 @@ def test_mutations_of_valid_configs_load_or_refuse_in_one_line(tmp_path, data):
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(text=st.text(alphabet=st.sampled_from(list("ab: -[]{}\n\t'\"#&*!|>%@`,?0.1s")), max_size=60))
+@given(text=st.text(alphabet=st.sampled_from(YAML_CHARACTERS), max_size=60))
 def test_random_yaml_loads_or_refuses_in_one_line(tmp_path, text):
     loads_or_refuses(tmp_path, "version: 1\n" + text)
+
+
+REFUSED = object()
+
+
+def read_with(loader: type, text: str) -> object:
+    """The document as `loader` reads it, with every line and source it remembers."""
+    try:
+        return with_places(document._load_with(loader, text))
+    except (yaml.YAMLError, Invalid, RecursionError):
+        return REFUSED
+
+
+def with_places(value: object) -> object:
+    if isinstance(value, LineMapping):
+        return {k: (value.key_lines[k], value.sources[k], with_places(v)) for k, v in value.items()}
+    if isinstance(value, LineList):
+        places = zip(value.item_lines, value.sources, value, strict=True)
+        return [(line, source, with_places(item)) for line, source, item in places]
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(YAML_CHARACTERS), max_size=80))
+def test_what_libyaml_and_pure_python_both_read_they_read_alike(text):
+    """libyaml reads the events when PyYAML has it (PyYAML reads again what libyaml refuses,
+    for its message). libyaml also reads a little that PyYAML's scanner refuses (`a: 1<tab>`);
+    whatever both read must come out the same, lines and sources included."""
+    fast = read_with(document._FastLineLoader, text)
+    pure = read_with(document._LineLoader, text)
+    if REFUSED not in (fast, pure):
+        assert fast == pure
 
 
 def test_a_mutated_config_through_the_cli_is_one_line_and_exit_2(tmp_path):

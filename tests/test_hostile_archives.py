@@ -400,3 +400,15 @@ def test_a_damaged_header_part_way_is_not_the_end_of_the_archive(tmp_path):
         "damaged.tar: not a readable tar archive (a damaged header at byte 1,024: bad checksum)"
     )
     assert snapshot(tmp_path) == before
+
+
+def test_an_artifact_found_through_a_link_out_of_the_project_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "app.tar.gz").write_bytes(b"not read")
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "dist").symlink_to(outside)
+    with pytest.raises(artifact.UnsafeArtifact) as refused:
+        artifact.find_artifact(root, "dist/*.tar.gz")
+    assert refused.value.exit_code == 2 and "outside" in refused.value.message

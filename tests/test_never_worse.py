@@ -26,10 +26,9 @@ from shipyard import artifact, deploy, server
 from shipyard.lock import DeployLock
 from shipyard.process import start_ticks
 
-# What a deploy that failed before its switch exits with: deploy.py's verdict for a restore
-# that found the previous release serving ("rolled back", 3), or "failed" (1) should it name
-# the failure before the switch itself. Never 4: nothing was taken down.
-BEFORE_THE_SWITCH = (1, 2)  # failed, or refused (a bad archive); never 3 or 4
+# What a deploy that failed before its switch exits with: failed (1), or refused (2) when its
+# artifact was (hostile, too big, no room). Never 3 or 4: nothing was switched or taken down.
+BEFORE_THE_SWITCH = (1, 2)
 
 
 def serving(app: Staging) -> tuple[int, int | None]:
@@ -282,3 +281,18 @@ def test_inv_stop_on_a_fly_environment_is_a_usage_error(staging):
     done = app.here("stop", "--env", "fly-staging")
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.startswith("inv stop is for the local target; fly-staging deploys to fly")
+
+
+def test_an_artifact_over_the_environments_member_limit_is_refused_and_v1_untouched(staging):
+    app = staging()
+    ok(app.here("deploy.staging"))
+    before = serving(app)
+    config = app.root / "shipyard.yaml"
+    config.write_text(
+        config.read_text().replace("    port:", "    max_archive_members: 3\n    port:")
+    )
+    done = app.here("deploy.staging")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "max_archive_members" in done.stdout or "members" in done.stdout
+    assert serving(app) == before and app.current() == "v1"
+    assert sorted(p.name for p in (app.state / "releases").iterdir()) == ["v1"]

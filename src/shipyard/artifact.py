@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shipyard.config import DEFAULT_MAX_ARCHIVE_MEMBERS, DEFAULT_MAX_UNPACKED_MIB, Environment
 from shipyard.errors import ExitCode, ShipyardError, UsageError
 from shipyard.evidence import file_sha256
 
@@ -41,7 +42,6 @@ __all__ = [
 ]
 
 MiB = 2**20
-GiB = 2**30
 BLOCK_SIZE = 4096  # a member takes up to one filesystem block more than its size
 ROOM_MARGIN = 10 * MiB  # left free beside the release: release.json, logs, state files
 MAX_LINK_HOPS = 40  # links met inside links, at most (Linux follows 40 in one path)
@@ -73,8 +73,13 @@ class UnpackLimits:
     what hurts a host: a gzip bomb stops at 2 GiB instead of filling the disk, and 100,000
     headers are a few tens of MiB in memory."""
 
-    max_bytes: int = 2 * GiB
-    max_members: int = 100_000
+    max_bytes: int = DEFAULT_MAX_UNPACKED_MIB * MiB
+    max_members: int = DEFAULT_MAX_ARCHIVE_MEMBERS
+
+    @classmethod
+    def of(cls, environment: Environment) -> UnpackLimits:
+        """An environment's `max_unpacked_mib` and `max_archive_members`."""
+        return cls(environment.max_unpacked_mib * MiB, environment.max_archive_members)
 
 
 DEFAULT_LIMITS = UnpackLimits()
@@ -108,7 +113,11 @@ def find_artifact(root: Path, pattern: str) -> Path:
         raise UsageError(problem) from None
     if not matches:
         raise UsageError(f"no artifact matches '{pattern}' under {root} (run the build first)")
-    return max(matches, key=lambda path: (path.stat().st_mtime_ns, path.name))
+    newest = max(matches, key=lambda path: (path.stat().st_mtime_ns, path.name))
+    real, top = newest.resolve(), root.resolve()
+    if top != real and top not in real.parents:  # through a link that leaves the project
+        raise UnsafeArtifact(f"artifact: {newest.relative_to(root)} is {real}, outside {top}")
+    return newest
 
 
 def unpack(archive: Path, destination: Path, limits: UnpackLimits = DEFAULT_LIMITS) -> None:

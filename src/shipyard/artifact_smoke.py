@@ -29,7 +29,7 @@ def smoke_artifact(
         )
     with tempfile.TemporaryDirectory(prefix="shipyard-smoke-") as folder:
         release_dir = Path(folder) / "release"
-        artifact.unpack(archive, release_dir)
+        artifact.unpack(archive, release_dir, artifact.UnpackLimits.of(environment))
         port = server.free_port()
         command = server.render(
             environment.start, port=port, release="artifact", release_dir=release_dir

@@ -20,7 +20,7 @@ from shipyard.lock import LOCK_DIR, DeployLock
 from shipyard.pipeline import Run, finish, guarded, step_context, steps_verdict, stop_on_signals
 from shipyard.records import DeployRecord
 from shipyard.report import Reporter, ReporterFor
-from shipyard.runner import StepResult, WriteFailed, run_action, run_step
+from shipyard.runner import StepResult, StepStatus, WriteFailed, run_action, run_step
 from shipyard.smoke import probe
 from shipyard.targets import Call, Made, Say, Target, TargetFailed, state_dir
 
@@ -56,6 +56,7 @@ class Flow:
         self.context = step_context(run, reporter)
         self.results: list[StepResult] = []
         self.write_failures: list[WriteFailed] = []
+        self._actions: set[str] = set()  # the titles of the Python steps
 
     def shell(self, step: Step) -> StepResult:
         try:
@@ -68,6 +69,7 @@ class Flow:
         """A Python step. When its log cannot be written it still ran to its end: its result is
         what the action did (so a deploy goes on to its smoke, or its restore), and the write
         failure is kept for the run's verdict (`write_failures`)."""
+        self._actions.add(title)
         try:
             return self._record(run_action(title, description, action, self.context))
         except WriteFailed as failure:
@@ -87,8 +89,20 @@ class Flow:
         return self.run.stop.is_set()
 
     def verdict(self) -> Verdict:
-        """The verdict of the steps run so far: ok, or how the first failing one ended."""
-        return steps_verdict(self.results, self.run.stop)
+        """The verdict of the steps run so far: ok, or how the first failing one ended. A
+        Python step refused by Shipyard (exit 2: a hostile or oversized artifact) is refused;
+        a shell step's own exit 2 is an ordinary failure."""
+        verdict = steps_verdict(self.results, self.run.stop)
+        refused = [
+            r
+            for r in self.results
+            if r.name in self._actions and r.status is StepStatus.FAILED and r.exit_code == 2
+        ]
+        if verdict.outcome is Outcome.FAILED and refused:
+            return Verdict(
+                Outcome.REFUSED, ExitCode.USAGE, f"{refused[0].name}: {refused[0].error}"
+            )
+        return verdict
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from shipyard.config.where import Invalid, Where, did_you_mean, quote
 
 __all__ = [
     "DURATION_EXAMPLES",
+    "MAX_DURATION_SECONDS",
     "Check",
     "Invalid",
     "Where",
@@ -46,20 +47,26 @@ T = TypeVar("T")
 Check: TypeAlias = Callable[[object, Where], T]
 
 DURATION_EXAMPLES = "a duration like 30s, 500ms, 5m or 1h"
-_DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)")
+# A day bounds every wait (a step's timeout, the heartbeat, a smoke check, --lock-wait), far
+# below what a thread can wait for (threading.TIMEOUT_MAX; beyond it, OverflowError).
+MAX_DURATION_SECONDS = 24 * 3600.0
+_DURATION = re.compile(r"(-?[0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")  # ASCII digits: not `٣s`
 _SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENV_VAR_WHAT = "an environment variable name (letters, digits and '_', not starting with a digit)"
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in `500ms`, `30s`, `1.5m` or `1h`; ValueError unless it is a positive duration."""
+    """Seconds in `500ms`, `30s`, `1.5m` or `1h`; ValueError unless it is a duration greater
+    than zero and at most a day (`MAX_DURATION_SECONDS`)."""
     match = _DURATION.fullmatch(text)
     if match is None:
         raise ValueError(f"expected {DURATION_EXAMPLES}, got {quote(text)}")
     seconds = float(match[1]) * _SECONDS_PER_UNIT[match[2]]
     if seconds <= 0:
         raise ValueError(f"expected a duration greater than zero, got {quote(text)}")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"expected a duration of at most 24h, got {quote(text)}")
     return seconds
 
 
@@ -186,10 +193,20 @@ def relative_dir(value: object, where: Where) -> str:
 
 def relative_glob(value: object, where: Where) -> str:
     """A glob of files inside the project: pathlib cannot glob an absolute pattern, and a
-    release must not be built from files outside the project."""
-    if not isinstance(value, str) or not value.strip() or _escapes_root(value):
-        where.expected("a file glob relative to the project root (like dist/app-*.tar.gz)", value)
+    release must not be built from files outside the project. No `..` at all, not even one
+    that seems to come back (`dist/*/../x`): after a link, `..` is the parent of wherever the
+    link points."""
+    if not isinstance(value, str) or not value.strip() or _absolute_or_up(value):
+        where.expected(
+            "a file glob relative to the project root, without '..' (like dist/app-*.tar.gz)",
+            value,
+        )
     return value
+
+
+def _absolute_or_up(pattern: str) -> bool:
+    path = PurePosixPath(pattern)
+    return path.is_absolute() or ".." in path.parts
 
 
 def _escapes_root(path: str) -> bool:

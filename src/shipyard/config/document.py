@@ -1,8 +1,11 @@
 """The file's text as a YAML document whose mappings and lists remember where each value was
 written, so that every problem can name its line.
 
-PyYAML's SafeLoader, with three changes: mappings and lists come back as `LineMapping` and
-`LineList`, a key defined twice is an error, and dates stay text.
+PyYAML's SafeLoader, with four changes: mappings and lists come back as `LineMapping` and
+`LineList`, a key defined twice is an error, dates stay text, and a document whose aliases
+would expand it past `MAX_VALUES` is refused while it is composed, before anything is built.
+Where PyYAML has libyaml, libyaml reads the events (a load takes about half as long); the
+nodes are still composed here, in Python, so that the budget is counted.
 """
 
 from __future__ import annotations
@@ -10,9 +13,23 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
 
 from shipyard.config.where import Where
 
+try:
+    from yaml._yaml import CParser
+except ImportError:  # PyYAML built without libyaml
+    CParser = None  # type: ignore[assignment,misc]
+
+# Every key, scalar, list and mapping counts one where it is written, and an alias counts as
+# all it repeats. 10,000 steps of 8 keys each come to about 180,000; a few hundred bytes of
+# aliases repeating aliases (a "billion laughs" or a merge-key bomb) to billions. Counting
+# stops the load at the limit, before anything is expanded or built, and so also bounds the
+# time that a large file of tiny values takes (a few seconds at most).
+MAX_VALUES = 250_000
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
@@ -55,11 +72,44 @@ def _source(node: yaml.Node) -> str | None:
 
 
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader building `LineMapping`/`LineList` and refusing duplicate keys."""
+    """SafeLoader counting the values it composes, building `LineMapping`/`LineList` and
+    refusing duplicate keys."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
+        self.start_document()
+
+    def start_document(self) -> None:
         self.where = Where("", 1)  # the value being built, for duplicate-key messages
+        self.values = 0  # composed so far, each alias counted as all it repeats
+        self.anchored_values: dict[yaml.Node, int] = {}  # each anchored node: the values in it
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        """The next node, as PyYAML composes it; counted in file order (a node before its
+        children), so that the place named past `MAX_VALUES` is where the limit was passed."""
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        values_before = self.values
+        if isinstance(event, yaml.ScalarEvent) and event.tag == "!":
+            event.implicit = (True, False)  # as PyYAML's parser has it (libyaml: `key: !` is '')
+        if not isinstance(event, yaml.AliasEvent):
+            self._count(1, event)
+        node = super().compose_node(parent, index)
+        if node is None:
+            return node
+        if isinstance(event, yaml.AliasEvent):
+            self._count(self.anchored_values.get(node, 1), event)  # 1: inside its own anchor
+        elif event.anchor is not None:
+            self.anchored_values[node] = self.values - values_before
+        return node
+
+    def _count(self, values: int, event: yaml.Event) -> None:
+        self.values += values
+        if self.values > MAX_VALUES:
+            line = event.start_mark.line + 1 if event.start_mark else 1
+            Where("", line).fail(
+                f"the file holds more than {MAX_VALUES:,} values, counting each alias as"
+                " all it repeats (the limit)"
+            )
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -119,8 +169,38 @@ _LineLoader.yaml_implicit_resolvers = {
 }
 
 
+if CParser is not None:
+
+    class _FastLineLoader(CParser, _LineLoader):
+        """`_LineLoader` reading libyaml's events, composing them in Python all the same."""
+
+        check_node = Composer.check_node
+        get_node = Composer.get_node
+        get_single_node = Composer.get_single_node
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+            self.start_document()
+
+
 def _load_document(text: str) -> Any:
-    loader = _LineLoader(text)
+    """The document, read with libyaml when PyYAML has it. libyaml words its errors its own
+    way, so a document it refuses is read again by PyYAML alone, for PyYAML's message. What
+    both read, they read alike (tests/test_config_fuzz.py); libyaml also reads a little that
+    PyYAML's own scanner refuses, such as a tab after a value."""
+    if CParser is not None:
+        try:
+            return _load_with(_FastLineLoader, text)
+        except yaml.YAMLError:
+            pass
+    return _load_with(_LineLoader, text)
+
+
+def _load_with(loader_class: type[_LineLoader], text: str) -> Any:
+    loader = loader_class(text)
     try:
         return loader.get_single_data()
     finally:

@@ -15,6 +15,8 @@ from shipyard.errors import UsageError
 DEFAULT_AGENT = "devops"
 DEFAULT_HEARTBEAT_INTERVAL = 15.0
 DEFAULT_KILL_GRACE = 3.0
+DEFAULT_MAX_UNPACKED_MIB = 2048
+DEFAULT_MAX_ARCHIVE_MEMBERS = 100_000
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class Environment:
     start: str | None = None  # the server command: the artifact smoke runs it on any target
     env: Mapping[str, str] = field(default_factory=dict)
     smoke: Smoke = field(default_factory=Smoke)
+    # what a deploy may unpack from one artifact: the files' total size, and how many members
+    max_unpacked_mib: int = DEFAULT_MAX_UNPACKED_MIB
+    max_archive_members: int = DEFAULT_MAX_ARCHIVE_MEMBERS
     options: Mapping[str, Any] = field(default_factory=dict)  # as written, in file order
     places: Mapping[str, Where] = field(default_factory=dict, compare=False, repr=False)
     place: Where | None = field(default=None, compare=False, repr=False)

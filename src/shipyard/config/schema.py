@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,24 +100,24 @@ def _defined_gates(gates: Mapping[str, Where], steps: Mapping[str, Step]) -> tup
 def _steps(value: object, where: Where) -> dict[str, Step]:
     section = mapping(value, where, "a mapping of step names to commands")
     steps: dict[str, Step] = {}
+    log_owners: dict[str, str] = {}  # each log file, without case, to the step writing it
     for name, spec, step_where in entries(section, where):
         if not _STEP_NAME.fullmatch(name):
             step_where.fail(
                 "invalid step name (use letters, digits, ':', '.', '_' and '-',"
                 " starting with a letter or digit)"
             )
-        _refuse_shared_log(name, steps, step_where)
+        _claim_log(name, log_owners, step_where)
         steps[name] = _step(name, spec, step_where)
     return steps
 
 
-def _refuse_shared_log(name: str, earlier: Iterable[str], where: Where) -> None:
-    """Two steps must not write one log file (compared without case, as macOS disks do)."""
-    for other in earlier:
-        if log_name(other).casefold() == log_name(name).casefold():
-            where.fail(
-                f"same log file as step {other!r} ({log_name(other)}.log); rename one of them"
-            )
+def _claim_log(name: str, log_owners: dict[str, str], where: Where) -> None:
+    """Two steps must not write one log file (compared without case, as macOS disks do): one
+    look-up per step, so that a file of thousands of steps is checked in linear time."""
+    other = log_owners.setdefault(log_name(name).casefold(), name)
+    if other != name:
+        where.fail(f"same log file as step {other!r} ({log_name(other)}.log); rename one of them")
 
 
 def _step(name: str, spec: object, where: Where) -> Step:
@@ -213,6 +213,8 @@ ENVIRONMENT_FIELDS: Mapping[str, Check[Any]] = {
     "start": _start_command,
     "env": env,
     "smoke": _smoke,
+    "max_unpacked_mib": integer(1),
+    "max_archive_members": integer(1),
 }
 _TOP_LEVEL_FIELDS: Mapping[str, Check[Any]] = {
     "version": _version,

@@ -72,8 +72,11 @@ def new_record(plan: DeployPlan, archive: Path, *, root: Path) -> dict[str, Any]
 class ReleaseStore:
     """The release folders and the `current` link in an environment's state folder."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(
+        self, state_dir: Path, limits: artifact.UnpackLimits = artifact.DEFAULT_LIMITS
+    ) -> None:
         self.state_dir = state_dir
+        self.limits = limits  # what an artifact may unpack to
 
     @property
     def releases_dir(self) -> Path:
@@ -183,7 +186,7 @@ class ReleaseStore:
         """The artifact into the claimed folder, beside release.json (`record`, then with the
         sha256 of the unpacked tree, which this returns once release.json reads back with it)."""
         self.write_record(version, record)
-        artifact.unpack(archive, self.release_dir(version))
+        artifact.unpack(archive, self.release_dir(version), self.limits)
         tree = self.tree(version)
         self.write_record(version, {**record, "tree_sha256": tree})
         if self.record(version).get("tree_sha256") != tree:
