@@ -345,17 +345,17 @@ def kill_after_events(app: Staging, task: tuple[str, ...], events: int, delay: f
     process.wait(timeout=30)
 
 
-@pytest.mark.parametrize("kills", [10, pytest.param(100, marks=pytest.mark.e2e)])
+@pytest.mark.parametrize("kills", [5, pytest.param(100, marks=pytest.mark.e2e)])
 def test_sigkill_at_any_moment_leaves_current_complete_and_the_next_deploy_works(staging, kills):
-    """Killed after each heartbeat event of a deploy (Build, Smoke, Deploy and Smoke staging
-    each start and end, so every phase is hit, mid-unpack and mid-smoke too), plus a random
-    delay; no cleanup between kills."""
+    """Killed after one of the first heartbeat events of a deploy (Build, Smoke, Deploy and
+    Smoke staging each start and end: 5 kills hit every other one, so each phase, 100 hit each
+    ten times, mid-unpack and mid-smoke too), plus a random delay; no cleanup between kills."""
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     app = staging()
     ok(app.inv("deploy.staging"))
     for kill in range(kills):
-        events, delay = kill % 10, rng.uniform(0, 0.05)
+        events, delay = (kill * 2 + kill // 5) % 10, rng.uniform(0, 0.05)
         kill_after_events(app, ("deploy.staging",), events, delay)
         where = f"seed {seed}, kill {kill}: {delay:.3f}s after event {events}"
         current = app.current()
@@ -447,7 +447,7 @@ def test_deploy_without_build_uses_the_artifact_built_before(staging):
 
 
 def test_a_rollback_during_a_deploy_is_refused_with_exit_5(staging):
-    app = staging(build=f"if [ -e slow ]; then sleep 2; fi && {BUILD}")
+    app = staging(build=f"if [ -e slow ]; then sleep 1; fi && {BUILD}")
     ok(app.here("deploy.staging"))
     ok(app.here("deploy.staging"))
     (app.root / "slow").touch()
@@ -546,7 +546,7 @@ def test_five_deploys_at_once_one_proceeds_four_exit_5(staging):
     assert app.current() == "v1"
 
 
-@pytest.mark.parametrize("kills", [10, pytest.param(100, marks=pytest.mark.e2e)])
+@pytest.mark.parametrize("kills", [5, pytest.param(100, marks=pytest.mark.e2e)])
 def test_sigkill_of_a_rollback_at_any_moment_leaves_current_complete(staging, kills):
     """Rollbacks between v1 and v2, each SIGKILLed at a random moment of its run; no cleanup
     between kills."""
