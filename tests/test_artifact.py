@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.artifact import UnsafeArtifact, find_artifact, tree_sha256, unpack
+from shipyard.artifact import find_artifact, tree_sha256
 from shipyard.errors import UsageError
+from shipyard.unpacking import UnsafeArtifact, unpack
 
 
 def make_tar(path: Path, *members: tarfile.TarInfo | tuple[str, bytes]) -> Path:

@@ -1,4 +1,4 @@
-"""Archives built to escape, to fill the disk, or to fail part way: `artifact.unpack` refuses
+"""Archives built to escape, to fill the disk, or to fail part way: `unpacking.unpack` refuses
 the first two before writing anything, and takes back what it wrote after the third.
 
 Every hostile case runs twice: with the stdlib's `data` filter, and with it gone (as on
@@ -18,16 +18,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from shipyard import artifact
-from shipyard.artifact import (
+from shipyard import artifact, unpacking
+from shipyard.artifact import tree_sha256
+from shipyard.errors import UsageError
+from shipyard.unpacking import (
     NoRoom,
     UnpackFailed,
     UnpackLimits,
     UnsafeArtifact,
-    tree_sha256,
     unpack,
 )
-from shipyard.errors import UsageError
 
 MiB = 2**20
 DEPTH = 14  # the destination's depth under tmp_path: a 12-link chain climbs 11 folders
@@ -244,7 +244,7 @@ def test_too_little_room_is_refused_with_the_figures(tmp_path, monkeypatch):
         asked.append(Path(path))
         return SimpleNamespace(total=100 * MiB, used=95 * MiB, free=5 * MiB)
 
-    monkeypatch.setattr(artifact.shutil, "disk_usage", disk_usage)
+    monkeypatch.setattr(unpacking.shutil, "disk_usage", disk_usage)
     archive = make_tar(tmp_path / "app.tar.gz", member("big", data=bytes(MiB)))
     before = snapshot(tmp_path)
     with pytest.raises(NoRoom) as refused:
@@ -270,7 +270,7 @@ PART_WAY = [  # the 3rd member, app/c.py, is the 2nd write
 
 
 def full_disk_on_write(monkeypatch, number: int) -> None:
-    """`os.write`, as artifact.py calls it, fails with ENOSPC from its `number`th call."""
+    """`os.write`, as unpacking.py calls it, fails with ENOSPC from its `number`th call."""
     calls = []
     real_write = os.write
 
@@ -280,7 +280,7 @@ def full_disk_on_write(monkeypatch, number: int) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write(fd, data)
 
-    monkeypatch.setattr(artifact.os, "write", write)
+    monkeypatch.setattr(unpacking.os, "write", write)
 
 
 def test_a_full_disk_part_way_removes_the_folder_this_call_made(tmp_path, monkeypatch):
@@ -409,6 +409,6 @@ def test_an_artifact_found_through_a_link_out_of_the_project_is_refused(tmp_path
     root = tmp_path / "project"
     root.mkdir()
     (root / "dist").symlink_to(outside)
-    with pytest.raises(artifact.UnsafeArtifact) as refused:
+    with pytest.raises(UnsafeArtifact) as refused:
         artifact.find_artifact(root, "dist/*.tar.gz")
     assert refused.value.exit_code == 2 and "outside" in refused.value.message

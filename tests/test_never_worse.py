@@ -22,7 +22,7 @@ import pytest
 from helpers import ok
 from test_deploy import Staging, staging_fixture  # noqa: F401
 
-from shipyard import artifact, deploy, server
+from shipyard import deploy, server, unpacking
 from shipyard.lock import DeployLock
 from shipyard.process import start_ticks
 
@@ -86,7 +86,7 @@ def test_a_full_disk_mid_unpack_leaves_the_serving_release_untouched(staging, mo
     app = staging()
     ok(app.here("deploy.staging"))
     before = serving(app)
-    unpack = artifact.unpack
+    unpack = unpacking.unpack
 
     def unpack_until_the_disk_is_full(archive: Path, destination: Path, *args, **kwargs) -> None:
         if app.state not in destination.parents:  # the artifact smoke's temporary folder
@@ -95,7 +95,7 @@ def test_a_full_disk_mid_unpack_leaves_the_serving_release_untouched(staging, mo
         (destination / "webapp" / "big.bin").write_bytes(b"\0" * 2**16)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(destination / "big.bin"))
 
-    monkeypatch.setattr(artifact, "unpack", unpack_until_the_disk_is_full)
+    monkeypatch.setattr(unpacking, "unpack", unpack_until_the_disk_is_full)
     done = app.here("deploy.staging")
     assert "No space left on device" in done.stdout
     assert_v1_untouched(app, before, done)

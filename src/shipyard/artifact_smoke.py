@@ -9,7 +9,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from shipyard import artifact, server
+from shipyard import server, unpacking
 from shipyard.config import Environment
 from shipyard.errors import StepFailed, UsageError
 from shipyard.process import tools_path
@@ -29,7 +29,7 @@ def smoke_artifact(
         )
     with tempfile.TemporaryDirectory(prefix="shipyard-smoke-") as folder:
         release_dir = Path(folder) / "release"
-        artifact.unpack(archive, release_dir, artifact.UnpackLimits.of(environment))
+        unpacking.unpack(archive, release_dir, unpacking.UnpackLimits.of(environment))
         port = server.free_port()
         command = server.render(
             environment.start, port=port, release="artifact", release_dir=release_dir

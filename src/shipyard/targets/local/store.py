@@ -20,7 +20,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from shipyard import artifact, audit, files
+from shipyard import artifact, audit, files, unpacking
 from shipyard.errors import PreflightError, StepFailed
 from shipyard.heartbeat import iso_timestamp
 from shipyard.targets.base import DeployPlan, Release, ReleaseStatus
@@ -73,7 +73,7 @@ class ReleaseStore:
     """The release folders and the `current` link in an environment's state folder."""
 
     def __init__(
-        self, state_dir: Path, limits: artifact.UnpackLimits = artifact.DEFAULT_LIMITS
+        self, state_dir: Path, limits: unpacking.UnpackLimits = unpacking.DEFAULT_LIMITS
     ) -> None:
         self.state_dir = state_dir
         self.limits = limits  # what an artifact may unpack to
@@ -186,7 +186,7 @@ class ReleaseStore:
         """The artifact into the claimed folder, beside release.json (`record`, then with the
         sha256 of the unpacked tree, which this returns once release.json reads back with it)."""
         self.write_record(version, record)
-        artifact.unpack(archive, self.release_dir(version), self.limits)
+        unpacking.unpack(archive, self.release_dir(version), self.limits)
         tree = self.tree(version)
         self.write_record(version, {**record, "tree_sha256": tree})
         if self.record(version).get("tree_sha256") != tree:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from shipyard import artifact, audit
+from shipyard import audit, unpacking
 from shipyard.config import Config, Environment
 from shipyard.config.checks import integer
 from shipyard.errors import ShipyardError, StepFailed
@@ -78,7 +78,7 @@ class LocalTarget:
         self.options = options or LocalOptions(**LOCAL.checked_options(config, environment))
         self.state_dir = state_dir(config, environment)
         self.port = self.options.port
-        self.store = ReleaseStore(self.state_dir, artifact.UnpackLimits.of(environment))
+        self.store = ReleaseStore(self.state_dir, unpacking.UnpackLimits.of(environment))
         self.server_state = ServerState(environment, self.port, self.store)
         self.plan_actions = PlanActions(
             config.root, self.server_state, self.smoke_check(), self.options.keep_releases
