@@ -133,7 +133,11 @@ def heartbeat(
         agent=agent,
         heartbeat_interval=_heartbeat_interval(config, environ),
         command=shlex.join(["shipyard", "heartbeat", agent, "--", *argv]),
-        redactor=Redactor.from_environ(environ, config.secrets if config else ()),
+        redactor=Redactor.from_environ(
+            environ,
+            config.secrets if config else (),
+            also=config.env_mappings() if config else (),
+        ),
     )
     wrapped = Step(name=Path(argv[0]).name, run=shlex.join(argv))
     reporter = reporters.passthrough(redactor=run.redactor)
@@ -314,7 +318,8 @@ def stop(config: Config, *, env: str = "") -> ExitCode:
             f" {environment.target}, whose machines Shipyard does not stop"
         )
     local = LocalTarget(config, environment)
-    command = Redactor.from_environ(os.environ, config.secrets).mask(command_line())
+    redactor = Redactor.from_environ(os.environ, config.secrets, also=config.env_mappings())
+    command = redactor.mask(command_line())
     with DeployLock(local.state_dir, command=command, audit_path=local.audit_path):
         local.stop_servers(Call(say=print))
     return ExitCode.OK
@@ -414,7 +419,7 @@ def _environment_lock(config: Config, env: str) -> tuple[DeployLock, Redactor]:
     from shipyard.targets import state_dir
 
     folder = state_dir(config, config.environment(env))
-    redactor = Redactor.from_environ(os.environ, config.secrets)
+    redactor = Redactor.from_environ(os.environ, config.secrets, also=config.env_mappings())
     command = redactor.mask(command_line())
     return DeployLock(folder, command=command, audit_path=folder / "audit.jsonl"), redactor
 

@@ -41,9 +41,10 @@ def command(name: str, message: str = "", **properties: object) -> str:
 
 
 def mask_commands(redactor: Redactor) -> list[str]:
-    """`::add-mask::` for every secret value, and each line of a multi-line one."""
+    """`::add-mask::` for every secret value and every form derived from it (encoded, escaped),
+    and each line of a multi-line one: the runner then masks what Shipyard never printed too."""
     values: list[str] = []
-    for value in redactor.values:
+    for value in (*redactor.values, *redactor.patterns):
         values += [value, *(line.strip() for line in value.splitlines() if len(line.strip()) >= 6)]
     return [command("add-mask", value) for value in dict.fromkeys(values) if value.strip()]
 

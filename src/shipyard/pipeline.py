@@ -117,7 +117,9 @@ class Run:
             agent=config.agent,
             heartbeat_interval=config.heartbeat_interval,
             command=command,
-            redactor=Redactor.from_environ({**environ, **(extra_environ or {})}, config.secrets),
+            redactor=Redactor.from_environ(
+                {**environ, **(extra_environ or {})}, config.secrets, also=config.env_mappings()
+            ),
         )
 
     def step_environ(self, environ: Mapping[str, str] = os.environ) -> dict[str, str]:

@@ -64,16 +64,27 @@ class Redactor:
         )
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str], names: Iterable[str] = ()) -> Redactor:
+    def from_environ(
+        cls,
+        environ: Mapping[str, str],
+        names: Iterable[str] = (),
+        *,
+        also: Iterable[Mapping[str, str]] = (),
+    ) -> Redactor:
         """Values of the variables in `names` (any non-empty value), plus values of 6+
-        characters of every variable whose name contains one of `SECRET_NAME_PARTS`."""
-        listed = [environ.get(name, "") for name in names]
-        by_name = [
-            value
-            for name, value in environ.items()
-            if _names_a_secret(name) and len(value) >= MIN_DERIVED_LENGTH
-        ]
-        return cls([*listed, *by_name])
+        characters of every variable whose name contains one of `SECRET_NAME_PARTS`: in
+        `environ` and in each mapping of `also` (a config's `env:` mappings, which steps and
+        servers are given)."""
+        listed = tuple(names)
+        values: list[str] = []
+        for mapping in (environ, *also):
+            values += [mapping.get(name, "") for name in listed]
+            values += [
+                value
+                for name, value in mapping.items()
+                if _names_a_secret(name) and len(value) >= MIN_DERIVED_LENGTH
+            ]
+        return cls(values)
 
     def with_secrets(self, secrets: Iterable[str]) -> Redactor:
         return Redactor([*self._values, *secrets])
@@ -82,6 +93,12 @@ class Redactor:
     def values(self) -> tuple[str, ...]:
         """The raw secret values, for `::add-mask::`. Never print them."""
         return self._values
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        """Every form masked (the values and their derived forms), longest first, for
+        `::add-mask::`. Never print them."""
+        return self._patterns
 
     def mask(self, text: str) -> str:
         # A loop of C-speed substring searches beats one big regex alternation by about

@@ -49,6 +49,8 @@ class Environment:
     target: str  # a key of the target registry, shipyard.targets.TARGETS
     start: str | None = None  # the server command: the artifact smoke runs it on any target
     env: Mapping[str, str] = field(default_factory=dict)
+    # the deployer's variables its server also gets (beyond server.BASE_VARIABLES), when set
+    pass_env: tuple[str, ...] = ()
     smoke: Smoke = field(default_factory=Smoke)
     # what a deploy may unpack from one artifact: the files' total size, and how many members
     max_unpacked_mib: int = DEFAULT_MAX_UNPACKED_MIB
@@ -69,6 +71,12 @@ class Config:
     steps: Mapping[str, Step] = field(default_factory=dict)  # in file order
     gates: tuple[str, ...] = ()
     environments: Mapping[str, Environment] = field(default_factory=dict)
+
+    def env_mappings(self) -> tuple[Mapping[str, str], ...]:
+        """Every `env:` of the file, each step's and each environment's: their secret-named
+        values are masked like the process environment's (see Redactor.from_environ)."""
+        steps = (step.env for step in self.steps.values())
+        return (*steps, *(environment.env for environment in self.environments.values()))
 
     def environment(self, name: str = "") -> Environment:
         """The named environment (`--env`); without a name, `staging` or the only one there is."""
