@@ -12,7 +12,6 @@ from pathlib import Path
 from shipyard import server, unpacking
 from shipyard.config import Environment
 from shipyard.errors import StepFailed, UsageError
-from shipyard.process import tools_path
 from shipyard.smoke import SmokeCheck, probe
 from shipyard.targets import Say
 
@@ -39,7 +38,7 @@ def smoke_artifact(
         pid = server.start(
             command,
             cwd=release_dir,
-            env=_artifact_env(port),
+            env=_artifact_env(environment, port),
             log_path=log_path,
             die_with_parent=True,
         )
@@ -56,11 +55,9 @@ def smoke_artifact(
             raise StepFailed(f"artifact smoke failed: {result.reason}")
 
 
-def _artifact_env(port: int) -> dict[str, str]:
-    environ = os.environ
-    return {
-        **environ,
-        "PATH": tools_path(environ),
-        "PORT": str(port),
-        "SHIPYARD_RELEASE": "artifact",
-    }
+def _artifact_env(environment: Environment, port: int) -> dict[str, str]:
+    """The base set and `pass_env` (the deployer's variables the app needs to start at all),
+    but not `env:`: a release that fails only with the environment's values is caught."""
+    return server.environment(
+        os.environ, port=port, release="artifact", pass_env=environment.pass_env
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shlex
 import signal
@@ -10,22 +11,50 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from shipyard.evidence import tail_lines
-from shipyard.process import group_alive, shell, signal_group
+from shipyard.process import group_alive, shell, signal_group, tools_path
 
 _POLL_SECONDS = 0.01  # a stopped app is seen gone within 10 ms: the port is free sooner
 _PR_SET_PDEATHSIG = 1
 _KILL_WAIT = 5.0  # SIGKILL always ends a process, but a loaded machine can take its time
 _PROC = Path("/proc")
 _LISTEN = "0A"  # a socket's state in /proc/net/tcp: TCP_LISTEN
+_LOG_MODE = 0o600  # a server's log may hold what the app prints of its settings
+# What a server takes from the deployer's environment unasked: where programs are (PATH),
+# whose the process is and where its files go (HOME, USER, LOGNAME, TMPDIR), and how it
+# speaks and tells the time (LANG, LC_*, TZ). No credential is among them: the app gets
+# another of the deployer's variables only when the environment's `pass_env` names it.
+BASE_VARIABLES = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR")
+BASE_PREFIXES = ("LC_",)
 
 
 def render(template: str, **values: object) -> str:
     """Fill `{port}`-style placeholders with shell-quoted values: no value can inject syntax."""
     return template.format_map({key: shlex.quote(str(value)) for key, value in values.items()})
+
+
+def environment(
+    base: Mapping[str, str],
+    *,
+    port: int,
+    release: str,
+    env: Mapping[str, str] | None = None,
+    pass_env: Iterable[str] = (),
+    name: str | None = None,
+) -> dict[str, str]:
+    """A server's whole environment. From `base` (the deployer's), only the base set and the
+    names in `pass_env`, those set there (`PATH` with Shipyard's tools first); then `env`
+    (an environment's `env:`); then what Shipyard sets, which nothing overrides: `PORT`,
+    `SHIPYARD_RELEASE`, and `SHIPYARD_ENV` when the environment's `name` is given."""
+    named = set(BASE_VARIABLES) | set(pass_env)
+    taken = {k: v for k, v in base.items() if k in named or k.startswith(BASE_PREFIXES)}
+    shipyard = {"PORT": str(port), "SHIPYARD_RELEASE": release}
+    if name is not None:
+        shipyard["SHIPYARD_ENV"] = name
+    return {**taken, "PATH": tools_path(base), **(env or {}), **shipyard}
 
 
 def free_port() -> int:
@@ -133,7 +162,7 @@ def _spawn(
     preexec: Callable[[], None] | None = None,
 ) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
+    with _open_log(log_path) as log:
         process = subprocess.Popen(
             [shell(), "-c", script],
             cwd=cwd,
@@ -146,6 +175,17 @@ def _spawn(
         )
     process.returncode = 0  # never reaped by us: keep Popen's destructor from warning
     return process.pid
+
+
+def _open_log(path: Path) -> io.BufferedWriter:
+    """`path` opened to append, readable by its owner only (0600), even when it was there."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _LOG_MODE)
+    try:
+        os.fchmod(fd, _LOG_MODE)  # a log from before, created 0644, is made private too
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab")
 
 
 def _death_signal() -> Callable[[], None] | None:

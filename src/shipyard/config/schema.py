@@ -79,7 +79,7 @@ def _heartbeat(value: object, where: Where) -> float:
     return interval
 
 
-def _secrets(value: object, where: Where) -> tuple[str, ...]:
+def _variable_names(value: object, where: Where) -> tuple[str, ...]:
     return tuple(unique_items(value, where, env_var_name, "a list of environment variable names"))
 
 
@@ -212,6 +212,7 @@ ENVIRONMENT_FIELDS: Mapping[str, Check[Any]] = {
     "target": text("the name of a deploy target"),
     "start": _start_command,
     "env": env,
+    "pass_env": _variable_names,
     "smoke": _smoke,
     "max_unpacked_mib": integer(1),
     "max_archive_members": integer(1),
@@ -223,7 +224,7 @@ _TOP_LEVEL_FIELDS: Mapping[str, Check[Any]] = {
         "a folder name (letters, digits, '.', '_' and '-', starting with a letter or digit)",
     ),
     "heartbeat": _heartbeat,
-    "secrets": _secrets,
+    "secrets": _variable_names,
     "steps": _steps,
     "gates": _gates,
     "environments": _environments,

@@ -29,7 +29,7 @@ from shipyard import server
 from shipyard.config import Environment
 from shipyard.errors import PreflightError
 from shipyard.heartbeat import iso_timestamp
-from shipyard.process import start_ticks, tools_path
+from shipyard.process import start_ticks
 from shipyard.targets.local.store import VERSION, DamagedState, ReleaseStore, shown, write_json
 
 STOP_GRACE = 5.0
@@ -309,14 +309,14 @@ class ServerState:
         self.log(version).unlink(missing_ok=True)
 
     def _server_env(self, version: str) -> dict[str, str]:
-        return {
-            **os.environ,
-            "PATH": tools_path(os.environ),
-            **self.env.env,
-            "PORT": str(self.port),
-            "SHIPYARD_ENV": self.env.name,
-            "SHIPYARD_RELEASE": version,
-        }
+        return server.environment(
+            os.environ,
+            port=self.port,
+            release=version,
+            env=self.env.env,
+            pass_env=self.env.pass_env,
+            name=self.env.name,
+        )
 
     def _write(self, state: dict[str, Any]) -> None:
         write_json(self.state_path, state, scratch=self.store.state_dir)
