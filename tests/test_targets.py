@@ -203,8 +203,8 @@ def test_the_config_keeps_a_targets_options_as_written_without_knowing_the_targe
         (
             "    greeting: hi\n    url: x\n    port: 8080",
             "shipyard.yaml:9: environments.review.port: unknown key for target 'echo'"
-            " (expected one of: target, start, env, smoke, max_unpacked_mib, max_archive_members,"
-            " greeting, url, repeat)",
+            " (expected one of: target, start, env, pass_env, smoke, max_unpacked_mib,"
+            " max_archive_members, greeting, url, repeat)",
         ),
     ],
 )

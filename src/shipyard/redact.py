@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote_from_bytes, quote_plus
@@ -42,6 +43,8 @@ MIN_DERIVED_LENGTH = 6
 STREAM_BUFFER_LIMIT = 64 * 1024
 
 _URLSAFE = str.maketrans("+/", "-_")
+_PERCENT_ESCAPE = re.compile("%[0-9A-F]{2}")
+_BASH_SPECIAL = re.compile(r"[ !\"$&'()*,;<>?\[\\\]^`{|}]")  # what `printf %q` escapes
 
 
 class Redactor:
@@ -252,14 +255,26 @@ def _names_a_secret(name: str) -> bool:
 
 
 def _derived_patterns(secret: str) -> set[str]:
+    """The forms everyday tools print `secret` in (see docs/evidence.md for the table)."""
     data = _utf8(secret)
+    as_json = (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1])
+    percent = (
+        quote_from_bytes(data, safe=""),  # curl --data-urlencode, quote(safe="")
+        quote_from_bytes(data),  # Python's quote(): keeps "/"
+        quote_from_bytes(data, safe="!'()*"),  # JavaScript's encodeURIComponent
+        quote_plus(data),  # form encoding
+    )
     candidates = {
         *(line.strip() for line in secret.splitlines()),
-        json.dumps(secret)[1:-1],
-        json.dumps(secret, ensure_ascii=False)[1:-1],
-        quote_from_bytes(data, safe=""),
-        quote_plus(data),
+        *as_json,
+        *(form.replace("/", "\\/") for form in as_json),  # JSON that escapes "/" (PHP, Go)
+        *percent,
+        *(_PERCENT_ESCAPE.sub(lambda m: m.group(0).lower(), form) for form in percent),
         *_base64_cores(data),
+        secret.replace("'", "'\\''"),  # inside single quotes, as bash `set -x` prints it
+        _BASH_SPECIAL.sub(r"\\\g<0>", secret),  # bash `printf %q`
+        data.hex(),
+        data.hex().upper(),
     }
     return {pattern for pattern in candidates if len(pattern) >= MIN_DERIVED_LENGTH}
 
