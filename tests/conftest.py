@@ -23,14 +23,25 @@ def project(tmp_path: Path):
 
 # --- process hygiene ----------------------------------------------------------------------
 # Every process a test starts inherits this marker (tests build child environments from
-# os.environ). After each test, any live process still carrying it is a leak: the test fails.
+# os.environ). A release's server does not (its environment is an allowlist): it is known by
+# the `SHIPYARD_RELEASE` Shipyard gives it and a working folder under this worker's temporary
+# folder. After each test, any live process of either kind is a leak: the test fails.
 
 _MARKER = "PYTEST_PROCESS_HYGIENE_MARK"  # not SHIPYARD_*: cli_env() drops those
 os.environ[_MARKER] = secrets.token_hex(8)
 _PROC = Path("/proc")
 
 
-def _marked_processes() -> dict[int, str]:
+def _ours(entry: Path, needle: bytes, temporary: Path) -> bool:
+    environ = (entry / "environ").read_bytes()
+    if needle in environ:
+        return True
+    if b"SHIPYARD_RELEASE=" not in environ:
+        return False
+    return temporary in Path(os.readlink(entry / "cwd")).parents
+
+
+def _marked_processes(temporary: Path) -> dict[int, str]:
     needle = f"{_MARKER}={os.environ[_MARKER]}".encode()
     found = {}
     for entry in _PROC.glob("[0-9]*"):
@@ -38,7 +49,7 @@ def _marked_processes() -> dict[int, str]:
         if pid == os.getpid():
             continue
         try:
-            if needle not in (entry / "environ").read_bytes():
+            if not _ours(entry, needle, temporary):
                 continue
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -50,15 +61,16 @@ def _marked_processes() -> dict[int, str]:
 
 
 @pytest.fixture(autouse=True)
-def no_process_left_behind():
+def no_process_left_behind(tmp_path_factory):
     yield
     if not _PROC.is_dir():
         return
+    temporary = tmp_path_factory.getbasetemp().resolve()
     deadline = time.monotonic() + 5
-    left = _marked_processes()
+    left = _marked_processes(temporary)
     while left and time.monotonic() < deadline:
         time.sleep(0.1)
-        left = _marked_processes()
+        left = _marked_processes(temporary)
     for pid in left:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(
