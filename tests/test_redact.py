@@ -15,7 +15,14 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from shipyard import redact
-from shipyard.redact import MASK, MIN_DERIVED_LENGTH, STREAM_BUFFER_LIMIT, Redactor
+from shipyard.redact import (
+    MASK,
+    MIN_DERIVED_LENGTH,
+    STREAM_BUFFER_LIMIT,
+    WRAP_MAX,
+    WRAP_MIN,
+    Redactor,
+)
 
 TRICKY = ".^$*+?()[]{}|\\\"'%/&=:;,<> \t\r\n\x00éßΩ€中😀\u2028"
 CHARS = st.one_of(st.sampled_from(TRICKY), st.characters(codec="utf-8"))
@@ -35,6 +42,7 @@ def forgeable(secret: str) -> bool:
 SECRET_VALUES = st.text(CHARS, min_size=1, max_size=24).filter(
     lambda value: bool(value.strip()) and not forgeable(value)
 )
+SECRET_LISTS = st.lists(SECRET_VALUES, min_size=1, max_size=3, unique=True)
 TOKENS = st.binary(min_size=12, max_size=32).map(
     lambda raw: base64.urlsafe_b64encode(raw).decode().rstrip("=")
 )
@@ -50,6 +58,28 @@ def base64_printed(
     first = -(-8 * len(prefix) // 6)
     end = 8 * (len(prefix) + len(secret.encode())) // 6
     return blob, [blob[first:end]]
+
+
+def wrapped_base64_printed(
+    secret: str, prefix: bytes, suffix: bytes, *, urlsafe: bool, width: int, newline: str
+) -> tuple[str, list[str]]:
+    """`base64(prefix + secret + suffix)` on lines of `width` (GNU `base64`: 76, `openssl
+    base64` and PEM: 64, MIME: 76 with CRLF); the forms to look for are in `wrapped_leaks`."""
+    blob, _ = base64_printed(secret, prefix, suffix, urlsafe=urlsafe)
+    lines = [blob[start : start + width] for start in range(0, len(blob), width)]
+    return newline + newline.join(lines) + newline, []
+
+
+def wrapped_leaks(output: str, secret_list: list[str]) -> list[str]:
+    """The base64 cores of the secrets still in `output` once its line breaks are taken out."""
+    unwrapped = output.replace("\r", "").replace("\n", "")
+    cores = {
+        base64_printed(secret, bytes(shift), b"", urlsafe=urlsafe)[1][0]
+        for secret in secret_list
+        for shift in range(3)
+        for urlsafe in (False, True)
+    }
+    return [core for core in cores if len(core) >= MIN_DERIVED_LENGTH and core in unwrapped]
 
 
 def known_forms(secret: str) -> list[str]:
@@ -113,13 +143,25 @@ def printed(secret: str) -> st.SearchStrategy[tuple[str, list[str]]]:
         st.binary(max_size=3),
         urlsafe=st.booleans(),
     )
-    return st.one_of(st.sampled_from(plain), in_base64)
+    in_wrapped_base64 = st.builds(
+        wrapped_base64_printed,
+        st.just(secret),
+        BASE64_PREFIXES,
+        st.binary(max_size=3),
+        urlsafe=st.booleans(),
+        width=st.sampled_from([16, 64, 76]),
+        newline=st.sampled_from(["\n", "\r\n"]),
+    )
+    return st.one_of(st.sampled_from(plain), in_base64, in_wrapped_base64)
 
 
 @st.composite
-def logs_with_secrets(draw: st.DrawFn) -> tuple[list[str], str, list[str]]:
+def logs_with_secrets(
+    draw: st.DrawFn,
+    secret_lists: st.SearchStrategy[list[str]] = SECRET_LISTS,
+) -> tuple[list[str], str, list[str]]:
     """Secrets, a log printing them in many forms amid random text, and the derived forms."""
-    secret_list = draw(st.lists(SECRET_VALUES, min_size=1, max_size=3, unique=True))
+    secret_list = draw(secret_lists)
     pieces, derived = [], []
     for _ in range(draw(st.integers(1, 5))):
         text, forms = draw(printed(draw(st.sampled_from(secret_list))))
@@ -149,6 +191,7 @@ def assert_nothing_leaks(output: str, secret_list: list[str], derived: list[str]
     for form in derived:
         if len(form) >= MIN_DERIVED_LENGTH:
             assert form not in output
+    assert not wrapped_leaks(output, secret_list)
 
 
 @settings(max_examples=300, deadline=None)
@@ -189,7 +232,8 @@ def test_long_lines_stream_in_overlapping_windows_without_leaking(
     with mock.patch.object(redact, "STREAM_BUFFER_LIMIT", limit):
         for piece in pieces(text, data.draw(cuts(text))):
             emitted.append(stream.feed(piece))
-            assert stream.buffered <= max(limit, longest - 1)
+            # the start of any form cut at the end, and the line that start is in
+            assert stream.buffered <= max(limit, 2 * longest + WRAP_MIN + WRAP_MAX)
         emitted.append(stream.flush())
     assert_nothing_leaks("".join(emitted), secret_list, derived)
 
