@@ -69,6 +69,7 @@ def test_the_local_server_gets_no_credential_of_the_deployer(
         assert seen["APP_ENV"] == "staging"
         assert seen["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
         assert (seen["PORT"], seen["SHIPYARD_RELEASE"]) == (str(state.port), "v1")
+        assert seen["HOST"] == "127.0.0.1"
         assert seen["SHIPYARD_ENV"] == "staging"
         assert mode(state.log("v1")) == 0o600
     finally:
@@ -117,6 +118,7 @@ def test_the_environment_is_the_base_set_then_pass_env_then_env_then_shipyards()
         pass_env=("APP_ENV", "MISSING"),
     )
     assert built == {
+        "HOST": "127.0.0.1",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/bin",
         "HOME": "/home/me",
         "LC_TIME": "C",
@@ -124,6 +126,17 @@ def test_the_environment_is_the_base_set_then_pass_env_then_env_then_shipyards()
         "PORT": "8787",
         "SHIPYARD_RELEASE": "v3",
     }
+
+
+def test_host_is_loopback_unless_the_deployer_passes_it_or_env_sets_it() -> None:
+    def host(
+        base: dict[str, str], pass_env: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> str:
+        return server.environment(base, port=1, release="v1", pass_env=pass_env, env=env)["HOST"]
+
+    assert host({"HOST": "ci-box"}) == "127.0.0.1"  # the deployer's own HOST is not passed
+    assert host({"HOST": "0.0.0.0"}, pass_env=("HOST",)) == "0.0.0.0"
+    assert host({}, env={"HOST": "::1"}) == "::1"
 
 
 def test_a_server_log_is_created_0600_and_an_older_one_made_so(tmp_path: Path) -> None:

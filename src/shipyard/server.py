@@ -17,6 +17,8 @@ from pathlib import Path
 from shipyard.evidence import tail_lines
 from shipyard.process import group_alive, shell, signal_group, tools_path
 
+LOOPBACK = "127.0.0.1"  # where servers listen and are probed
+
 _POLL_SECONDS = 0.01  # a stopped app is seen gone within 10 ms: the port is free sooner
 _PR_SET_PDEATHSIG = 1
 _KILL_WAIT = 5.0  # SIGKILL always ends a process, but a loaded machine can take its time
@@ -46,27 +48,28 @@ def environment(
     name: str | None = None,
 ) -> dict[str, str]:
     """A server's whole environment. From `base` (the deployer's), only the base set and the
-    names in `pass_env`, those set there (`PATH` with Shipyard's tools first); then `env`
-    (an environment's `env:`); then what Shipyard sets, which nothing overrides: `PORT`,
-    `SHIPYARD_RELEASE`, and `SHIPYARD_ENV` when the environment's `name` is given."""
+    names in `pass_env`, those set there (`PATH` with Shipyard's tools first); `HOST` as
+    127.0.0.1 unless those set it; then `env` (an environment's `env:`); then what Shipyard
+    sets, which nothing overrides: `PORT`, `SHIPYARD_RELEASE`, and `SHIPYARD_ENV` when the
+    environment's `name` is given."""
     named = set(BASE_VARIABLES) | set(pass_env)
     taken = {k: v for k, v in base.items() if k in named or k.startswith(BASE_PREFIXES)}
     shipyard = {"PORT": str(port), "SHIPYARD_RELEASE": release}
     if name is not None:
         shipyard["SHIPYARD_ENV"] = name
-    return {**taken, "PATH": tools_path(base), **(env or {}), **shipyard}
+    return {"HOST": LOOPBACK, **taken, "PATH": tools_path(base), **(env or {}), **shipyard}
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((LOOPBACK, 0))
         return int(probe.getsockname()[1])
 
 
 def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+        return probe.connect_ex((LOOPBACK, port)) == 0
 
 
 def listeners(port: int) -> list[int]:
