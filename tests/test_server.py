@@ -153,3 +153,83 @@ def test_a_held_server_does_not_run_when_the_body_fails(tmp_path):
     _settle(pid)
     assert not server.alive(pid)
     assert not (tmp_path / "ran").exists()
+
+
+# Serves HTTP 200 on $PORT from the folder it runs in; the start commands below reach it
+# through assignments, `cd … &&` and `;`, as a user's `start:` may.
+SERVE_PORT = (
+    "import http.server, os; http.server.test(http.server.SimpleHTTPRequestHandler,"
+    " port=int(os.environ['PORT']), bind='127.0.0.1')"
+)
+SHELL_COMMANDS = [
+    "PORT={port} python3 serve.py",
+    "cd app && PORT={port} python3 ../serve.py",
+    "true; export PORT={port}; python3 serve.py",
+    "echo starting; PORT={port} exec python3 serve.py  # a comment",
+    "PORT={port} python3 serve.py 2>&1 | tee -a serve.log",  # a pipeline: the shell stays
+]
+
+
+def _answers(port: int, pid: int) -> bool:
+    import urllib.request
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and server.alive(pid):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as answer:
+                return answer.status == 200
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("template", SHELL_COMMANDS)
+def test_a_start_command_may_be_any_shell_command_and_stops_whole(tmp_path, template):
+    (tmp_path / "serve.py").write_text(SERVE_PORT)
+    (tmp_path / "app").mkdir()
+    port = server.free_port()
+    command = server.render(template, port=port)
+    env = {key: value for key, value in os.environ.items() if key != "PORT"}
+    with server.held(command, cwd=tmp_path, env=env, log_path=tmp_path / "log") as pid:
+        pass
+    try:
+        assert _answers(port, pid), (tmp_path / "log").read_text()
+    finally:
+        server.stop(pid, grace=2)
+    assert not server.alive(pid), f"still in group {pid}: {group_members(pid)}"
+    assert not server.port_in_use(port)
+
+
+DYING_STARTER = """
+import os, signal, sys, time
+from pathlib import Path
+from shipyard import server
+
+folder, port = Path(sys.argv[1]), sys.argv[2]
+command = f"cd {folder} && PORT={port} python3 serve.py 2>&1 | cat"  # the shell stays
+log = folder / "log"
+pid = server.start(command, cwd=folder, env=dict(os.environ), log_path=log, die_with_parent=True)
+print(pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_compound_command_started_to_die_with_its_parent_dies_with_it(tmp_path):
+    """The artifact smoke's server: a SIGKILLed `inv` leaves no app behind, even when `start`
+    is a list the shell stays the parent of."""
+    (tmp_path / "serve.py").write_text(SERVE_PORT)
+    port = server.free_port()
+    starter = subprocess.Popen(
+        [sys.executable, "-c", DYING_STARTER, str(tmp_path), str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert starter.stdout is not None
+        pid = int(starter.stdout.readline())
+        assert _answers(port, pid), (tmp_path / "log").read_text()
+    finally:
+        starter.kill()
+        starter.wait(timeout=10)
+    _settle(pid)
+    assert not server.alive(pid), f"still in group {pid}: {group_members(pid)}"

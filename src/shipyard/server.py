@@ -120,13 +120,18 @@ def start(
     log_path: Path,
     die_with_parent: bool = False,
 ) -> int:
-    """Start `command` as the leader of a new session writing to `log_path`; return its pid.
+    """Start `command`, any shell command (`PORT=8000 npm start`, `cd web && node server.js`,
+    `a; b`), as the leader of a new session writing to `log_path`; return its pid.
 
-    It outlives this process (nothing waits for it, its process group is its own) unless
-    `die_with_parent`: then, on Linux, it gets SIGTERM when this process dies, even by SIGKILL.
+    A simple command replaces the shell, so the pid is the app's; a list keeps the shell as the
+    session's leader. Either way `stop` signals the whole process group. It outlives this
+    process (nothing waits for it) unless `die_with_parent`: then, on Linux, the shell gets
+    SIGTERM when this process dies, even by SIGKILL, and passes it on to its group.
     """
-    hook = _death_signal() if die_with_parent else None
-    return _spawn(f"exec {command}", cwd=cwd, env=env, log_path=log_path, preexec=hook)
+    if not die_with_parent:
+        return _spawn(command, cwd=cwd, env=env, log_path=log_path)
+    forwarding = f"trap 'trap - TERM; kill -TERM 0' TERM\n{{ {command}\n}} &\nwait $!"
+    return _spawn(forwarding, cwd=cwd, env=env, log_path=log_path, preexec=_death_signal())
 
 
 @contextlib.contextmanager
@@ -142,7 +147,9 @@ def held(command: str, *, cwd: Path, env: Mapping[str, str], log_path: Path) -> 
     with os.fdopen(writer, "wb", buffering=0) as gate:  # closed unwritten: the shell gives up
         try:
             pid = _spawn(
-                f"read -r _ || exit 1; exec {command} </dev/null",  # the gate is not its stdin
+                # then a shell of its own runs the command, the gate not its stdin
+                'read -r _ || exit 1; exec "$0" -c "$1" </dev/null',
+                command,
                 cwd=cwd,
                 env=env,
                 log_path=log_path,
@@ -157,7 +164,7 @@ def held(command: str, *, cwd: Path, env: Mapping[str, str], log_path: Path) -> 
 
 def _spawn(
     script: str,
-    *,
+    *arguments: str,
     cwd: Path,
     env: Mapping[str, str],
     log_path: Path,
@@ -167,7 +174,7 @@ def _spawn(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with _open_log(log_path) as log:
         process = subprocess.Popen(
-            [shell(), "-c", script],
+            [shell(), "-c", script, shell(), *arguments],
             cwd=cwd,
             env=dict(env),
             stdin=stdin,
