@@ -97,12 +97,15 @@ def _exits(body: Callable[..., Ended], *, dry: str = "refuse") -> Callable[..., 
 
     @functools.wraps(body)
     def wrapper(c: Context, *args: Any, **kwargs: Any) -> None:
+        from shipyard.streams import outliving_readers  # not for listing: see docs/cli.md
+
         private_umask()
         try:
             _refuse_ignored_core_options(c, dry_ok=dry != "refuse")
             if dry == "map" and c.config.get("run", {}).get("dry"):
                 kwargs["dry_run"] = True
-            ended = body(c, *args, **kwargs)
+            with outliving_readers():  # `inv build | head`: the run goes on to its end
+                ended = body(c, *args, **kwargs)
         except ShipyardError as error:
             raise Exit(error.message, exit_code_for(error)) from None
         code = int(ended.exit_code if isinstance(ended, Verdict) else ended)

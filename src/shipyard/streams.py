@@ -1,0 +1,64 @@
+"""Standard output and error that outlive their reader: `inv build | head -3`.
+
+When the reader of a pipe leaves, every later write to it fails with EPIPE. A run must not end
+there: its steps, evidence and verdict do not depend on who reads the terminal. So the first
+such failure turns the stream off: its descriptor is pointed at /dev/null (so that nothing
+after it fails either: invoke's last message, the interpreter's final flush) and the run goes
+on to its end and its exit code, with the record and feedback written as always.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+__all__ = ["ReaderGone", "outliving_readers"]
+
+
+class ReaderGone:
+    """`stream`, whose writes and flushes never raise BrokenPipeError: once its reader has
+    gone, they are dropped."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._leave()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._leave()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...
+        return getattr(self._stream, name)
+
+    def _leave(self) -> None:
+        self.gone = True
+        with contextlib.suppress(OSError, ValueError):  # no descriptor: nothing to point
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+
+@contextlib.contextmanager
+def outliving_readers() -> Iterator[None]:
+    """sys.stdout and sys.stderr as `ReaderGone` streams while the body runs."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout = ReaderGone(saved[0])
+    sys.stderr = ReaderGone(saved[1])
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
