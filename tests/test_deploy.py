@@ -421,12 +421,25 @@ def test_rollback_dry_run_json_is_the_plan(staging):
     assert any("python3 -m webapp --port" in action for action in plan["actions"])
 
 
+def test_contract_says_it_deploys_and_its_dry_run_changes_nothing(staging):
+    app = staging()
+    before = app.snapshot()
+    done = app.here("contract", "--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("contract (dry run): the deploy to staging it would make;")
+    assert "deploy staging (local): v1, the first release" in done.stdout  # its plan
+    checks = "Build application, Smoke, Deploy, Smoke staging, Rollback, evidence"
+    assert f"then: a rollback dry-run, and the checks: {checks}" in done.stdout
+    assert app.snapshot() == before and not (app.root / "dist").exists()
+
+
 @pytest.mark.e2e
 def test_contract_holds_after_a_good_deploy_and_names_what_breaks(staging):
     app = staging()
     ok(app.inv("deploy.staging"))
     held = app.inv("contract")
     assert held.returncode == 0, held.stdout + held.stderr
+    assert held.stdout.startswith("contract: deploying to staging for real")
     for name in ("Build application", "Smoke", "Deploy", "Smoke staging", "Rollback", "evidence"):
         assert f"ok   {name}: " in held.stdout
     assert "contract: held" in held.stdout

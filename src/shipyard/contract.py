@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shipyard import evidence, reporters
-from shipyard.config import Config
+from shipyard.config import Config, Environment
 from shipyard.deploy import deploy
 from shipyard.errors import ExitCode
 from shipyard.operation import BUILD, DEPLOY, ROLLBACK_DRY_RUN, SMOKE, smoke_title
@@ -32,12 +32,19 @@ class Check:
         return f"{'ok  ' if self.ok else 'FAIL'} {self.name}: {self.detail}"
 
 
-def run_contract(config: Config, env_name: str, *, command: str) -> ExitCode:
+def run_contract(config: Config, env_name: str, *, command: str, dry_run: bool = False) -> int:
+    """Deploy for real, dry-run its rollback, check the records; with `dry_run`, the deploy's
+    plan and the checks only, changing nothing."""
     environment = config.environment(env_name)
+    print(announcement(environment.name, dry_run=dry_run), flush=True)
 
     def reporter(redactor: Redactor) -> Reporter:
         return reporters.for_run(jobs=1, redactor=redactor)
 
+    if dry_run:
+        planned = deploy(config, environment.name, command=command, reporter=reporter, dry_run=True)
+        print(f"then: a rollback dry-run, and the checks: {', '.join(check_names(environment))}")
+        return int(planned.verdict.exit_code)
     runs = [
         deploy(config, environment.name, command=command, reporter=reporter).run,
         rollback(config, environment.name, command=command, reporter=reporter, dry_run=True).run,
@@ -48,7 +55,22 @@ def run_contract(config: Config, env_name: str, *, command: str) -> ExitCode:
         print(check.line())
     failed = [check.name for check in checks if not check.ok]
     print(f"contract: {'held' if not failed else 'broken: ' + ', '.join(failed)}")
-    return ExitCode.STEP_FAILED if failed else ExitCode.OK
+    return int(ExitCode.STEP_FAILED if failed else ExitCode.OK)
+
+
+def announcement(env_name: str, *, dry_run: bool) -> str:
+    """What the contract is about to do, said before it does anything."""
+    if dry_run:
+        return f"contract (dry run): the deploy to {env_name} it would make; nothing changes"
+    return (
+        f"contract: deploying to {env_name} for real (a new release, its smoke, and a rollback"
+        f" by itself if that fails), then a rollback dry-run and the checks;"
+        f" `--dry-run` shows the plan and changes nothing"
+    )
+
+
+def check_names(environment: Environment) -> list[str]:
+    return [BUILD, SMOKE, DEPLOY, smoke_title(environment), "Rollback", "evidence"]
 
 
 def contract_checks(runs: list[Run], *, smoke: str) -> Iterator[Check]:

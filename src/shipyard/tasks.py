@@ -270,13 +270,20 @@ def doctor(c: Context, env: str = "", config: str = "") -> Ended:
     return commands.doctor(config, env=env)
 
 
-@shipyard_task(help={"env": ENV_HELP, "config": CONFIG_HELP})
-@_exits
-def contract(c: Context, env: str = "", config: str = "") -> Ended:
-    """Re-deploy, dry-run the rollback, and prove the evidence."""
+@shipyard_task(
+    help={
+        "env": ENV_HELP,
+        "dry-run": "print the deploy's plan and the checks; change nothing",
+        "config": CONFIG_HELP,
+    }
+)
+@_dry_run_mapped
+def contract(c: Context, env: str = "", dry_run: bool = False, config: str = "") -> Ended:
+    """Deploy for real, dry-run the rollback, and prove the evidence."""
     from shipyard.contract import run_contract
 
-    return run_contract(load(config or None), env, command=commands.command_line())
+    command = commands.command_line()
+    return run_contract(load(config or None), env, command=command, dry_run=dry_run)
 
 
 def deploy_task(env_name: str) -> Task[Any]:
