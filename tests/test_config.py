@@ -354,6 +354,20 @@ def test_cli_summarises_a_good_config_found_from_a_subdirectory(tmp_path: Path) 
     )
 
 
+def test_cli_names_a_missing_file_as_given_and_counts_in_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert config_cli.main(["nope.yaml"]) == 2
+    assert capsys.readouterr().err == "nope.yaml: no such file\n"
+    (tmp_path / "one.yaml").write_text(
+        "version: 1\nsteps:\n  build: {run: make}\n"
+        "environments:\n  staging: {target: local, start: serve}\n"
+    )
+    assert config_cli.main(["one.yaml"]) == 0
+    assert capsys.readouterr().out == "ok: 1 step, 0 gates, 1 environment\n"
+
+
 def test_message_names_the_file_absolutely_when_outside_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -771,6 +785,9 @@ def test_the_longest_duration_is_one_a_thread_can_wait_for() -> None:
         ("lint", "lint"),
         ("a.b-c_D9", "a.b-c_D9"),
         ("deploy:fly:eu", "deploy_fly_eu"),
+        ("Rollback (dry-run)", "Rollback_dry-run"),
+        ("Smoke staging", "Smoke_staging"),
+        ("a::b", "a_b"),
     ],
 )
 def test_log_name(step: str, file_name: str) -> None:

@@ -385,7 +385,7 @@ def test_evidence_verify_exit_codes_and_lines(bundle, capsys):
     run(bundle, "A")
     run(bundle, "B")
     assert commands.verify_evidence(root, "devops", DATE) == ExitCode.OK
-    assert "matches sha256_manifest.txt and 2 seal(s)" in capsys.readouterr().out
+    assert "matches sha256_manifest.txt and 2 seals" in capsys.readouterr().out
     tamper(bundle, "A")
     run(bundle, "C")
     assert commands.verify_evidence(root, "devops", DATE) == ExitCode.STEP_FAILED
@@ -394,7 +394,7 @@ def test_evidence_verify_exit_codes_and_lines(bundle, capsys):
         "changed: logs/A/test.log (sealed by run A; manifest)",
         "changed: runs/A.json (sealed by run A; manifest)",
     ]
-    assert out[-1].startswith("evidence: 2 difference(s) in ")
+    assert out[-1].startswith("evidence: 2 differences in ")
 
 
 def test_a_standalone_scan_seals_its_report(tmp_path, monkeypatch, capsys):

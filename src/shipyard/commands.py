@@ -34,6 +34,7 @@ from shipyard.errors import (
 )
 from shipyard.process import tools_path
 from shipyard.redact import Redactor
+from shipyard.wording import counted
 
 if TYPE_CHECKING:
     from shipyard.lock import DeployLock, LockState
@@ -111,9 +112,10 @@ def verify_evidence(root: Path, agent: str, date: str = "") -> ExitCode:
     for line in result.lines():
         print(line)
     if result.ok:
-        print(f"evidence: {shown}/ matches {evidence.MANIFEST_NAME} and {result.seals} seal(s)")
+        seals = counted(result.seals, "seal")
+        print(f"evidence: {shown}/ matches {evidence.MANIFEST_NAME} and {seals}")
         return ExitCode.OK
-    print(f"evidence: {len(result.findings)} difference(s) in {shown}/")
+    print(f"evidence: {counted(len(result.findings), 'difference')} in {shown}/")
     return ExitCode.STEP_FAILED
 
 
@@ -188,14 +190,16 @@ def scan(
     baseline_path = root / (baseline or scanner.DEFAULT_BASELINE)
     if write_baseline:
         count = scanner.write_baseline(root, baseline_path, scanner.scan(root))
-        print(f"scan: wrote {baseline_path.relative_to(root)} accepting {count} finding(s)")
+        accepted = counted(count, "finding")
+        print(f"scan: wrote {baseline_path.relative_to(root)} accepting {accepted}")
         return ExitCode.OK
     result = scanner.scan(root, baseline=baseline_path)
     for line in scanner.format_findings(result):
         print(line)
     report = _write_scan_report(root, agent, scanner.to_sarif(result), environ)
     print(
-        f"scan: {len(result.findings)} finding(s) in {result.files_scanned} file(s), "
+        f"scan: {counted(len(result.findings), 'finding')}"
+        f" in {counted(result.files_scanned, 'file')}, "
         f"{result.allowlisted} allowlisted ({', '.join(result.engines)}); SARIF: {report}"
     )
     return ExitCode.STEP_FAILED if result.findings else ExitCode.OK
@@ -278,6 +282,7 @@ def rollback(
     dry_run: bool = False,
     as_json: bool = False,
     lock_wait: str = "",
+    force: bool = False,
 ) -> Verdict:
     from shipyard.rollback import rollback as roll_back
 
@@ -289,6 +294,7 @@ def rollback(
         to=to or None,
         dry_run=dry_run,
         lock_wait=parse_wait(lock_wait),
+        force=force,
     )
     if as_json:  # the plan (when one was made), how the run ended, and where its evidence is
         document = {**(finished.record.plan or {}), **finished.verdict.to_json()}
@@ -363,6 +369,8 @@ def status(config: Config, *, env: str = "", as_json: bool = False) -> ExitCode:
         )
         health = {True: "ok", False: "FAILING", None: "-"}[state.healthy]
         print(f"health: {health} {state.detail}")
+        for line in state.writes:
+            print(f"written: {line}")
         if mismatch:
             print(
                 f"MISMATCH: {state.serving} serves but current is {state.current or 'none'};"
@@ -458,7 +466,8 @@ def doctor(explicit: str = "", *, env: str = "") -> ExitCode:
     except ConfigError as error:
         checks.append((False, error.message))
         return _report(checks)
-    summary = f"{len(config.steps)} steps, {len(config.environments)} environments"
+    steps, environments = len(config.steps), len(config.environments)
+    summary = f"{counted(steps, 'step')}, {counted(environments, 'environment')}"
     checks.append((True, f"config {config.path} ({summary})"))
     checks += [_tool_check(step) for step in config.steps.values()]
     names = [env] if env else list(config.environments)
@@ -494,5 +503,5 @@ def _report(checks: list[tuple[bool, str]]) -> ExitCode:
     for ok, line in checks:
         print(f"{'ok  ' if ok else 'FAIL'} {line}")
     failed = sum(not ok for ok, _ in checks)
-    print(f"doctor: {failed} problem(s)" if failed else "doctor: ready")
+    print(f"doctor: {counted(failed, 'problem')}" if failed else "doctor: ready")
     return ExitCode.USAGE if failed else ExitCode.OK

@@ -6,8 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from shipyard.config.loading import CONFIG_FILENAME, load
+from shipyard.config.loading import CONFIG_FILENAME, load, load_config
 from shipyard.errors import ConfigError, ExitCode
+from shipyard.wording import counted
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,13 +21,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from shipyard import targets  # the targets check their own options
 
     try:
-        config = load(arguments.path)
+        config = load_config(arguments.path) if arguments.path else load()  # as it was given
         targets.check(config)
     except ConfigError as error:
         print(error.message, file=sys.stderr)
         return int(error.exit_code)
     print(
-        f"ok: {len(config.steps)} steps, {len(config.gates)} gates,"
-        f" {len(config.environments)} environments"
+        f"ok: {counted(len(config.steps), 'step')}, {counted(len(config.gates), 'gate')},"
+        f" {counted(len(config.environments), 'environment')}"
     )
     return int(ExitCode.OK)

@@ -94,5 +94,7 @@ class Config:
 
 
 def log_name(step_name: str) -> str:
-    """The file name (without `.log`) that holds a step's output."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", step_name)
+    """The file name (without `.log`) that holds a step's output: each run of characters
+    outside `A-Za-z0-9._-` made one `_`, none at either end (`Rollback (dry-run)` ->
+    `Rollback_dry-run`)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", step_name).strip("_") or "step"

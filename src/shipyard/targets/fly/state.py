@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shipyard.targets.base import Release, ReleaseStatus
+from shipyard.wording import counted
 
 # Fly's release statuses; any other (running, pending...) reads as `building`
 _STATUS = {
@@ -104,4 +105,4 @@ class RunningImage:
             return "nothing: no machine serves the app"
         images = ", ".join(sorted({image or "(no image)" for image, _ in self.machines}))
         made = f" (as {', '.join(self.releases)})" if self.releases else ""
-        return f"{images}{made} on {len(self.machines)} machine(s)"
+        return f"{images}{made} on {counted(len(self.machines), 'machine')}"

@@ -32,6 +32,7 @@ from shipyard.targets.fly.client import Flyctl
 from shipyard.targets.fly.options import CHECKS, REQUIRED, FlyOptions
 from shipyard.targets.fly.state import RunningImage, machine_problems, release_of, serves_the_app
 from shipyard.targets.kinds import TargetKind
+from shipyard.wording import counted
 
 TOKEN_VARIABLES = ("FLY_ACCESS_TOKEN", "FLY_API_TOKEN")  # flyctl reads ACCESS first
 # How Shipyard's audit log records a rollback that took, and a deploy that had to be undone.
@@ -134,7 +135,7 @@ class FlyTarget:
         state = self._client().read_json(call, "status")
         current = f"v{state.get('Version', 0)}" if state.get("Version") else None
         problems = self._health_problems(state.get("Version", 0), call)
-        started = f"{len(self._machines(call))} machine(s) started and passing"
+        started = f"{counted(len(self._machines(call)), 'machine')} started and passing"
         return Status(
             environment=self.env.name,
             target=self.name,
@@ -246,7 +247,7 @@ class FlyTarget:
         for problem in problems:
             call.say(f"unhealthy: {problem}")
         if problems:
-            raise StepFailed(f"Fly reports {len(problems)} problem(s): {problems[0]}")
+            raise StepFailed(f"Fly reports {counted(len(problems), 'problem')}: {problems[0]}")
         call.say(f"Fly reports every machine started, passing and on v{version}")
 
     def alive(self) -> bool:
