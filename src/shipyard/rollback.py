@@ -9,6 +9,8 @@ The plan is made under the lock, so nobody moves it before it runs; `--json` pri
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from shipyard.config import Config
 from shipyard.errors import (
     OK,
@@ -42,8 +44,10 @@ def rollback(
     to: str | None = None,
     dry_run: bool = False,
     lock_wait: float = 0.0,
+    force: bool = False,
 ) -> Finished:
-    """Back to the release `to` (`vN`), or the one the target chooses."""
+    """Back to the release `to` (`vN`), or the one the target chooses; with `force`, also when
+    its checks found problems (files written into it since it was made)."""
     environment = config.environment(env_name)
     if to is not None and not (to.startswith("v") and to[1:].isdigit()):
         raise UsageError(f"--to {to}: expected a release like v3")
@@ -53,8 +57,8 @@ def rollback(
     def body() -> Verdict:
         op.target  # noqa: B018 - the target's preflight, before the lock
         if dry_run:
-            return _dry_run(op, to)
-        return op.locked(lock_wait, lambda: _rollback_steps(op, to))
+            return _dry_run(op, to, force=force)
+        return op.locked(lock_wait, lambda: _rollback_steps(op, to, force=force))
 
     return op.conclude("rollback", body)
 
@@ -65,17 +69,22 @@ def plan_error(plan: RollbackPlan, to: str | None) -> ShipyardError | None:
         return None
     if plan.to is None:
         return UsageError(plan.reason) if to is not None else NothingToRollBack(plan.reason)
-    return StepFailed(f"the rollback to {plan.to} cannot be carried out: {plan.problems[0]}")
+    return StepFailed(
+        f"the rollback to {plan.to} cannot be carried out: {plan.problems[0]}"
+        " (add --force to roll back all the same)"
+    )
 
 
-def _plan(op: Operation, to: str | None) -> RollbackPlan:
+def _plan(op: Operation, to: str | None, *, force: bool) -> RollbackPlan:
     plan = op.target.plan_rollback(to, op.call())
+    if force and plan.problems:
+        plan = replace(plan, forced=True)  # recorded so: the audit entry carries the plan
     op.record.plan, op.record.previous = plan.to_json(), plan.current
     return plan
 
 
-def _dry_run(op: Operation, to: str | None) -> Verdict:
-    plan = _plan(op, to)
+def _dry_run(op: Operation, to: str | None, *, force: bool) -> Verdict:
+    plan = _plan(op, to, force=force)
     error = plan_error(plan, to)
 
     def show(say: Say) -> None:
@@ -89,8 +98,8 @@ def _dry_run(op: Operation, to: str | None) -> Verdict:
     return verdict_for(error) if error is not None else op.flow.verdict()
 
 
-def _rollback_steps(op: Operation, to: str | None) -> Verdict:
-    plan = _plan(op, to)  # planned under the lock: nobody moves it now
+def _rollback_steps(op: Operation, to: str | None, *, force: bool) -> Verdict:
+    plan = _plan(op, to, force=force)  # planned under the lock: nobody moves it now
     error = plan_error(plan, to)
     if error is not None:
         for line in plan.lines():

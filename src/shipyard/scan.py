@@ -40,6 +40,10 @@ DEFAULT_BASELINE = ".secrets.baseline"
 GITLEAKS_BASELINE_KEY = "gitleaks_fingerprints"
 EXCLUDED_TOP_DIRS = frozenset({"artifacts", "feedback", ".shipyard"})
 SKIPPED_DIRS = frozenset({".git", ".venv", ".nox", "node_modules", "__pycache__"})
+# A folder holding a file of this name that starts with this signature is a tool's cache
+# (the Cache Directory Tagging spec, https://bford.info/cachedir/): ruff, pytest, mypy.
+CACHEDIR_TAG = "CACHEDIR.TAG"
+CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 GITLEAKS_ARGS = ("dir", "--no-banner", "--redact", "--exit-code", "0", "-f", "json")
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_HELP = (
@@ -173,10 +177,26 @@ def _git_files(root: Path) -> list[str] | None:
 def _walk_files(root: Path) -> list[str]:
     found: list[str] = []
     for directory, subdirectories, names in os.walk(root):
-        subdirectories[:] = [d for d in subdirectories if d not in SKIPPED_DIRS]
+        subdirectories[:] = [
+            d
+            for d in subdirectories
+            if d not in SKIPPED_DIRS and not _is_tagged_cache(Path(directory, d))
+        ]
         relative = Path(directory).relative_to(root)
         found.extend((relative / name).as_posix() for name in names)
     return found
+
+
+def _is_tagged_cache(folder: Path) -> bool:
+    """`folder` holds a CACHEDIR.TAG, a regular file that starts with the spec's signature."""
+    tag = folder / CACHEDIR_TAG
+    if tag.is_symlink() or not tag.is_file():
+        return False
+    try:
+        with tag.open("rb") as opened:
+            return opened.read(len(CACHEDIR_SIGNATURE)) == CACHEDIR_SIGNATURE
+    except OSError:
+        return False
 
 
 def _excluded_files(root: Path, baseline: Path | None) -> set[str]:

@@ -202,6 +202,7 @@ def smoke(c: Context, env: str = "", artifact: str = "", config: str = "") -> En
         "dry-run": "print the plan and check it; change nothing",
         "json": "print the plan as JSON",
         "lock-wait": "wait this long for the lock, e.g. 60s",
+        "force": "roll back even to a release whose files changed since it was made (audited)",
         "config": CONFIG_HELP,
     }
 )
@@ -213,11 +214,18 @@ def rollback(  # noqa: PLR0917 - invoke turns each parameter into a flag
     dry_run: bool = False,
     json: bool = False,
     lock_wait: str = "",
+    force: bool = False,
     config: str = "",
 ) -> Ended:
     """Go back to the previous good release (or --to vN)."""
     return commands.rollback(
-        load(config or None), env=env, to=to, dry_run=dry_run, as_json=json, lock_wait=lock_wait
+        load(config or None),
+        env=env,
+        to=to,
+        dry_run=dry_run,
+        as_json=json,
+        lock_wait=lock_wait,
+        force=force,
     )
 
 
@@ -272,6 +280,20 @@ def doctor(c: Context, env: str = "", config: str = "") -> Ended:
 
 @shipyard_task(
     help={
+        "kind": "python or node (default: what the files here say)",
+        "dry-run": "print what it would write; write nothing",
+    }
+)
+@_dry_run_mapped
+def init(c: Context, kind: str = "", dry_run: bool = False) -> Ended:
+    """Write shipyard.yaml, tasks.py and .gitignore lines for the app here."""
+    from shipyard.init import run_init
+
+    return run_init(Path.cwd(), kind=kind, dry_run=dry_run)
+
+
+@shipyard_task(
+    help={
         "env": ENV_HELP,
         "dry-run": "print the deploy's plan and the checks; change nothing",
         "config": CONFIG_HELP,
@@ -279,7 +301,7 @@ def doctor(c: Context, env: str = "", config: str = "") -> Ended:
 )
 @_dry_run_mapped
 def contract(c: Context, env: str = "", dry_run: bool = False, config: str = "") -> Ended:
-    """Deploy for real, dry-run the rollback, and prove the evidence."""
+    """Deploy for real, dry-run a rollback, prove the evidence."""
     from shipyard.contract import run_contract
 
     command = commands.command_line()
@@ -335,6 +357,7 @@ def namespace() -> Collection:
     cache_bytecode()  # `inv` loads tasks.py after it has set the flag
     deploy = Collection("deploy", *(deploy_task(name) for name in environment_names()))
     return Collection(
+        init,
         gates,
         step,
         doctor,

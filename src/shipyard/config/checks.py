@@ -2,9 +2,9 @@
 
 A `Check[T]` is called as `check(value, where)` and returns a `T`. Single values: `text`,
 `matching`, `starting_with`, `integer`, `one_of`, `duration`, `boolean`, `relative_dir`,
-`relative_glob`, `env_var_name`, `env`. Sections: `fields` checks each key of a mapping by its
-entry in a schema (a mapping of key to check) and `require` insists on a key; `mapping`,
-`entries` and `unique_items` serve sections keyed by names or listed.
+`relative_glob`, `relative_path`, `env_var_name`, `env`. Sections: `fields` checks each key
+of a mapping by its entry in a schema (a mapping of key to check) and `require` insists on a
+key; `mapping`, `entries` and `unique_items` serve sections keyed by names or listed.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ __all__ = [
     "parse_duration",
     "relative_dir",
     "relative_glob",
+    "relative_path",
     "require",
     "starting_with",
     "text",
@@ -202,6 +203,24 @@ def relative_glob(value: object, where: Where) -> str:
             value,
         )
     return value
+
+
+def relative_path(value: object, where: Where) -> str:
+    """A path inside a folder, normalised (`log/` and `./log` are `log`): not absolute, no
+    `..` anywhere, not the folder itself, no blank at either end."""
+    what = "a relative path like log or var/cache"
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        where.expected(what, value)
+    if value != value.strip():
+        where.fail(f"{quote(value)} starts or ends with a blank (expected {what})")
+    path = PurePosixPath(value)
+    if path.is_absolute():
+        where.fail(f"{quote(value)} is absolute (expected {what})")
+    if ".." in path.parts:
+        where.fail(f"{quote(value)} has '..', which leads out (expected {what})")
+    if not path.parts:
+        where.fail(f"{quote(value)} is the folder itself (expected {what})")
+    return path.as_posix()
 
 
 def _absolute_or_up(pattern: str) -> bool:

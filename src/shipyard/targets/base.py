@@ -78,11 +78,12 @@ class RollbackPlan:
     reason: str  # why that one, or why none
     actions: tuple[str, ...] = ()
     checks: tuple[str, ...] = ()  # the read-only checks made, with their results
-    problems: tuple[str, ...] = field(default=())
+    problems: tuple[str, ...] = field(default=())  # what the checks found
+    forced: bool = False  # `--force`: carried out despite its problems (audited with the plan)
 
     @property
     def possible(self) -> bool:
-        return self.to is not None and not self.problems
+        return self.to is not None and (self.forced or not self.problems)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "possible": self.possible}
@@ -95,6 +96,7 @@ class RollbackPlan:
             f"why: {self.reason}",
             *(f"check: {check}" for check in self.checks),
             *(f"problem: {problem}" for problem in self.problems),
+            *(["forced: --force goes past the problems above"] if self.forced else []),
             *(f"{number}. {action}" for number, action in enumerate(self.actions, 1)),
         ]
 
@@ -110,6 +112,7 @@ class Status:
     uptime: float | None = None
     healthy: bool | None = None
     detail: str = ""
+    writes: tuple[str, ...] = ()  # files written into a release since it was made, named
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

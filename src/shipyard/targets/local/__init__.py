@@ -1,6 +1,9 @@
 """The embedded default target: releases in a folder on this machine, served by a detached process.
 
-    .shipyard/<env>/releases/v<N>/     unpacked artifact + release.json
+    .shipyard/<env>/releases/v<N>/     unpacked artifact + release.json + release.files.json,
+                                       and a link to each shared path
+    .shipyard/<env>/shared/<path>/     the shared paths (`shared:`): what the app keeps
+                                       across releases (logs, caches, data)
     .shipyard/<env>/current            symlink to releases/v<N>, switched by os.replace()
     .shipyard/<env>/server/            state.json (pid, release, port; the switch under way)
                                        and one log per release
@@ -24,6 +27,8 @@ is never marked bad for it.
 
 One job per module; each imports only the modules listed before it:
 
+    written    a release's file list, and what was written into its folder since
+    shared     the shared paths: their check, their folders, their links into a release
     store      the release folders, their release.json and the `current` link
     serving    server/state.json, the switch it records, the server process
     plans      the deploy and rollback plans: what they mark, their action lines

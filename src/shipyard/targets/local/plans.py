@@ -102,7 +102,8 @@ class PlanActions:
             f"mark {version} complete",
             self._point(version),
             f"prune to the newest {self.keep_releases} complete releases (and current,"
-            " the rollback target, the newest folder)",
+            f" the rollback target, the newest folder, bad ones among the newest"
+            f" {self.keep_releases})",
         )
 
     def for_rollback(

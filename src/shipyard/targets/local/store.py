@@ -2,7 +2,8 @@
 `release.json` (status, who made it, from what), and the `current` link. Only files: what
 serves is `serving`'s, which release to make or go back to is `target`'s.
 
-    <state dir>/releases/v<N>/   unpacked artifact + release.json
+    <state dir>/releases/v<N>/   unpacked artifact + release.json + release.files.json,
+                                 and a link to each shared path (`shared`)
     <state dir>/current          symlink to releases/v<N>, switched by os.replace()
 
 A state file that no code path can read or replace safely (`current` that is not a link, a
@@ -24,6 +25,8 @@ from shipyard import artifact, audit, files, unpacking
 from shipyard.errors import PreflightError, StepFailed
 from shipyard.heartbeat import iso_timestamp
 from shipyard.targets.base import DeployPlan, Release, ReleaseStatus
+from shipyard.targets.local import shared, written
+from shipyard.targets.local.written import FILE_LIST, Written
 
 RELEASE_FILE = "release.json"
 VERSION = re.compile(r"v([1-9][0-9]*)")
@@ -73,10 +76,14 @@ class ReleaseStore:
     """The release folders and the `current` link in an environment's state folder."""
 
     def __init__(
-        self, state_dir: Path, limits: unpacking.UnpackLimits = unpacking.DEFAULT_LIMITS
+        self,
+        state_dir: Path,
+        limits: unpacking.UnpackLimits = unpacking.DEFAULT_LIMITS,
+        shared_paths: tuple[str, ...] = (),
     ) -> None:
         self.state_dir = state_dir
         self.limits = limits  # what an artifact may unpack to
+        self.shared_paths = shared_paths  # linked into each new release (`shared:`)
 
     @property
     def releases_dir(self) -> Path:
@@ -85,6 +92,10 @@ class ReleaseStore:
     @property
     def current_link(self) -> Path:
         return self.state_dir / "current"
+
+    @property
+    def shared_dir(self) -> Path:
+        return self.state_dir / shared.SHARED_DIR
 
     @property
     def root(self) -> Path:
@@ -141,11 +152,35 @@ class ReleaseStore:
             return None
         return version
 
-    def tree(self, version: str) -> str:
-        """The sha256 of the release's files, as unpacked (release.json and caches left out)."""
-        return artifact.tree_sha256(
-            self.release_dir(version), skip=frozenset({RELEASE_FILE}), skip_folders=_CACHES
+    def linked(self, version: str) -> tuple[str, ...]:
+        """The shared paths linked into the release when it was deployed (release.json's
+        `shared`): its tree's sha256 leaves them out."""
+        paths = self.record(version).get("shared")
+        return tuple(p for p in paths if isinstance(p, str)) if isinstance(paths, list) else ()
+
+    def entries(self, version: str, linked: tuple[str, ...]) -> dict[str, str]:
+        """The release's files and links as its tree's sha256 hashes them: release.json, its
+        file list, the `linked` shared paths and caches left out."""
+        return artifact.tree_entries(
+            self.release_dir(version),
+            skip=frozenset({RELEASE_FILE, FILE_LIST, *linked}),
+            skip_folders=_CACHES,
         )
+
+    def tree(self, version: str) -> str:
+        """The sha256 of the release's files, as unpacked (see `entries`)."""
+        return artifact.digest(self.entries(version, self.linked(version)))
+
+    def changed(self, version: str) -> str | None:
+        """None when the release's files are as unpacked (their sha256 is the one recorded);
+        else which ones were written, added or removed since, in one line."""
+        now = self.entries(version, self.linked(version))
+        if self.record(version).get("tree_sha256") == artifact.digest(now):
+            return None
+        listed = written.recorded(self.release_dir(version))
+        if listed is None:
+            return f"which ones is not known: {version} has no {FILE_LIST} (an older Shipyard's)"
+        return Written.between(self.release_dir(version), listed, now).describe()
 
     def check(self) -> None:
         """DamagedState when `current` is there but is not a link (a deploy could not replace
@@ -183,16 +218,29 @@ class ReleaseStore:
         self.release_dir(version).mkdir()
 
     def unpack(self, version: str, archive: Path, record: dict[str, Any]) -> str:
-        """The artifact into the claimed folder, beside release.json (`record`, then with the
-        sha256 of the unpacked tree, which this returns once release.json reads back with it)."""
+        """The artifact into the claimed folder, beside release.json (`record`), the shared
+        paths linked into it; then its file list and, in release.json, the shared paths and
+        the sha256 of the tree, which this returns once release.json reads back with it."""
+        folder, linked = self.release_dir(version), self.shared_paths
         self.write_record(version, record)
-        unpacking.unpack(archive, self.release_dir(version), self.limits)
-        tree = self.tree(version)
-        self.write_record(version, {**record, "tree_sha256": tree})
+        unpacking.unpack(archive, folder, self.limits)
+        shared.link(folder, self.shared_dir, linked, artifact=archive.name, root=self.root)
+        entries = self.entries(version, linked)
+        written.record(folder, entries, scratch=self.state_dir)
+        tree = artifact.digest(entries)
+        self.write_record(
+            version, {**record, **({"shared": list(linked)} if linked else {}), "tree_sha256": tree}
+        )
         if self.record(version).get("tree_sha256") != tree:
             where = shown(self.release_dir(version) / RELEASE_FILE, self.root)
             raise StepFailed(f"{where} does not read back with the unpacked tree's sha256")
         return tree
+
+    def ensure_shared(self, version: str) -> None:
+        """The shared folders linked into the release, made again when missing (removed by
+        hand since it was deployed), before its server starts."""
+        for path in self.linked(version):
+            shared.ensure(self.shared_dir, path, root=self.root)
 
     def set_status(self, version: str, status: ReleaseStatus) -> None:
         record = self.record(version)

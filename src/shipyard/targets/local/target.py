@@ -50,7 +50,9 @@ from shipyard.targets.local.plans import (
     rollback_choice,
 )
 from shipyard.targets.local.serving import ServerState, Stopped, Switch
-from shipyard.targets.local.store import ReleaseStore, new_record, shown
+from shipyard.targets.local.shared import paths_check
+from shipyard.targets.local.store import RELEASE_FILE, ReleaseStore, new_record, shown
+from shipyard.targets.local.written import FILE_LIST
 
 DEFAULT_PORT = 8787
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})  # a full disk: expected, said in one line
@@ -62,6 +64,7 @@ class LocalOptions:
 
     port: int = DEFAULT_PORT  # where the release's server listens, on 127.0.0.1
     keep_releases: int = 5  # complete releases kept (besides current and the rollback target)
+    shared: tuple[str, ...] = ()  # paths linked into each release from .shipyard/<env>/shared/
 
 
 class LocalTarget:
@@ -78,7 +81,9 @@ class LocalTarget:
         self.options = options or LocalOptions(**LOCAL.checked_options(config, environment))
         self.state_dir = state_dir(config, environment)
         self.port = self.options.port
-        self.store = ReleaseStore(self.state_dir, unpacking.UnpackLimits.of(environment))
+        self.store = ReleaseStore(
+            self.state_dir, unpacking.UnpackLimits.of(environment), self.options.shared
+        )
         self.server_state = ServerState(environment, self.port, self.store)
         self.plan_actions = PlanActions(
             config.root, self.server_state, self.smoke_check(), self.options.keep_releases
@@ -130,8 +135,10 @@ class LocalTarget:
         state = self.serving()
         current = self.current_version()
         mismatch = self._mismatch(current, state["release"] if state else None)
+        writes = self._writes(current, state["release"] if state else None)
         if state is None:
-            return Status(self.env.name, self.name, current, detail="no server running" + mismatch)
+            detail = "no server running" + mismatch
+            return Status(self.env.name, self.name, current, detail=detail, writes=writes)
         from shipyard.smoke import probe
 
         check = self.smoke_check()
@@ -146,7 +153,21 @@ class LocalTarget:
             uptime=round(time.time() - state["started_at"], 1),
             healthy=answer.ok,
             detail=answer.reason + mismatch,
+            writes=writes,
         )
+
+    def _writes(self, *versions: str | None) -> tuple[str, ...]:
+        """For each release named (current, what serves), the files written into its folder
+        since it was unpacked, outside its shared paths, in one line; none when intact."""
+        lines = []
+        for version in dict.fromkeys(v for v in versions if v):
+            changed = self.store.changed(version)
+            if changed is not None:
+                lines.append(
+                    f"{version}: {changed} (not in a shared path: a rollback to {version}"
+                    " refuses it without --force)"
+                )
+        return tuple(lines)
 
     def _mismatch(self, current: str | None, running: str | None) -> str:
         """What `detail` adds: what serves when it is not current, and the switch recorded."""
@@ -310,12 +331,16 @@ class LocalTarget:
         return replace(plan, actions=self.plan_actions.for_rollback(plan, chosen, interrupted))
 
     def _verify(self, release: Release) -> tuple[str, tuple[str, ...]]:
-        recorded = self.store.record(release.version).get("tree_sha256")
-        actual = self.store.tree(release.version)
-        if recorded and recorded == actual:
-            return f"{release.version} files intact (sha256 {actual[:12]})", ()
+        """(the check made, the problem found: files written into the release since it was
+        unpacked, outside its shared paths, named; `--force` goes past it)."""
+        changed = self.store.changed(release.version)
+        if changed is None:
+            recorded = self.store.record(release.version).get("tree_sha256", "")
+            return f"{release.version} files intact (sha256 {recorded[:12]})", ()
         folder = self._shown(self.release_dir(release.version))
-        problem = f"{release.version} files do not match their recorded sha256 ({folder})"
+        problem = (
+            f"{release.version} files do not match their recorded sha256 ({folder}): {changed}"
+        )
         return f"{release.version} files checked", (problem,)
 
     def rollback(self, plan: RollbackPlan, call: Call) -> Made:
@@ -323,8 +348,10 @@ class LocalTarget:
         none here, so it returns Made(None), and a failure raises TargetFailed with it."""
         try:
             _, problems = self._verify(self.store.release(plan.to or "", plan.current))
-            if problems:
+            if problems and not plan.forced:
                 raise StepFailed(problems[0])
+            for problem in problems:
+                call.say(f"forced (--force): {problem}")
             self._mark_failed(marks(plan)[0], call.say)
             self._serve(plan.to or "", call.say)
         except Exception as error:
@@ -414,6 +441,7 @@ class LocalTarget:
         say(f"{version} is current")
 
     def _start(self, version: str, say: Say, switch: Switch | None = None) -> None:
+        self.store.ensure_shared(version)
         state = self.server_state.start(version, switch)
         log = self._shown(self.server_state.log(version))
         say(f"started {version}: pid {state['pid']}, `{state['command']}`, log {log}")
@@ -454,10 +482,16 @@ class LocalTarget:
     # --- pruning -------------------------------------------------------------------------
 
     def _prune(self, call: Call) -> None:
+        """Remove the releases beyond the newest `keep_releases` complete ones, but current,
+        the rollback target, the newest folder, and a `bad` one among the newest
+        `keep_releases` (so that one marked bad by mistake can still be marked complete)."""
         releases = self.releases(call)
+        keep = self.options.keep_releases
         complete = [r.version for r in releases if r.status is ReleaseStatus.COMPLETE]
+        recent_bad = [r.version for r in releases[-keep:] if r.status is ReleaseStatus.BAD]
         protected = {
-            *complete[-self.options.keep_releases :],
+            *complete[-keep:],
+            *recent_bad,
             self.current_version(),
             self.plan_rollback(None, call).to,
             releases[-1].version if releases else None,  # the newest keeps the numbering going
@@ -495,7 +529,11 @@ def _quiet(_: str) -> None:
 
 
 LOCAL = TargetKind(
-    options={"port": integer(1, 65535), "keep_releases": integer(1)},
+    options={
+        "port": integer(1, 65535),
+        "keep_releases": integer(1),
+        "shared": paths_check(reserved=(RELEASE_FILE, FILE_LIST)),
+    },
     make=lambda config, environment, options: LocalTarget(
         config, environment, LocalOptions(**options)
     ),
