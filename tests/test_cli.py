@@ -204,6 +204,7 @@ def test_build_and_list(project):
         "evidence.verify",
         "lock.status",
         "lock.release",
+        "init",
     )
     entries = [line.split()[0] for line in listing.splitlines()[2:] if line.strip()]
     assert sorted(entries) == sorted(tasks), listing  # each help fits on its one line
