@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,3 +140,14 @@ def sha256sum_check(day: Path) -> subprocess.CompletedProcess[str]:
         errors="replace",
         check=False,
     )
+
+
+def http_get(url: str) -> tuple[int | None, str]:
+    """The status and body `url` answers with: (None, "") when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, ""
+    except OSError:
+        return None, ""

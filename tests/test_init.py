@@ -10,12 +10,10 @@ import shutil
 import signal
 import subprocess
 import tarfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import BIN, GIT, ok, run_cli, run_here
+from helpers import BIN, GIT, http_get, ok, run_cli, run_here
 
 from shipyard.config import load_config
 from shipyard.init import plan_init
@@ -258,16 +256,6 @@ def test_a_gitignore_linking_outside_the_project_is_refused(tmp_path):
 # --- end to end: init, deploy, stop --------------------------------------------------------
 
 
-def get(url: str) -> tuple[int | None, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, ""
-    except OSError:
-        return None, ""
-
-
 @pytest.fixture
 def servers_stopped():
     """Roots whose staging server is stopped after the test, should the test not stop it."""
@@ -296,8 +284,8 @@ def test_init_then_deploy_staging_serves_the_sample_and_stop_stops_it(
     ok(run_cli([str(BIN / "inv"), "gates"], root))
     servers_stopped.append(root)
     ok(run_cli([str(BIN / "inv"), "deploy.staging"], root))
-    assert get(f"http://127.0.0.1:{port}/") == (200, f"hello from {name}, release=v1\n")
+    assert http_get(f"http://127.0.0.1:{port}/") == (200, f"hello from {name}, release=v1\n")
 
     stopped = ok(run_cli([str(BIN / "inv"), "stop"], root))
     assert "stopped v1" in stopped.stdout
-    assert get(f"http://127.0.0.1:{port}/") == (None, "")
+    assert http_get(f"http://127.0.0.1:{port}/") == (None, "")

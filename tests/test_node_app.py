@@ -9,12 +9,10 @@ import os
 import shutil
 import signal
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import BIN, GIT, REPO, cli_env, evidence_dir, run_cli, sha256sum_check
+from helpers import BIN, GIT, REPO, cli_env, evidence_dir, http_get, run_cli, sha256sum_check
 
 from shipyard.server import free_port
 
@@ -47,16 +45,6 @@ def npm(root: Path, script: str) -> subprocess.CompletedProcess[str]:
     return run_cli(["npm", "run", "--silent", script], root, timeout=60)
 
 
-def get(url: str) -> tuple[int | None, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, ""
-    except OSError:
-        return None, ""
-
-
 @pytest.fixture
 def deployed_servers():
     """Roots whose local server is stopped (SIGTERM to its process group) after the test."""
@@ -83,10 +71,10 @@ def test_gates_pass_and_deploy_local_serves_the_release(tmp_path, deployed_serve
     deployed_servers.append(root)
     deploy = run_cli([str(BIN / "inv"), "deploy.local"], root)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
-    status, page = get(f"http://127.0.0.1:{port}/")
+    status, page = http_get(f"http://127.0.0.1:{port}/")
     assert status == 200, deploy.stdout
     assert "version=1.0.0" in page and "release=v1" in page
-    assert get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
+    assert http_get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
     release = root / ".shipyard" / "local" / "releases" / "v1" / "package" / "src" / "server.js"
     assert release.is_file()  # served from the unpacked npm pack tarball
 
