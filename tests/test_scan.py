@@ -182,6 +182,25 @@ def test_outside_git_the_tree_is_walked_without_tool_dirs(tmp_path: Path) -> Non
     assert tracked_files(tmp_path) == ["src/x.py"]
 
 
+CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n# a cache: https://bford.info/cachedir/"
+)
+
+
+@pytest.mark.usefixtures("no_gitleaks")
+def test_outside_git_a_folder_tagged_as_a_cache_is_skipped(tmp_path: Path) -> None:
+    write(tmp_path, ".ruff_cache/CACHEDIR.TAG", CACHEDIR_TAG)
+    write(tmp_path, ".ruff_cache/0.5/123", f'token = "{github_token()}"')
+    write(tmp_path, "build/cache/CACHEDIR.TAG", CACHEDIR_TAG)
+    write(tmp_path, "app.py", "pass")
+    # not starting with the signature, a file of that name is scanned like any other: the
+    # signature's hex reads as a high-entropy string (what the scan reported of every cache)
+    write(tmp_path, "notes/CACHEDIR.TAG", "# not a tag", CACHEDIR_TAG)
+
+    assert tracked_files(tmp_path) == ["app.py", "notes/CACHEDIR.TAG"]
+    assert located(scan(tmp_path)) == {("notes/CACHEDIR.TAG", 2, "hex-high-entropy-string")}
+
+
 def test_tracked_but_deleted_files_are_skipped(project: Project) -> None:
     project.add("gone.py", f'token = "{github_token()}"')
     (project.root / "gone.py").unlink()

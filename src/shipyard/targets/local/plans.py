@@ -94,7 +94,7 @@ class PlanActions:
         version, folder = plan.release, self._folder(plan.release)
         return (
             *_repair(plan.mark_failed, interrupted),
-            f"unpack {plan.artifact} into {folder}",
+            f"unpack {plan.artifact} into {folder}{self._linking()}",
             self._record(plan.previous, version),
             self._stop(),
             f"start `{self.server.command(version)}` in {folder} on port {self.server.port}",
@@ -122,6 +122,14 @@ class PlanActions:
             self._point(to),
             *((f"mark {plan.mark_bad} bad, so later rollbacks skip it",) if plan.mark_bad else ()),
         )
+
+    def _linking(self) -> str:
+        """What the unpack action adds: the shared paths linked into the release, if any."""
+        store = self.server.store
+        if not store.shared_paths:
+            return ""
+        shared = shown(store.shared_dir, self.root)
+        return f", and link its shared paths {', '.join(store.shared_paths)} to {shared}/"
 
     def _folder(self, version: str) -> str:
         return shown(self.server.store.release_dir(version), self.root)

@@ -223,6 +223,7 @@ class ReleaseStore:
         the sha256 of the tree, which this returns once release.json reads back with it."""
         folder, linked = self.release_dir(version), self.shared_paths
         self.write_record(version, record)
+        written.record(folder, {}, scratch=self.state_dir)  # a member of that name: refused
         unpacking.unpack(archive, folder, self.limits)
         shared.link(folder, self.shared_dir, linked, artifact=archive.name, root=self.root)
         entries = self.entries(version, linked)

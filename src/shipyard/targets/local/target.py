@@ -241,7 +241,9 @@ class LocalTarget:
         folder, archive = self.release_dir(plan.release), Path(plan.artifact or "")
         record = new_record(plan, archive, root=self.config.root)
         tree = self.store.unpack(plan.release, archive, record)
-        say(f"unpacked {archive.name} into {self._shown(folder)} (tree sha256 {tree[:12]})")
+        paths, shared = self.store.shared_paths, self._shown(self.store.shared_dir)
+        linked = f", linked {', '.join(paths)} to {shared}/" if paths else ""
+        say(f"unpacked {archive.name} into {self._shown(folder)}{linked} (tree sha256 {tree[:12]})")
 
     def _discard(self, version: str, say: Say) -> None:
         problem = self.store.discard(version)
