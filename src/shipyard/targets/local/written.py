@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from shipyard import files
+from shipyard.wording import counted
 
 FILE_LIST = "release.files.json"
 SHOWN = 5  # files named in one line; the rest are counted
@@ -55,10 +56,12 @@ class Written:
         if present:
             since = _when(present[0].mtime)
             named = [f"{_shown(c.path)} ({c.how} {_when(c.mtime)})" for c in present[:SHOWN]]
-            parts.append(f"{_files(len(present))} written since {since}: {_list(named, present)}")
+            parts.append(
+                f"{counted(len(present), 'file')} written since {since}: {_list(named, present)}"
+            )
         if removed:
             named = [_shown(c.path) for c in removed[:SHOWN]]
-            parts.append(f"{_files(len(removed))} removed: {_list(named, removed)}")
+            parts.append(f"{counted(len(removed), 'file')} removed: {_list(named, removed)}")
         return "; ".join(parts) or "every file is as listed in its " + FILE_LIST
 
 
@@ -91,10 +94,6 @@ def _when(mtime: float | None) -> str:
     if mtime is None:
         return "?"  # gone since it was listed
     return datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _files(count: int) -> str:
-    return f"{count} file" + ("" if count == 1 else "s")
 
 
 def _list(named: list[str], changes: list[Change]) -> str:
