@@ -479,3 +479,30 @@ def test_detect_secrets_never_verifies_over_the_network(
     monkeypatch.setattr(AWSKeyDetector, "verify", verify)
 
     assert ("app/settings.py", 2, "aws-access-key") in located(scan(project.root))
+
+
+def test_a_yaml_bomb_is_read_as_plain_lines_and_its_secrets_are_still_found(
+    tmp_path: Path,
+) -> None:
+    """detect-secrets' YAML transformer expands every alias: twelve levels of nine would
+    never end. A YAML file with aliases is scanned line by line instead (in a process of its
+    own here, so that a regression fails at the timeout rather than hanging the suite)."""
+    levels = [f"l0: &l0 [{', '.join(['lol'] * 9)}]"]
+    levels += [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, 12)]
+    write(tmp_path, "bomb.yaml", *levels, f'token: "{github_token()}"')
+    write(tmp_path, "plain.yaml", f'token: "{github_token()}"')
+    program = (
+        "import json, sys; from pathlib import Path; from shipyard.scan import scan;"
+        " found = scan(Path(sys.argv[1]), use_gitleaks=False).findings;"
+        " print(json.dumps(sorted([f.path, f.line, f.rule] for f in found)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    found = json.loads(done.stdout)
+    assert ["bomb.yaml", 13, "github-token"] in found and ["plain.yaml", 1, "github-token"] in found
+    assert {(path, line) for path, line, _ in found} == {("bomb.yaml", 13), ("plain.yaml", 1)}

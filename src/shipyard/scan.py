@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import yaml
 from detect_secrets.core import baseline as detect_secrets_baseline
 from detect_secrets.core import scan as detect_secrets_scan
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
@@ -32,6 +33,8 @@ from detect_secrets.util.code_snippet import get_code_snippet
 
 from shipyard import __version__
 from shipyard.errors import StepFailed, UsageError
+
+_FAST_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # events only
 
 DETECT_SECRETS = "detect-secrets"  # pragma: allowlist secret
 GITLEAKS = "gitleaks"
@@ -246,10 +249,29 @@ def _detect_secrets_findings(root: Path, files: list[str]) -> list[Finding]:
 
 
 def _scan_file(collection: SecretsCollection, root: Path, path: str) -> None:
+    if _has_aliases(root / path):  # see _has_aliases
+        _scan_plain_lines(collection, root, path)
+        return
     try:
         collection.scan_file(path)
     except Exception:  # a transformer that gave up: see _scan_plain_lines
         _scan_plain_lines(collection, root, path)
+
+
+def _has_aliases(path: Path) -> bool:
+    """Whether `path` is YAML with an alias (`*name`) in it. detect-secrets' YAML transformer
+    expands every alias as it walks the document, so a billion-laughs file (nine lists of nine
+    aliases) took it 89 s, and one level more would never end; such a file is scanned as plain
+    lines instead, which still sees every value where it is written, at its anchor. Reading the
+    events expands nothing."""
+    if path.suffix.lower() not in {".yaml", ".yml"}:
+        return False
+    try:
+        with path.open("rb") as stream:
+            events = yaml.parse(stream, Loader=_FAST_SAFE_LOADER)
+            return any(isinstance(event, yaml.AliasEvent) for event in events)
+    except (OSError, ValueError, yaml.YAMLError):
+        return False  # unreadable or not YAML: detect-secrets' own handling applies
 
 
 def _scan_plain_lines(collection: SecretsCollection, root: Path, path: str) -> None:
