@@ -277,7 +277,7 @@ def test_short_flags_have_one_meaning(staging):
     assert "-j STRING, --jobs" in helps["gates"]
     for text in helps.values():
         shorts = set(re.findall(r"^\s+-(\w)[ ,]", text, re.MULTILINE))
-        assert shorts <= {"n", "j"}, text
+        assert shorts <= {"n", "j", "v", "q"}, text
 
 
 # --- a broken config still answers -----------------------------------------------------------

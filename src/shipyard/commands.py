@@ -28,15 +28,19 @@ from shipyard.errors import (
     ExitCode,
     LockHeld,
     PreflightError,
+    ShipyardError,
     StepFailed,
     UsageError,
     Verdict,
+    verdict_for,
 )
 from shipyard.process import tools_path
 from shipyard.redact import Redactor
 from shipyard.wording import counted
 
 if TYPE_CHECKING:
+    from shipyard.console import Output
+    from shipyard.evidence import Verification
     from shipyard.lock import DeployLock, LockState
     from shipyard.report import ReporterFor
 
@@ -49,32 +53,49 @@ def command_line(argv: Sequence[str] | None = None) -> str:
     return shlex.join([Path(argv[0]).name, *argv[1:]]) if argv else "shipyard"
 
 
-def gates(config: Config, *, jobs: str = "auto", fail_fast: bool = False) -> Verdict:
+def output_options(
+    *, verbose: bool = False, quiet: bool = False, no_color: bool = False, as_json: bool = False
+) -> Output:
+    """How a command reports: `-v/--verbose`, `-q/--quiet`, `--no-color`, `--json`."""
+    from shipyard.console import Output, Verbosity
+
+    if verbose and quiet:
+        raise UsageError("-v/--verbose and -q/--quiet: pass one or the other")
+    verbosity = Verbosity.VERBOSE if verbose else Verbosity.QUIET if quiet else Verbosity.NORMAL
+    return Output(verbosity, no_color=no_color, as_json=as_json)
+
+
+def gates(
+    config: Config, *, jobs: str = "auto", fail_fast: bool = False, output: Output | None = None
+) -> Verdict:
     """Run every configured gate (in parallel), report all failures."""
     if not config.gates:
         raise UsageError(f"{config.path.name}: no gates configured (add a 'gates:' list)")
     workers = parse_jobs(jobs)
     steps = [config.steps[name] for name in config.gates]
-    return _run(config, steps, jobs=workers, fail_fast=fail_fast)
+    return _run(config, steps, jobs=workers, fail_fast=fail_fast, output=output)
 
 
-def step(config: Config, name: str) -> Verdict:
+def step(config: Config, name: str, *, output: Output | None = None) -> Verdict:
     """Run one configured step."""
-    return _run(config, [find_step(config, name)], jobs=1, fail_fast=False)
+    return _run(config, [find_step(config, name)], jobs=1, fail_fast=False, output=output)
 
 
-def build(config: Config) -> Verdict:
+def build(config: Config, *, output: Output | None = None) -> Verdict:
     """Run the `build` step."""
     if "build" not in config.steps:
         raise UsageError(f"{config.path.name}: no 'build' step configured")
-    return step(config, "build")
+    return step(config, "build", output=output)
 
 
-def _run(config: Config, steps: Sequence[Step], *, jobs: int, fail_fast: bool) -> Verdict:
+def _run(
+    config: Config, steps: Sequence[Step], *, jobs: int, fail_fast: bool, output: Output | None
+) -> Verdict:
     from shipyard import pipeline, reporters
 
     run = pipeline.Run.for_config(config, command=command_line())
-    reporter = reporters.for_run(jobs=jobs, redactor=run.redactor)
+    shown = {step.name: step.run for step in steps}  # for -v
+    reporter = reporters.for_run(jobs=jobs, redactor=run.redactor, output=output, commands=shown)
     return pipeline.execute(run, steps, reporter=reporter, jobs=jobs, fail_fast=fail_fast)
 
 
@@ -96,11 +117,20 @@ def parse_jobs(jobs: str | int) -> int:
     raise UsageError(f"--jobs: expected a positive number or 'auto', got '{jobs}'")
 
 
-def verify_evidence(root: Path, agent: str, date: str = "") -> ExitCode:
+def verify_evidence(
+    root: Path,
+    agent: str,
+    date: str = "",
+    *,
+    output: Output | None = None,
+    redactor: Redactor | None = None,
+) -> ExitCode:
     """Re-hash a day's bundle against every run's seal and the day's manifest; name every file
     changed, missing, added or not a regular file, and the seal or manifest that says so."""
     from shipyard import evidence
+    from shipyard.console import Output, paint_for
 
+    output = output or Output()
     date = date or f"{datetime.now(timezone.utc):%Y-%m-%d}"
     if not _DATE.fullmatch(date):
         raise UsageError(f"--date: expected YYYY-MM-DD, got '{date}'")
@@ -109,14 +139,48 @@ def verify_evidence(root: Path, agent: str, date: str = "") -> ExitCode:
     if not bundle.dir.is_dir():
         raise UsageError(f"no evidence for {date}: {shown}/ does not exist")
     result = evidence.verify(bundle)
-    for line in result.lines():
-        print(line)
+    ended = ExitCode.OK if result.ok else ExitCode.STEP_FAILED
+    if output.as_json:
+        document = {"date": date, "evidence": f"{shown}/", **_verification_document(result)}
+        _print_json(document, redactor or Redactor.from_environ(os.environ))
+        return ended
+    paint = paint_for(sys.stdout, output)
+    for finding in result.findings:
+        print(paint.bad(f"{finding.kind}:") + finding.line[len(finding.kind) + 1 :])
     if result.ok:
         seals = counted(result.seals, "seal")
-        print(f"evidence: {shown}/ matches {evidence.MANIFEST_NAME} and {seals}")
-        return ExitCode.OK
-    print(f"evidence: {counted(len(result.findings), 'difference')} in {shown}/")
-    return ExitCode.STEP_FAILED
+        print(f"evidence: {shown}/ {paint.good('matches')} {evidence.MANIFEST_NAME} and {seals}")
+    else:
+        print(f"evidence: {paint.bad(counted(len(result.findings), 'difference'))} in {shown}/")
+    return ended
+
+
+def _verification_document(result: Verification) -> dict[str, object]:
+    findings = [
+        {"kind": f.kind, "path": f.path, "notes": list(f.notes), "breaks_seal": f.breaks_seal}
+        for f in result.findings
+    ]
+    return {"ok": result.ok, "seals": result.seals, "findings": findings}
+
+
+def _print_json(document: object, redactor: Redactor) -> None:
+    """`--json` of a command without a run: one document on stdout, masked as a whole."""
+    from shipyard.report import json_text
+
+    print(json_text(document, redactor), flush=True)
+
+
+def print_json_error(error: ShipyardError, environ: Mapping[str, str] = os.environ) -> None:
+    """`--json` of a command refused before anything ran: its verdict, as the only document."""
+    _print_json(verdict_for(error).to_json(), Redactor.from_environ(environ))
+
+
+def redactor_for(config: Config | None, environ: Mapping[str, str] = os.environ) -> Redactor:
+    """What a command without a run masks: the config's `secrets:` and `env:` values, and
+    every variable whose name says it is a secret."""
+    if config is None:
+        return Redactor.from_environ(environ)
+    return Redactor.from_environ(environ, config.secrets, also=config.env_mappings())
 
 
 def heartbeat(
@@ -231,14 +295,17 @@ def _write_scan_report(
     return os.path.relpath(path, Path.cwd())
 
 
-def _reporter(*, quiet: bool = False) -> ReporterFor:
-    """A deploy's or rollback's reporters (one job); with `quiet`, nothing but the last line
-    (on stderr), for `--json`."""
+def _reporter(config: Config, output: Output | None) -> ReporterFor:
+    """A deploy's, rollback's or smoke's reporters (one job), given the run's redactor."""
     from shipyard import reporters
+    from shipyard.operation import BUILD
 
-    if quiet:
-        return lambda redactor: reporters.quiet(redactor=redactor)
-    return lambda redactor: reporters.for_run(jobs=1, redactor=redactor)
+    build = config.steps.get("build")
+    shown = {BUILD: build.run} if build else {}  # for -v
+
+    return lambda redactor: reporters.for_run(
+        jobs=1, redactor=redactor, output=output, commands=shown
+    )
 
 
 def parse_wait(text: str) -> float:
@@ -258,6 +325,7 @@ def deploy(
     build: bool = True,
     dry_run: bool = False,
     allow_dirty: bool = False,
+    output: Output | None = None,
 ) -> Verdict:
     """Build, smoke the artifact, deploy, smoke the environment; roll back when that fails."""
     from shipyard import deploy as deployment
@@ -266,7 +334,7 @@ def deploy(
         config,
         env_name,
         command=command_line(),
-        reporter=_reporter(),
+        reporter=_reporter(config, output),
         lock_wait=parse_wait(lock_wait),
         build=build,
         dry_run=dry_run,
@@ -280,9 +348,9 @@ def rollback(
     env: str = "",
     to: str = "",
     dry_run: bool = False,
-    as_json: bool = False,
     lock_wait: str = "",
     force: bool = False,
+    output: Output | None = None,
 ) -> Verdict:
     from shipyard.rollback import rollback as roll_back
 
@@ -290,23 +358,23 @@ def rollback(
         config,
         env,
         command=command_line(),
-        reporter=_reporter(quiet=as_json),
+        reporter=_reporter(config, output),
         to=to or None,
         dry_run=dry_run,
         lock_wait=parse_wait(lock_wait),
         force=force,
     )
-    if as_json:  # the plan (when one was made), how the run ended, and where its evidence is
-        document = {**(finished.record.plan or {}), **finished.verdict.to_json()}
-        print(json.dumps({**document, "run_id": finished.run.run_id}, indent=2))
     return finished.verdict
 
 
-def smoke(config: Config, *, env: str = "", artifact: str = "") -> Verdict:
+def smoke(
+    config: Config, *, env: str = "", artifact: str = "", output: Output | None = None
+) -> Verdict:
     from shipyard import deploy as deployment
 
+    reporter = _reporter(config, output)
     return deployment.smoke(
-        config, env, command=command_line(), reporter=_reporter(), archive=artifact
+        config, env, command=command_line(), reporter=reporter, archive=artifact
     )
 
 
@@ -331,19 +399,23 @@ def stop(config: Config, *, env: str = "") -> ExitCode:
     return ExitCode.OK
 
 
-def releases(config: Config, *, env: str = "", as_json: bool = False) -> ExitCode:
+def releases(config: Config, *, env: str = "", output: Output | None = None) -> ExitCode:
     from shipyard import targets
+    from shipyard.console import Output, paint_for
 
+    output = output or Output()
     environment = config.environment(env)
     found = targets.create(config, environment).releases(targets.Call())
-    if as_json:
-        print(json.dumps([release.to_json() for release in found], indent=2))
+    if output.as_json:
+        _print_json([release.to_json() for release in found], redactor_for(config))
         return ExitCode.OK
+    paint = paint_for(sys.stdout, output)
     print(f"{'release':<8} {'status':<11} {'created':<25} {'git':<8} {'artifact sha256':<12}")
     for release in reversed(found):
         marker = "  <- current" if release.current else ""
+        shown = paint.status(f"{release.status.value:<11}")
         print(
-            f"{release.version:<8} {release.status.value:<11} {release.created_at or '-':<25} "
+            f"{release.version:<8} {shown} {release.created_at or '-':<25} "
             f"{(release.git_sha or '-')[:8]:<8} {(release.artifact_sha256 or '-')[:12]:<12}{marker}"
         )
     if not found:
@@ -351,29 +423,33 @@ def releases(config: Config, *, env: str = "", as_json: bool = False) -> ExitCod
     return ExitCode.OK
 
 
-def status(config: Config, *, env: str = "", as_json: bool = False) -> ExitCode:
+def status(config: Config, *, env: str = "", output: Output | None = None) -> ExitCode:
     """What serves the environment now; exit 1 when nothing healthy does, or when what serves
     is not the release `current` names."""
     from shipyard import targets
+    from shipyard.console import Output, paint_for
 
+    output = output or Output()
     environment = config.environment(env)
     state = targets.create(config, environment).status(targets.Call())
     mismatch = bool(state.serving and state.current != state.serving)
-    if as_json:
-        print(json.dumps({**state.to_json(), "mismatch": mismatch}, indent=2))
+    paint = paint_for(sys.stdout, output)
+    if output.as_json:
+        _print_json({**state.to_json(), "mismatch": mismatch}, redactor_for(config))
     else:
         uptime = f"{state.uptime:.0f}s" if state.uptime is not None else "-"
         print(
             f"{state.environment} ({state.target}): current {state.current or 'none'}, "
             f"serving {state.serving or 'nothing'}, pid {state.pid or '-'}, uptime {uptime}"
         )
-        health = {True: "ok", False: "FAILING", None: "-"}[state.healthy]
+        health = {True: paint.good("ok"), False: paint.bad("FAILING"), None: "-"}[state.healthy]
         print(f"health: {health} {state.detail}")
         for line in state.writes:
             print(f"written: {line}")
         if mismatch:
             print(
-                f"MISMATCH: {state.serving} serves but current is {state.current or 'none'};"
+                f"{paint.bad('MISMATCH:')} {state.serving} serves but current is"
+                f" {state.current or 'none'};"
                 " the next deploy or rollback repairs it (`inv rollback --to"
                 f" {state.current or 'vN'}` puts {state.current or 'a release'} back now)"
             )
@@ -452,8 +528,11 @@ def _lock_unreadable(lock: DeployLock, error: OSError) -> StepFailed:
     return StepFailed(f"{where}: {error.strerror or error}")
 
 
-def doctor(explicit: str = "", *, env: str = "") -> ExitCode:
+def doctor(explicit: str = "", *, env: str = "", output: Output | None = None) -> ExitCode:
     """Check what a run needs before anything runs: Python, tools, config, each target."""
+    from shipyard.console import Output, Verbosity
+
+    output = output or Output()
     checks: list[tuple[bool, str]] = [
         (sys.version_info >= (3, 10), f"python {sys.version.split()[0]} (3.10 or newer)"),
         (
@@ -465,22 +544,26 @@ def doctor(explicit: str = "", *, env: str = "") -> ExitCode:
         config = config_module.load(explicit or None)
     except ConfigError as error:
         checks.append((False, error.message))
-        return _report(checks)
+        return _report(checks, output, redactor_for(None))
     steps, environments = len(config.steps), len(config.environments)
     summary = f"{counted(steps, 'step')}, {counted(environments, 'environment')}"
     checks.append((True, f"config {config.path} ({summary})"))
-    checks += [_tool_check(step) for step in config.steps.values()]
+    verbose = output.verbosity is Verbosity.VERBOSE
+    checks += [_tool_check(step, verbose=verbose) for step in config.steps.values()]
     names = [env] if env else list(config.environments)
     checks += [_environment_check(config, name) for name in names]
-    return _report(checks)
+    return _report(checks, output, redactor_for(config))
 
 
-def _tool_check(step: Step) -> tuple[bool, str]:
+def _tool_check(step: Step, *, verbose: bool = False) -> tuple[bool, str]:
+    """The step's program is found; `verbose` says where."""
     words = shlex.split(step.run, comments=True) if step.run.strip() else [""]
     program = next((w for w in words if "=" not in w), "")
-    path = tools_path(os.environ)
-    found = not program or "/" in program or shutil.which(program, path=path) is not None
-    return found, f"step {step.name}: `{program}` {'found' if found else 'not found on PATH'}"
+    where = shutil.which(program, path=tools_path(os.environ)) if program else None
+    found = not program or "/" in program or where is not None
+    place = f" ({where})" if verbose and where else ""
+    said = f"found{place}" if found else "not found on PATH"
+    return found, f"step {step.name}: `{program}` {said}"
 
 
 def _environment_check(config: Config, name: str) -> tuple[bool, str]:
@@ -499,9 +582,19 @@ def _environment_check(config: Config, name: str) -> tuple[bool, str]:
     return True, f"environment {name} ({environment.target}): ready to deploy"
 
 
-def _report(checks: list[tuple[bool, str]]) -> ExitCode:
-    for ok, line in checks:
-        print(f"{'ok  ' if ok else 'FAIL'} {line}")
+def _report(checks: list[tuple[bool, str]], output: Output, redactor: Redactor) -> ExitCode:
+    """Each check (with `-q` only the failed ones) and the verdict; or all of it as JSON."""
+    from shipyard.console import Verbosity, paint_for
+
     failed = sum(not ok for ok, _ in checks)
-    print(f"doctor: {counted(failed, 'problem')}" if failed else "doctor: ready")
+    if output.as_json:
+        shown = [{"ok": ok, "detail": line} for ok, line in checks]
+        _print_json({"ready": not failed, "problems": failed, "checks": shown}, redactor)
+        return ExitCode.USAGE if failed else ExitCode.OK
+    paint = paint_for(sys.stdout, output)
+    for ok, line in checks:
+        if not (ok and output.verbosity is Verbosity.QUIET):
+            print(f"{paint.good('ok  ') if ok else paint.bad('FAIL')} {line}")
+    problems = paint.bad(counted(failed, "problem"))
+    print(f"doctor: {problems}" if failed else f"doctor: {paint.good('ready')}")
     return ExitCode.USAGE if failed else ExitCode.OK

@@ -271,6 +271,7 @@ def deploy_plan_lines(op: Operation, step: Step, *, build: bool) -> list[str]:
             f" {smoke.path} expects {smoke.expect_status} within {smoke.timeout:g}s (step {SMOKE})"
         )
     plan = op.target.plan_deploy(source, op.call())
+    op.record.planned, op.record.previous = plan.release, plan.previous  # the dry run's record
     head = f"deploy {environment.name} ({environment.target}): {plan.release}"
     head += f", replacing {plan.previous}" if plan.previous else ", the first release"
     steps += list(plan.actions)  # steps Deploy and Smoke <env>

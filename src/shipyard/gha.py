@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
-from shipyard.console import PlainConsole, copy_log, describe
+from shipyard.console import PlainConsole, Style, copy_log
 from shipyard.evidence import tail_lines
 from shipyard.redact import Redactor
 from shipyard.report import QuietReporter, RunEnd
@@ -49,28 +49,37 @@ def mask_commands(redactor: Redactor) -> list[str]:
     return [command("add-mask", value) for value in dict.fromkeys(values) if value.strip()]
 
 
+def announce_masks(stream: TextIO, redactor: Redactor) -> None:
+    """The `::add-mask::` lines, before anything else reaches the log."""
+    stream.write("".join(line + "\n" for line in mask_commands(redactor)))
+    stream.flush()
+
+
 class GithubConsole(PlainConsole):
     """Each step in a `::group::`, its own output fenced by `::stop-commands::` so that a line
     starting with `::` cannot act as a command, and a failed step annotated with `::error`."""
 
-    def __init__(self, stream: TextIO, *, live_output: bool, redactor: Redactor) -> None:
-        super().__init__(stream, live_output=live_output)
+    def __init__(
+        self, stream: TextIO, *, live_output: bool, redactor: Redactor, style: Style | None = None
+    ) -> None:
+        super().__init__(stream, live_output=live_output, style=style)
         self._fence = secrets.token_hex(16)
         self._errors = 0
-        for line in mask_commands(redactor):  # before anything else reaches the log
-            self.write(line + "\n")
+        announce_masks(stream, redactor)  # before anything else reaches the log
 
     def step_started(self, step: str, attempt: int) -> None:
+        self._started(step)
         if self.live_output and attempt == 1:
-            self.write(f"{command('group', step)}\n::stop-commands::{self._fence}\n")
+            self._out(f"{command('group', step)}\n::stop-commands::{self._fence}\n")
         elif self.live_output:
-            self.write(f"==> {step}: attempt {attempt}\n")
+            self._out(f"==> {step}: attempt {attempt}\n")
 
     def step_beat(self, step: str, elapsed: float, quiet: float) -> None:
         if self.live_output:
             super().step_beat(step, elapsed, quiet)
 
     def step_finished(self, result: StepResult) -> None:
+        self._running.pop(result.name, None)
         with self._lock:
             if not self.live_output:
                 self.stream.write(
@@ -82,7 +91,7 @@ class GithubConsole(PlainConsole):
                     f"{command('group', result.name)}\n::stop-commands::{self._fence}\n"
                 )
             self.stream.write(f"::{self._fence}::\n::endgroup::\n")
-            self.stream.write(f"<== {result.name}: {describe(result)}\n")
+            self.stream.write(self.style.trailer(result))  # colour only outside commands
             if result.status not in (StepStatus.OK, StepStatus.SKIPPED):
                 self._annotate(result)
             self.stream.flush()

@@ -289,7 +289,10 @@ def finish(
         warnings = []
     if reporter is not None:
         serving = section[1].serving if section else None
-        end = RunEnd(run.command, run.run_id, where, verdict, results, serving, warnings)
+        named = (section[0], section[1].to_json()) if section else None
+        end = RunEnd(
+            run.command, run.run_id, where, verdict, results, serving, warnings, named, run.root
+        )
         reporter.run_finished(end)
     return verdict
 

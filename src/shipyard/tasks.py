@@ -54,7 +54,15 @@ _IGNORED_CORE_OPTIONS = {
     ("timeouts", "command"): "-T/--command-timeout (use a step's timeout: in shipyard.yaml)",
 }
 # One meaning per short flag across every task, and none that is also a core flag.
-SHORT_FLAGS = {"dry-run": "n", "jobs": "j"}
+SHORT_FLAGS = {"dry-run": "n", "jobs": "j", "verbose": "v", "quiet": "q"}
+# How a task that reports says it (docs/cli.md, "Output" and "JSON output").
+OUTPUT_HELP = {
+    "verbose": "say more: each step's command and log file",
+    "quiet": "print only the last line (and errors, on stderr)",
+    "no-color": "no colour, even on a terminal (as NO_COLOR=1)",
+    "json": "print one JSON document on stdout; the progress goes to stderr",
+}
+JSON_HELP = "print one JSON document on stdout"  # a task with no progress to show
 
 
 class ShipyardTask(Task[Any]):
@@ -107,6 +115,8 @@ def _exits(body: Callable[..., Ended], *, dry: str = "refuse") -> Callable[..., 
             with outliving_readers():  # `inv build | head`: the run goes on to its end
                 ended = body(c, *args, **kwargs)
         except ShipyardError as error:
+            if kwargs.get("json"):  # `--json` promises a document on stdout, refusals too
+                commands.print_json_error(error)
             raise Exit(error.message, exit_code_for(error)) from None
         code = int(ended.exit_code if isinstance(ended, Verdict) else ended)
         if code:
@@ -124,28 +134,57 @@ _dry_run_mapped = functools.partial(_exits, dry="map")
         "config": CONFIG_HELP,
         "jobs": "parallel steps: a number or 'auto' (CPUs)",
         "fail-fast": "start no further gate after the first failure",
+        **OUTPUT_HELP,
     }
 )
 @_exits
-def gates(c: Context, config: str = "", jobs: str = "auto", fail_fast: bool = False) -> Ended:
+def gates(  # noqa: PLR0917 - invoke turns each parameter into a flag
+    c: Context,
+    config: str = "",
+    jobs: str = "auto",
+    fail_fast: bool = False,
+    verbose: bool = False,
+    quiet: bool = False,
+    no_color: bool = False,
+    json: bool = False,
+) -> Ended:
     """Run all gates in parallel and report every failure."""
-    return commands.gates(load(config or None), jobs=jobs, fail_fast=fail_fast)
+    output = commands.output_options(verbose=verbose, quiet=quiet, no_color=no_color, as_json=json)
+    return commands.gates(load(config or None), jobs=jobs, fail_fast=fail_fast, output=output)
 
 
 @shipyard_task(
-    positional=["name"], help={"name": "a step from shipyard.yaml", "config": CONFIG_HELP}
+    positional=["name"],
+    help={"name": "a step from shipyard.yaml", "config": CONFIG_HELP, **OUTPUT_HELP},
 )
 @_exits
-def step(c: Context, name: str, config: str = "") -> Ended:
+def step(  # noqa: PLR0917 - invoke turns each parameter into a flag
+    c: Context,
+    name: str,
+    config: str = "",
+    verbose: bool = False,
+    quiet: bool = False,
+    no_color: bool = False,
+    json: bool = False,
+) -> Ended:
     """Run one configured step, with heartbeat and evidence."""
-    return commands.step(load(config or None), name)
+    output = commands.output_options(verbose=verbose, quiet=quiet, no_color=no_color, as_json=json)
+    return commands.step(load(config or None), name, output=output)
 
 
-@shipyard_task(help={"config": CONFIG_HELP})
+@shipyard_task(help={"config": CONFIG_HELP, **OUTPUT_HELP})
 @_exits
-def build(c: Context, config: str = "") -> Ended:
+def build(  # noqa: PLR0917 - invoke turns each parameter into a flag
+    c: Context,
+    config: str = "",
+    verbose: bool = False,
+    quiet: bool = False,
+    no_color: bool = False,
+    json: bool = False,
+) -> Ended:
     """Build the release artifact (the `build` step)."""
-    return commands.build(load(config or None))
+    output = commands.output_options(verbose=verbose, quiet=quiet, no_color=no_color, as_json=json)
+    return commands.build(load(config or None), output=output)
 
 
 @shipyard_task(
@@ -170,13 +209,24 @@ def heartbeat(c: Context, agent: str) -> Ended:
     return commands.heartbeat(agent, shlex.split(c.remainder))
 
 
-@shipyard_task(help={"date": "UTC day as YYYY-MM-DD (default today)", "config": CONFIG_HELP})
+@shipyard_task(
+    help={
+        "date": "UTC day as YYYY-MM-DD (default today)",
+        "config": CONFIG_HELP,
+        "no-color": OUTPUT_HELP["no-color"],
+        "json": JSON_HELP,
+    }
+)
 @_read_only
-def verify(c: Context, date: str = "", config: str = "") -> Ended:
+def verify(
+    c: Context, date: str = "", config: str = "", no_color: bool = False, json: bool = False
+) -> Ended:
     """Re-hash a day's evidence; name every file that differs."""
     found = commands.optional_config(config or None)
     root, agent = _root_and_agent(found)
-    return commands.verify_evidence(root, agent, date)
+    output = commands.output_options(no_color=no_color, as_json=json)
+    redactor = commands.redactor_for(found)
+    return commands.verify_evidence(root, agent, date, output=output, redactor=redactor)
 
 
 ENV_HELP = "environment from shipyard.yaml (default: staging, or the only one)"
@@ -187,12 +237,23 @@ ENV_HELP = "environment from shipyard.yaml (default: staging, or the only one)"
         "env": ENV_HELP,
         "artifact": "tarball to smoke (default: newest build)",
         "config": CONFIG_HELP,
+        **OUTPUT_HELP,
     }
 )
 @_exits
-def smoke(c: Context, env: str = "", artifact: str = "", config: str = "") -> Ended:
+def smoke(  # noqa: PLR0917 - invoke turns each parameter into a flag
+    c: Context,
+    env: str = "",
+    artifact: str = "",
+    config: str = "",
+    verbose: bool = False,
+    quiet: bool = False,
+    no_color: bool = False,
+    json: bool = False,
+) -> Ended:
     """Start the built artifact on a free port and probe it."""
-    return commands.smoke(load(config or None), env=env, artifact=artifact)
+    output = commands.output_options(verbose=verbose, quiet=quiet, no_color=no_color, as_json=json)
+    return commands.smoke(load(config or None), env=env, artifact=artifact, output=output)
 
 
 @shipyard_task(
@@ -200,10 +261,10 @@ def smoke(c: Context, env: str = "", artifact: str = "", config: str = "") -> En
         "env": ENV_HELP,
         "to": "release to go back to, e.g. v3 (default: newest good one before current)",
         "dry-run": "print the plan and check it; change nothing",
-        "json": "print the plan as JSON",
         "lock-wait": "wait this long for the lock, e.g. 60s",
         "force": "roll back even to a release whose files changed since it was made (audited)",
         "config": CONFIG_HELP,
+        **OUTPUT_HELP,
     }
 )
 @_dry_run_mapped
@@ -216,31 +277,49 @@ def rollback(  # noqa: PLR0917 - invoke turns each parameter into a flag
     lock_wait: str = "",
     force: bool = False,
     config: str = "",
+    verbose: bool = False,
+    quiet: bool = False,
+    no_color: bool = False,
 ) -> Ended:
     """Go back to the previous good release (or --to vN)."""
+    output = commands.output_options(verbose=verbose, quiet=quiet, no_color=no_color, as_json=json)
     return commands.rollback(
         load(config or None),
         env=env,
         to=to,
         dry_run=dry_run,
-        as_json=json,
         lock_wait=lock_wait,
         force=force,
+        output=output,
     )
 
 
-@shipyard_task(help={"env": ENV_HELP, "json": "print JSON", "config": CONFIG_HELP})
+READ_ONLY_HELP = {
+    "env": ENV_HELP,
+    "json": JSON_HELP,
+    "no-color": OUTPUT_HELP["no-color"],
+    "config": CONFIG_HELP,
+}
+
+
+@shipyard_task(help=READ_ONLY_HELP)
 @_read_only
-def releases(c: Context, env: str = "", json: bool = False, config: str = "") -> Ended:
+def releases(
+    c: Context, env: str = "", json: bool = False, config: str = "", no_color: bool = False
+) -> Ended:
     """List an environment's releases, newest first."""
-    return commands.releases(load(config or None), env=env, as_json=json)
+    output = commands.output_options(no_color=no_color, as_json=json)
+    return commands.releases(load(config or None), env=env, output=output)
 
 
-@shipyard_task(help={"env": ENV_HELP, "json": "print JSON", "config": CONFIG_HELP})
+@shipyard_task(help=READ_ONLY_HELP)
 @_read_only
-def status(c: Context, env: str = "", json: bool = False, config: str = "") -> Ended:
+def status(
+    c: Context, env: str = "", json: bool = False, config: str = "", no_color: bool = False
+) -> Ended:
     """Show what serves an environment, and check its health."""
-    return commands.status(load(config or None), env=env, as_json=json)
+    output = commands.output_options(no_color=no_color, as_json=json)
+    return commands.status(load(config or None), env=env, output=output)
 
 
 @shipyard_task(help={"env": ENV_HELP, "config": CONFIG_HELP})
@@ -271,11 +350,20 @@ def lock_release(c: Context, env: str = "", force: bool = False, config: str = "
     return commands.lock_release(load(config or None), env=env, force=force)
 
 
-@shipyard_task(help={"env": "check only this environment", "config": CONFIG_HELP})
+@shipyard_task(help={"env": "check only this environment", "config": CONFIG_HELP, **OUTPUT_HELP})
 @_read_only
-def doctor(c: Context, env: str = "", config: str = "") -> Ended:
+def doctor(  # noqa: PLR0917 - invoke turns each parameter into a flag
+    c: Context,
+    env: str = "",
+    config: str = "",
+    verbose: bool = False,
+    quiet: bool = False,
+    no_color: bool = False,
+    json: bool = False,
+) -> Ended:
     """Check tools, credentials and config before anything runs."""
-    return commands.doctor(config, env=env)
+    output = commands.output_options(verbose=verbose, quiet=quiet, no_color=no_color, as_json=json)
+    return commands.doctor(config, env=env, output=output)
 
 
 @shipyard_task(
@@ -286,7 +374,7 @@ def doctor(c: Context, env: str = "", config: str = "") -> Ended:
 )
 @_dry_run_mapped
 def init(c: Context, kind: str = "", dry_run: bool = False) -> Ended:
-    """Write shipyard.yaml, tasks.py and .gitignore lines for the app here."""
+    """Set up the app here: shipyard.yaml, tasks.py, .gitignore."""
     from shipyard.init import run_init
 
     return run_init(Path.cwd(), kind=kind, dry_run=dry_run)
@@ -318,7 +406,14 @@ def deploy_task(env_name: str) -> Task[Any]:
         lock_wait: str = "",
         no_build: bool = False,
         config: str = "",
+        verbose: bool = False,
+        quiet: bool = False,
+        no_color: bool = False,
+        json: bool = False,
     ) -> Ended:
+        output = commands.output_options(
+            verbose=verbose, quiet=quiet, no_color=no_color, as_json=json
+        )
         return commands.deploy(
             load(config or None),
             env_name,
@@ -326,6 +421,7 @@ def deploy_task(env_name: str) -> Task[Any]:
             build=not no_build,
             dry_run=dry_run,
             allow_dirty=allow_dirty,
+            output=output,
         )
 
     body.__doc__ = f"Build, smoke and deploy to {env_name}; roll back on failure."
@@ -336,6 +432,7 @@ def deploy_task(env_name: str) -> Task[Any]:
         "lock-wait": "wait this long for the lock, e.g. 60s",
         "no-build": "deploy the newest artifact already built (skip Build application)",
         "config": CONFIG_HELP,
+        **OUTPUT_HELP,
     }
     return shipyard_task(name=env_name, help=help_)(_dry_run_mapped(body))
 
