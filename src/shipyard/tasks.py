@@ -92,8 +92,8 @@ def _refuse_ignored_core_options(c: Context, *, dry_ok: bool) -> None:
             raise UsageError(f"{flag} does nothing in Shipyard's tasks; leave it out")
     if c.config.get("run", {}).get("dry") and not dry_ok:
         raise UsageError(
-            "--dry/-R: this task has no dry run (only deploy.<env> and rollback do:"
-            " --dry-run); leave it out"
+            "--dry/-R: this task has no dry run (deploy.<env>, rollback, contract and init"
+            " have one: --dry-run); leave it out"
         )
 
 
