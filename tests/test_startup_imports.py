@@ -48,6 +48,7 @@ LISTING_MODULES = {
     "shipyard.errors",
     "shipyard.process",
     "shipyard.redact",
+    "shipyard.streams",  # stdout and stderr that outlive their reader (`inv --list | head`)
     "shipyard.tasks",
     "shipyard.wording",  # ten lines, no imports: how commands say "1 problem"
 }

@@ -5,9 +5,25 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 from helpers import BIN, cli_env, evidence_dir
+
+MANY_LINES = 'for i in $(seq 1 20000); do echo "line $i"; done'
+
+
+def read_one_line(argv: list[str], cwd: Path) -> tuple[int, str]:
+    """Run `argv`, read its first line and leave, as `| head -1` does: its exit code and
+    stderr."""
+    with subprocess.Popen(
+        argv, cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.readline()
+        process.stdout.close()
+        stderr = process.stderr.read().decode()
+        return process.wait(timeout=60), stderr
 
 
 @pytest.mark.parametrize("program", ["inv", "shipyard"])
@@ -16,21 +32,17 @@ def test_a_reader_leaving_early_ends_no_run(project, program: str, run: str, cod
     root = project(f"""
         version: 1
         steps:
-          build: {{run: 'for i in $(seq 1 20000); do echo "line $i"; done; {run}'}}
+          build: {{run: '{MANY_LINES}; {run}'}}
     """)
-    with subprocess.Popen(
-        [str(BIN / program), "build"],
-        cwd=root,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as shipyard:
-        assert shipyard.stdout is not None and shipyard.stderr is not None
-        shipyard.stdout.readline()  # then the reader leaves, as `head -1` does
-        shipyard.stdout.close()
-        stderr = shipyard.stderr.read().decode()
-        assert shipyard.wait(timeout=60) == code, stderr
+    done, stderr = read_one_line([str(BIN / program), "build"], root)
+    assert done == code, stderr
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
     (record,) = [json.loads(p.read_text()) for p in (evidence_dir(root) / "runs").glob("*.json")]
     assert record["exit_code"] == code
     assert (root / "feedback").is_dir()
+
+
+def test_a_wrapped_command_outlives_its_reader_too(project) -> None:
+    root = project("version: 1\nsteps:\n  build: {run: 'true'}\n")
+    argv = [str(BIN / "shipyard"), "heartbeat", "devops", "--", "seq", "1", "200000"]
+    assert read_one_line(argv, root) == (0, "")

@@ -12,6 +12,7 @@ from invoke.program import Program
 
 from shipyard import __version__, commands
 from shipyard.errors import ExitCode, ShipyardError, exit_code_for
+from shipyard.streams import outlive_readers
 from shipyard.tasks import cache_bytecode, namespace, private_umask
 
 # invoke's core options that would do nothing for Shipyard's tasks (steps never run through
@@ -57,16 +58,13 @@ def _usage_errors() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
+    outlive_readers()  # `shipyard ... | head`: no traceback, see streams
     if len(argv) > 1 and argv[1] == "heartbeat":
         sys.exit(_heartbeat(argv[2:]))
     program = ShipyardProgram(
         namespace=namespace(), name="Shipyard", binary="shipyard", version=__version__
     )
-    try:
-        program.run(argv)
-    except BrokenPipeError:
-        sys.stderr.close()  # `shipyard --list | head`: the reader left, nothing to report
-        sys.exit(int(ExitCode.STEP_FAILED))
+    program.run(argv)
 
 
 def _heartbeat(args: list[str]) -> int:

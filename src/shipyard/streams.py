@@ -12,10 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
 from typing import Any, TextIO
 
-__all__ = ["ReaderGone", "outliving_readers"]
+__all__ = ["ReaderGone", "outlive_readers"]
 
 
 class ReaderGone:
@@ -52,13 +51,10 @@ class ReaderGone:
             os.close(devnull)
 
 
-@contextlib.contextmanager
-def outliving_readers() -> Iterator[None]:
-    """sys.stdout and sys.stderr as `ReaderGone` streams while the body runs."""
-    saved = sys.stdout, sys.stderr
-    sys.stdout = ReaderGone(saved[0])
-    sys.stderr = ReaderGone(saved[1])
-    try:
-        yield
-    finally:
-        sys.stdout, sys.stderr = saved
+def outlive_readers() -> None:
+    """From now on, sys.stdout and sys.stderr as `ReaderGone` streams (once: a second call
+    changes nothing)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, ReaderGone):
+            setattr(sys, name, ReaderGone(stream))

@@ -27,6 +27,7 @@ from invoke.tasks import Task
 from shipyard import commands
 from shipyard.config import DEFAULT_AGENT, Config, find_config, load
 from shipyard.errors import ExitCode, ShipyardError, UsageError, Verdict, exit_code_for
+from shipyard.streams import outlive_readers
 
 DEFAULT_ENVIRONMENT = "staging"
 _TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -105,15 +106,12 @@ def _exits(body: Callable[..., Ended], *, dry: str = "refuse") -> Callable[..., 
 
     @functools.wraps(body)
     def wrapper(c: Context, *args: Any, **kwargs: Any) -> None:
-        from shipyard.streams import outliving_readers  # not for listing: see docs/cli.md
-
         private_umask()
         try:
             _refuse_ignored_core_options(c, dry_ok=dry != "refuse")
             if dry == "map" and c.config.get("run", {}).get("dry"):
                 kwargs["dry_run"] = True
-            with outliving_readers():  # `inv build | head`: the run goes on to its end
-                ended = body(c, *args, **kwargs)
+            ended = body(c, *args, **kwargs)
         except ShipyardError as error:
             if kwargs.get("json"):  # `--json` promises a document on stdout, refusals too
                 commands.print_json_error(error)
@@ -452,6 +450,7 @@ def cache_bytecode() -> None:
 def namespace() -> Collection:
     """The task collection: the same for `inv` (via tasks.py) and the `shipyard` script."""
     cache_bytecode()  # `inv` loads tasks.py after it has set the flag
+    outlive_readers()  # `inv build | head`, `inv --help TASK | head`: no traceback, see streams
     deploy = Collection("deploy", *(deploy_task(name) for name in environment_names()))
     return Collection(
         init,
