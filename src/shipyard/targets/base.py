@@ -15,7 +15,8 @@ from shipyard.smoke import SmokeCheck
 
 Say = Callable[[str], None]
 # (what, attempt, outcome, exit code) of a call a target makes and may retry: for the heartbeat.
-# outcome is "start" before the attempt, then "ok", "transient" or "failed".
+# outcome is "start" before the attempt, then "ok", "timeout", "rate-limited" (429),
+# "transient" (5xx and the like) or "failed".
 Observer = Callable[[str, int, str, "int | None"], None]
 
 
