@@ -9,6 +9,7 @@ import signal
 import subprocess
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from fakes.fly_state import (
@@ -17,6 +18,7 @@ from fakes.fly_state import (
     TRANSIENT_ERRORS,
     TRANSIENT_MARKERS,
     FakeFly,
+    drop_image,
     machines,
     new_app,
     new_state,
@@ -393,6 +395,45 @@ def test_releases_transient_message_is_the_graphql_timeout(fly: FakeFly) -> None
     )
 
 
+@pytest.mark.parametrize(
+    ("command", "args", "expected"),
+    [
+        (
+            "releases",
+            ["releases"],
+            f"failed retrieving app releases {APP}: 429 Too Many Requests: rate limit exceeded,"
+            " retry after 5s",
+        ),
+        (
+            "machines",
+            ["machines", "list"],
+            "could not list machines: failed to list VMs (status 429): 429 Too Many Requests:"
+            " rate limit exceeded, retry after 5s",
+        ),
+    ],
+)
+def test_rate_limited_answers_carry_a_retry_hint_then_succeed(
+    fly: FakeFly, command: str, args: list[str], expected: str
+) -> None:
+    fly.script(rate_limited={command: 1}, retry_after_seconds=5)
+    first, second = (fly.run(*args, "-a", APP, "--json") for _ in range(2))
+    assert (first.returncode, first.stderr, first.stdout) == (1, f"Error: {expected}\n", "")
+    assert second.returncode == 0 and json.loads(second.stdout) is not None
+    assert fly.state["script"]["rate_limited"][command] == 0
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_server_errors_for_a_count_then_success(fly: FakeFly, status: int) -> None:
+    fly.script(server_errors={"status": 2}, server_error_status=status)
+    results = [fly.run("status", "-a", APP, "--json") for _ in range(3)]
+    text = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+    answer = f"{status} {text.get(status, 'Gateway Timeout')}"
+    expected = f"Error: failed retrieving app {APP}: {answer}\n"
+    assert [(r.returncode, r.stderr) for r in results[:2]] == [(1, expected)] * 2
+    assert results[2].returncode == 0 and json.loads(results[2].stdout)["Name"] == APP
+    assert [call["exit"] for call in fly.calls] == [1, 1, 0]
+
+
 # --- deploy -----------------------------------------------------------------------------
 
 
@@ -491,6 +532,26 @@ def test_build_only_creates_no_release_and_pushes_only_with_push(fly: FakeFly) -
     assert built_image(local) not in registry
     assert built_image(pushed) in registry
     assert versions(fly) == [1]
+
+
+def test_build_only_with_an_image_label_prints_the_labelled_ref(fly: FakeFly) -> None:
+    pushed = deploy(fly, "--build-only", "--push", "--image-label", "sha-0123456789ab")
+    assert pushed.returncode == 0, pushed.stderr
+    assert built_image(pushed) == f"registry.fly.io/{APP}:sha-0123456789ab"
+    assert "image size: " in pushed.stderr and versions(fly) == [1]
+
+
+def test_build_only_with_image_resolves_it_and_fails_once_it_is_gone(fly: FakeFly) -> None:
+    """§2 step 2: `--image` is resolved, then `--build-only` returns: no release either way."""
+    image = fly.state["apps"][APP]["releases"][0]["ImageRef"]
+    found = deploy(fly, "--build-only", "--image", image)
+    assert found.returncode == 0 and f"Searching for image '{image}' remotely..." in found.stderr
+    drop_image(fly.path, APP, image)
+    gone = deploy(fly, "--build-only", "--image", image)
+    assert gone.returncode == 1
+    said = f'could not find image "{image}"'
+    assert f"Error: failed to fetch an image or build from source: {said}" in gone.stderr
+    assert versions(fly) == [1] and images(fly) == [image, image]
 
 
 def test_a_failing_release_command_fails_the_release_and_leaves_machines(fly: FakeFly) -> None:
@@ -603,6 +664,47 @@ def test_an_interrupted_deploy_exits_127_and_marks_the_release(
     assert status_of(fly, 2) == "interrupted"
     assert images(fly) == before
     assert fly.calls[-1]["exit"] == 127
+
+
+def test_checks_in_their_grace_period_read_critical_then_pass(fly: FakeFly) -> None:
+    """An immediate deploy does not wait for checks: they read critical (no output yet, as a
+    check before its first run) until the grace period has gone (then passing: the test
+    below)."""
+    fly.script(check_grace_seconds=30)
+    assert deploy(fly, "--strategy", "immediate").returncode == 0
+    during = read_json(fly, "checks", "list")
+    assert [check["status"] for checks in during.values() for check in checks] == ["critical"] * 2
+    assert all("output" not in check for checks in during.values() for check in checks)
+    listed = read_json(fly, "machines", "list")
+    assert [machine["checks"][0] for machine in listed] == [
+        {"name": "servicecheck-00-http-8080", "status": "critical", "updated_at": ANY}
+    ] * 2
+
+
+def test_a_rolling_deploy_returns_once_the_grace_period_is_over(fly: FakeFly) -> None:
+    fly.script(check_grace_seconds=0.5)
+    assert deploy(fly).returncode == 0
+    listed = read_json(fly, "machines", "list")
+    assert [machine["checks"][0]["status"] for machine in listed] == ["passing"] * 2
+
+
+def test_a_hanging_deploy_ignores_sigterm_until_sigkill(fly: FakeFly) -> None:
+    fly.script(hang_deploys=1)
+    process = subprocess.Popen(
+        ["flyctl", "deploy", "-a", APP], env=fly.env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        next(line for line in process.stdout if line.startswith("Updating existing machines"))
+        process.send_signal(signal.SIGTERM)
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(timeout=0.3)
+    finally:
+        process.kill()
+    assert process.wait() == -signal.SIGKILL
+    assert status_of(fly, 2) == "running"  # nothing marked it: SIGKILL leaves it so
+    assert deploy(fly).returncode == 0  # the count is spent: the next deploy goes through
+    assert status_of(fly, 3) == "complete"
 
 
 # --- concurrency ------------------------------------------------------------------------

@@ -48,6 +48,7 @@ environments:
     fly_config: fly.toml
     strategy: {strategy}
     wait_timeout: 2m
+    health_timeout: 3s
     read_timeout: {read_timeout}
     smoke: {{url: "{url}", expect_status: 200, timeout: 2s}}
 """
@@ -124,7 +125,11 @@ class Fly:
         return max(r["Version"] for r in self.releases)
 
     def deploys(self) -> int:
-        return [c["argv"][0] for c in self.fake.calls].count("deploy")
+        """The flyctl deploys that may make a release (not the `--build-only` ones)."""
+        return len(self.releasing_deploys())
+
+    def releasing_deploys(self) -> list[dict]:
+        return [c for c in self.fake.calls if is_releasing_deploy(c["argv"])]
 
     def target(self, monkeypatch: pytest.MonkeyPatch) -> FlyTarget:
         """The Fly target in this process, as `inv` builds it, calling the fake flyctl."""
@@ -163,7 +168,7 @@ class Fly:
         elif outcome == "down":
             assert deploy["serving"] is None
         else:  # stopped before deploying: Fly has nothing new
-            assert not made and not [c for c in self.fake.calls if c["argv"][0] == "deploy"]
+            assert not made
         beats = (evidence_dir(self.root) / "logs" / "heartbeat.log").read_text()
         for step in record["steps"]:
             ended = f"step={logfmt_value(step['name'])} event=end status={step['status']}"
@@ -175,6 +180,10 @@ class Fly:
     def everything_written(self) -> str:
         files = [p for p in self.root.rglob("*") if p.is_file() and p.suffix != ".tar.gz"]
         return "\n".join(p.read_text(errors="replace") for p in files)
+
+
+def is_releasing_deploy(argv: list[str]) -> bool:
+    return argv[0] == "deploy" and "--build-only" not in argv
 
 
 @pytest.fixture
@@ -197,6 +206,7 @@ def test_deploy_reports_the_new_release_and_keeps_the_token_out_of_everything(fl
     assert fly.record()["deploy"]["release"] == "v2"
     assert [s["name"] for s in fly.record()["steps"]] == [
         "Build application",
+        "Build image",
         "Deploy",
         "Smoke fly-staging",
     ]
@@ -205,7 +215,7 @@ def test_deploy_reports_the_new_release_and_keeps_the_token_out_of_everything(fl
         ("v1", "complete", False),
         ("v2", "complete", True),
     ]
-    deploys = [c for c in fly.fake.calls if c["argv"][0] == "deploy"]
+    deploys = fly.releasing_deploys()
     assert len(deploys) == 1 and all(c["token"] == "present" for c in fly.fake.calls)
     argv = json.dumps([c["argv"] for c in fly.fake.calls])
     assert "--strategy" in argv and fly.token not in argv
@@ -225,7 +235,7 @@ def test_critical_checks_in_a_rolling_deploy_exit_3_with_every_machine_back(fly)
     assert (newest["ImageRef"], newest["Status"]) == (good, "complete")
     record = fly.record()
     assert record["deploy"]["rolled_back_to"] == "v2"
-    assert [s["status"] for s in record["steps"]] == ["ok", "failed", "ok"]
+    assert [s["status"] for s in record["steps"]] == ["ok", "ok", "failed", "ok"]
 
 
 @pytest.mark.e2e
@@ -270,7 +280,7 @@ def test_rollback_dry_run_prints_the_exact_command_and_creates_nothing(fly):
     )
     assert expected in dry.stdout
     assert json.dumps(fly.releases) == before
-    assert [c["argv"][0] for c in fly.fake.calls].count("deploy") == 1  # the first deploy only
+    assert fly.deploys() == 1  # the first deploy only
     assert fly.token not in dry.stdout
 
 
@@ -418,27 +428,23 @@ def test_a_failing_release_command_rolls_back_with_exit_3(fly):
     fly.assert_evidence_is_true(done, before=1)
 
 
-def test_rollback_to_an_image_gone_from_the_registry_fails_without_a_release(fly):
-    """flyctl gives up before making a release: the evidence says none was made, and there is
-    nothing to undo (no needless deploy of the current image)."""
+def test_rollback_to_an_image_gone_from_the_registry_is_refused_by_its_plan(fly):
+    """The plan asks Fly for the image first (`flyctl deploy --build-only --image`): a release
+    whose image is gone is passed over, so nothing is deployed and nothing needs undoing."""
     ok(fly.here("deploy.fly-staging"))
     state = fly.fake.state
     state["apps"][APP]["registry"].remove(fly.image(1))
     write(fly.fake.path, state)
     count = len(fly.releases)
     done = fly.here("rollback", "--env", "fly-staging")
-    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.returncode == 6, done.stdout + done.stderr
+    assert f"skipped v1: its image {fly.image(1)} is gone from Fly" in done.stdout
     assert "could not find image" in done.stdout
-    assert "Fly lists no release after v2: this deploy made none" in done.stdout
     assert len(fly.releases) == count and fly.machine_images() == {fly.image(2)}
-    record = fly.record()
-    assert (record["outcome"], record["rollback"]["rolled_back_to"]) == ("restored", None)
-    assert record["rollback"]["made"] == [] and record["rollback"]["serving"] == "v2"
-    deploys = [c for c in fly.fake.calls if c["argv"][0] == "deploy"]
-    assert len(deploys) == 2  # the first deploy and the failed rollback: no restore deploy
+    assert fly.deploys() == 1  # the first deploy only: the rollback deployed nothing
 
 
-def test_a_deploy_whose_image_push_fails_makes_no_release_and_claims_none(fly):
+def test_a_deploy_whose_image_build_fails_makes_no_release_and_claims_none(fly):
     ok(fly.here("deploy.fly-staging"))
     fly.fake.script(build_fails=True)
     done = fly.here("deploy.fly-staging")
@@ -447,9 +453,9 @@ def test_a_deploy_whose_image_push_fails_makes_no_release_and_claims_none(fly):
     fly.assert_evidence_is_true(done, before=2)
     record = fly.record()
     assert record["outcome"] == "failed" and record["deploy"]["rolled_back_to"] is None
-    assert record["reason"].startswith("Deploy failed before the switch (")
-    assert record["reason"].endswith("; v2 still serves, untouched")
-    assert record["deploy"]["serving"] == "v2"
+    assert [s["status"] for s in record["steps"]] == ["ok", "failed"]  # Build image failed
+    assert record["reason"].startswith("failed: Build image (exit 1: flyctl deploy --build-only")
+    assert fly.deploys() == 1 and record["deploy"]["release"] is None
 
 
 @pytest.mark.e2e
@@ -601,11 +607,11 @@ def test_rollback_undo_and_restore_name_the_release_they_made(tmp_path, healthy_
 
 def test_a_rollback_that_makes_no_release_names_none(tmp_path, healthy_url, monkeypatch):
     fly = Fly(tmp_path / "proj", healthy_url, releases=3)
-    state = fly.fake.state
-    state["apps"][APP]["registry"].remove(fly.image(2))
-    write(fly.fake.path, state)
     target, call = fly.target(monkeypatch), Call(print)
     plan = target.plan_rollback(None, call)
+    state = fly.fake.state  # the image goes between the plan (which found it) and the deploy
+    state["apps"][APP]["registry"].remove(fly.image(2))
+    write(fly.fake.path, state)
     with pytest.raises(TargetFailed, match="could not find image") as failed:
         target.rollback(plan, call)
     made = failed.value.made
@@ -662,7 +668,7 @@ def test_the_fly_dry_run_plans_are_the_actions_the_runs_then_take(fly):
 
     ok(fly.inv("deploy.fly-staging"))
     plan = planned_actions(ok(fly.inv("deploy.fly-staging", "--dry-run")).stdout)
-    assert [action.split()[0] for action in plan] == ["build:", "`flyctl"]
+    assert [action.split()[0] for action in plan] == ["build:", "`flyctl", "`flyctl"]
     assert_carried_out_in_order(plan, ok(fly.inv("deploy.fly-staging")).stdout)
 
     dry = ok(fly.inv("rollback", "--env", "fly-staging", "--dry-run")).stdout

@@ -63,10 +63,11 @@ def truncate_after_its_smoke(monkeypatch, archive_name: str = "webapp-") -> None
     """The built archive passes its smoke, then is cut in half before the Deploy unpacks it."""
     smoke = deploy.smoke_artifact
 
-    def smoke_then_truncate(environment, archive: Path, say, stop) -> None:
-        smoke(environment, archive, say, stop)
+    def smoke_then_truncate(environment, archive: Path, say, stop, *rest, **options) -> str:
+        tested = smoke(environment, archive, say, stop, *rest, **options)
         assert archive.name.startswith(archive_name)
         archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+        return tested
 
     monkeypatch.setattr(deploy, "smoke_artifact", smoke_then_truncate)
 

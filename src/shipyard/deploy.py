@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from shipyard import artifact, git
-from shipyard.artifact_smoke import smoke_artifact
+from shipyard.artifact_smoke import docker_problem, docker_unusable, smoke_artifact
 from shipyard.config import Config, Environment, Step
 from shipyard.errors import (
     OK,
@@ -42,9 +42,12 @@ from shipyard.operation import (
 )
 from shipyard.pipeline import Run, finish, guarded, stop_on_signals
 from shipyard.report import ReporterFor
+from shipyard.runner import StepResult
 from shipyard.targets import DeployPlan, Made, Say, Target, TargetFailed, state_dir
+from shipyard.targets.images import BuildsImages, BuiltImage, Source
 
 MIN_FREE_BYTES = 100 * 2**20  # room a deploy needs in .shipyard/ (a release, logs, state)
+BUILD_IMAGE = "Build image"  # the step of a target that ships an image (Fly)
 
 
 def deploy(
@@ -129,26 +132,59 @@ def _deploy_steps(op: Operation, step: Step, *, build: bool) -> Verdict:
         return flow.verdict()
     archive = artifact.find_artifact(op.config.root, step.artifact or "")
     relative = archive.relative_to(op.config.root).as_posix()
-    if op.environment.start:
-        smoked = flow.action(
-            SMOKE,
-            f"start {relative} on a free 127.0.0.1 port and probe it",
-            lambda say: smoke_artifact(op.environment, archive, say, flow.run.stop),
-        )
-        if not smoked.ok:
+    built: list[BuiltImage] = []
+    if isinstance(op.target, BuildsImages) and not _build_image(op, op.target, built, build):
+        return flow.verdict()
+    image = built[0] if built else None
+    no_docker = docker_problem(image) if image else "no image"
+    if op.environment.start or no_docker is None:
+        if not _smoke(op, archive, image, no_docker).ok:
             return flow.verdict()
     else:
-        flow.reporter.write(
-            f"(no artifact smoke: environments.{op.environment.name} has no start)\n"
-        )
-    plan = _with_tree(op, op.target.plan_deploy(relative, op.call()))
+        why = f"environments.{op.environment.name} has no start"
+        why += f", and docker cannot run the image: {no_docker}" if image else ""
+        flow.reporter.write(f"(no artifact smoke: {why})\n")
+        op.record.smoke_tested = f"nothing ({why})"
+    plan = _with_tree(op, op.target.plan_deploy(image.ref if image else relative, op.call()))
     op.record.planned, op.record.previous = plan.release, plan.previous
-    op.record.artifact, op.record.artifact_sha256 = relative, artifact.file_sha256(archive)
+    if image is not None:  # the image is what ships: Fly promotes it as it was built
+        op.record.artifact, op.record.artifact_sha256 = image.ref, None
+    else:
+        op.record.artifact, op.record.artifact_sha256 = relative, artifact.file_sha256(archive)
     failed, made = _deploy_and_smoke(op, plan)
     if failed is None:
         op.record.serving = op.record.release
         return OK
     return _roll_back_deploy(op, plan, failed, made)
+
+
+def _source(op: Operation) -> Source:
+    return Source(op.record.git_sha, op.record.dirty, op.record.diff_sha256)
+
+
+def _build_image(op: Operation, target: BuildsImages, built: list[BuiltImage], build: bool) -> bool:
+    """The step `Build image`: the image built once (or reused), appended to `built`."""
+
+    def build_image(say: Say) -> None:
+        built.append(target.build_image(_source(op), op.call(say), build=build))
+
+    return op.flow.action(BUILD_IMAGE, "build and push the image once", build_image).ok
+
+
+def _smoke(
+    op: Operation, archive: Path, image: BuiltImage | None, no_docker: str | None
+) -> StepResult:
+    """The step `Smoke`: the image when docker can run it, else the archive; recorded."""
+    root = op.config.root
+    relative = archive.relative_to(root).as_posix()
+
+    def smoke(say: Say) -> None:
+        op.record.smoke_tested = smoke_artifact(
+            op.environment, archive, say, op.run.stop, image, no_docker=no_docker, root=root
+        )
+
+    what = f"image {image.ref} (with docker), else {relative}" if image else relative
+    return op.flow.action(SMOKE, f"smoke {what} on a free 127.0.0.1 port", smoke)
 
 
 def _with_tree(op: Operation, plan: DeployPlan) -> DeployPlan:
@@ -263,14 +299,22 @@ def deploy_plan_lines(op: Operation, step: Step, *, build: bool) -> list[str]:
         found = artifact.find_artifact(op.config.root, pattern)
         source = found.relative_to(op.config.root).as_posix()
         steps = [f"no build (--no-build): deploy {source}"]
-    environment = op.environment
-    if environment.start:
+    environment, target = op.environment, op.target
+    ships_image = isinstance(target, BuildsImages)
+    if isinstance(target, BuildsImages):  # the image shipped, built (or reused) once
+        line, source = target.plan_image(_source(op), op.call(), build=build)
+        steps.append(f"{line} (step {BUILD_IMAGE})")
+    docker = docker_unusable() if ships_image else "no image"  # as the Smoke step will find
+    if environment.start or docker is None:
         smoke = environment.smoke
+        start = f"`{environment.start}`" if environment.start else ""
+        image = "the image with docker" + (f", else {start}" if start else "")
+        what = image if docker is None else start
         steps.append(
-            f"smoke the artifact: `{environment.start}` on a free 127.0.0.1 port, GET"
+            f"smoke the artifact: {what} on a free 127.0.0.1 port, GET"
             f" {smoke.path} expects {smoke.expect_status} within {smoke.timeout:g}s (step {SMOKE})"
         )
-    plan = op.target.plan_deploy(source, op.call())
+    plan = target.plan_deploy(source, op.call())
     op.record.planned, op.record.previous = plan.release, plan.previous  # the dry run's record
     head = f"deploy {environment.name} ({environment.target}): {plan.release}"
     head += f", replacing {plan.previous}" if plan.previous else ", the first release"
@@ -304,11 +348,11 @@ def smoke(
             if archive
             else artifact.find_artifact(config.root, build_step(config).artifact or "")
         )
-        flow.action(
-            SMOKE,
-            f"start {path.name} on a free 127.0.0.1 port and probe it",
-            lambda say: smoke_artifact(environment, path, say, run.stop),
-        )
+
+        def smoke_it(say: Say) -> None:
+            smoke_artifact(environment, path, say, run.stop)
+
+        flow.action(SMOKE, f"start {path.name} on a free 127.0.0.1 port and probe it", smoke_it)
         return flow.verdict()
 
     with stop_on_signals(run.stop):

@@ -24,6 +24,7 @@ class DeployRecord:
     made: list[str] = field(default_factory=list)  # every release the run made, in order
     artifact: str | None = None
     artifact_sha256: str | None = None
+    smoke_tested: str | None = None  # what the artifact smoke ran: `image <ref>`, `tarball …`
     git_sha: str | None = None
     dirty: bool = False  # deployed with --allow-dirty from a tree with uncommitted changes
     diff_sha256: str | None = None  # sha256 of `git diff HEAD` when dirty

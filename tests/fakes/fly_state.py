@@ -27,6 +27,12 @@ concurrent calls never corrupt it. Shapes follow shared/reference/flyctl.md (§3
         "transient": {"releases": 0, "status": 0, "machines": 0, "checks": 0},
         "slow": {"releases": 0, "status": 0, "machines": 0, "checks": 0},
         "slow_seconds": 60.0,             # how long each of those slow calls hangs
+        "rate_limited": {"releases": 0, "status": 0, "machines": 0, "checks": 0},
+        "retry_after_seconds": 1.0,       # the hint a 429 carries (0: none)
+        "server_errors": {"releases": 0, "status": 0, "machines": 0, "checks": 0},
+        "server_error_status": 503,       # 500 | 502 | 503 | 504
+        "check_grace_seconds": 0.0,       # a deployed healthy image passes only after this
+        "hang_deploys": 0,                # the next N deploys hang, deaf to SIGTERM
         "deploy_seconds": 0.0             # sleep while machines update (to test interruption)
       },
       "calls": [{"argv": [...], "token": "present|absent", "token_source": "FLY_API_TOKEN",
@@ -44,6 +50,21 @@ flyctl's deadline-exceeded); the fake's other read-command errors (token, app na
 unknown app) contain none. `script.slow[<command>] = N` makes the next N calls of that read
 command (the ones not failing) hang for `slow_seconds` before answering normally: an API call
 that a client has to give up on.
+
+`script.rate_limited[<command>] = N` answers the next N calls of that read command with a 429
+(exit 1; `rate limit exceeded`, with `retry after <retry_after_seconds>s` unless that is 0);
+`script.server_errors[<command>] = N` with a `server_error_status` (5xx) answer. Both are
+RATE_LIMITED_ERRORS / SERVER_ERRORS below, the fake's wording in the shapes of
+TRANSIENT_ERRORS. They are counted before `transient`, then success.
+
+`script.check_grace_seconds` = G: the checks of machines a deploy puts a healthy image on read
+`critical` (no output, as a Consul check before its first run) until G seconds after the deploy
+updated them, then `passing`. A rolling, canary or bluegreen deploy (without --detach) waits
+for that, as flyctl waits for health checks; an immediate or --detach one returns at once.
+
+`script.hang_deploys = N`: the next N deploys create their release (`running`), print the
+`Updating existing machines` line, then hang, ignoring SIGINT and SIGTERM (a flyctl stuck in a
+call): only SIGKILL ends them, and the release stays `running`.
 
 `calls` records every invocation: argv as given, whether a token was given and where from
 (`token_source`: FLY_ACCESS_TOKEN, FLY_API_TOKEN, --access-token or null), the exit code.
@@ -104,6 +125,12 @@ DEFAULT_SCRIPT: dict[str, Any] = {
     "transient": {"releases": 0, "status": 0, "machines": 0, "checks": 0},
     "slow": {"releases": 0, "status": 0, "machines": 0, "checks": 0},  # calls that hang...
     "slow_seconds": 60.0,  # ...this long, then answer
+    "rate_limited": {"releases": 0, "status": 0, "machines": 0, "checks": 0},  # 429s
+    "retry_after_seconds": 1.0,  # the hint a 429 carries (0: none)
+    "server_errors": {"releases": 0, "status": 0, "machines": 0, "checks": 0},  # 5xx
+    "server_error_status": 503,
+    "check_grace_seconds": 0.0,  # checks of a deployed healthy image pass this long after
+    "hang_deploys": 0,  # the next N deploys hang, deaf to SIGTERM
     "deploy_seconds": 0.0,
 }
 _REQUEST_CANCELED = (
@@ -118,6 +145,32 @@ TRANSIENT_ERRORS = {
     "machines": _FLAPS_503,
     "checks": _FLAPS_503,
 }
+# 429 and 5xx answers: the fake's wording, in the shapes above; `{answer}` is the HTTP status
+# and its text (`429 Too Many Requests: rate limit exceeded, retry after 1s`).
+_GRAPHQL_ANSWER = {
+    "releases": "failed retrieving app releases {app}: {answer}",
+    "status": "failed retrieving app {app}: {answer}",
+}
+_FLAPS_ANSWER = "could not list machines: failed to list VMs (status {status}): {answer}"
+HTTP_STATUS_TEXT = {
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def api_error(command: str, app: str, status: int, retry_after: float = 0.0) -> str:
+    """The error a read command prints for an HTTP `status` from Fly's API (429 or 5xx)."""
+    answer = f"{status} {HTTP_STATUS_TEXT[status]}"
+    if status == 429:
+        answer += ": rate limit exceeded"
+        answer += f", retry after {retry_after:g}s" if retry_after else ""
+    shape = _GRAPHQL_ANSWER.get(command, _FLAPS_ANSWER)
+    return shape.format(app=app, status=status, answer=answer)
+
+
 TRANSIENT_MARKERS = (
     "request canceled",
     "Client.Timeout",
@@ -242,8 +295,11 @@ def _http_service() -> dict[str, Any]:
     return {"protocol": "tcp", "internal_port": 8080, "checks": [check]}
 
 
-def put_image(machine: dict[str, Any], release: dict[str, Any], health: str) -> None:
-    """What a deploy does to one machine: new image and release metadata, checks per health."""
+def put_image(
+    machine: dict[str, Any], release: dict[str, Any], health: str, *, passing_from: float = 0.0
+) -> None:
+    """What a deploy does to one machine: new image and release metadata, checks per health;
+    passing checks read critical until `passing_from` (a time.time(); 0: at once)."""
     state, check_status, output = MACHINE_HEALTH[health]
     updated = rfc3339(now())
     image = release["ImageRef"]
@@ -254,6 +310,9 @@ def put_image(machine: dict[str, Any], release: dict[str, Any], health: str) -> 
     machine.update(image_ref=image_ref(image), state=state, instance_id=ulid(), updated_at=updated)
     for check in machine.get("checks") or []:
         check.update(status=check_status, output=output, updated_at=updated)
+        check.pop("passing_from", None)
+        if passing_from and check_status == "passing":
+            check["passing_from"] = passing_from
 
 
 def clone_machine(machine: dict[str, Any]) -> dict[str, Any]:
@@ -304,6 +363,13 @@ def release(state: dict[str, Any], app: str, version: int) -> dict[str, Any]:
 
 def machines(state: dict[str, Any], app: str) -> list[dict[str, Any]]:
     return state["apps"][app]["machines"]
+
+
+def drop_image(path: Path | str, app: str, image: str) -> None:
+    """The image disappears from Fly's registry (garbage-collected, deleted): releases keep
+    naming it, but `flyctl deploy --image` of it fails (reference §4)."""
+    with transaction(path) as state:
+        state["apps"][app]["registry"].remove(image)
 
 
 # --- the file --------------------------------------------------------------------------

@@ -5,9 +5,10 @@ release, which creates a new release (release numbers never go back), as Fly's o
 guide does. flyctl's commands, JSON and exit codes are those of https://fly.io/docs/flyctl/
 (tests/fakes/flyctl follows them). The token reaches flyctl only through its environment.
 
-`client` speaks to flyctl; `options` are the keys the target adds to an environment; `state`
-reads Fly's releases and machines from flyctl's JSON; `target` is the Fly policy (`FlyTarget`,
-and `FLY`, how the registry makes one), the only module of the package that imports the others.
+`client` speaks to flyctl (reads retried, a deploy bounded by its deadline); `options` are
+the keys the target adds to an environment; `state` reads Fly's releases and machines from
+flyctl's JSON; `health` polls the machines and their checks to a verdict; `target` is the Fly
+policy (`FlyTarget`, and `FLY`, how the registry makes one).
 """
 
 from __future__ import annotations

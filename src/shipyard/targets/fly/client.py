@@ -1,8 +1,14 @@
 """Speaking to flyctl: starting it in its own process group, a bounded read, a deploy's
-streamed output, retried `--json` reads, and what its exit codes and messages say.
+streamed output (stopped at its deadline), retried `--json` reads, and what its exit codes
+and messages say.
 
 `Flyctl` knows the binary, the app and where to run it; it keeps nothing between calls and
 knows nothing of releases, machines or rollbacks (that is the target's policy).
+
+A read-only call that answers 429 (rate limited), 5xx, a timeout or another transient error
+is retried: exponential backoff with jitter, or flyctl's own hint (`retry after 5s`,
+`Retry-After: 5`) when it is longer, `Pace.read_attempts` attempts within `Pace.read_seconds`
+at most; each failed attempt is said in the step's output. A deploy is never retried.
 """
 
 from __future__ import annotations
@@ -22,45 +28,74 @@ from pathlib import Path
 from typing import Any
 
 from tenacity import (
+    RetryCallState,
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential,
-    wait_random,
 )
 
 from shipyard.errors import ExitCode, StepFailed
 from shipyard.process import terminate_group
 from shipyard.targets.base import Call
 
-STOP_GRACE = 10.0  # flyctl marks the release interrupted when it gets SIGTERM
-READ_ATTEMPTS = 4
-READ_SECONDS = 60.0
+
+@dataclass(frozen=True)
+class Pace:
+    """How long Shipyard waits on flyctl. `PACE` is the one in use (tests make it quicker)."""
+
+    read_attempts: int = 4  # of one read-only call, transient failures included
+    read_seconds: float = 60.0  # every attempt of one read and the waits between them
+    backoff: float = 0.5  # the first wait between attempts; it doubles, up to backoff_max
+    backoff_max: float = 4.0
+    stop_grace: float = 10.0  # SIGTERM to SIGKILL of a deploy stopped (^C or its deadline)
+    deploy_margin: float = 600.0  # a deploy's deadline: wait_timeout x machines + this
+
+
+PACE = Pace()
 _TRANSIENT = re.compile(
     r"request canceled|Client\.Timeout|timeout|timed out|\b50[234]\b|connection reset|"
-    r"connection refused|\bEOF\b|temporarily unavailable|i/o timeout",
+    r"connection refused|\bEOF\b|temporarily unavailable|i/o timeout|"
+    r"rate limit|too many requests|\bstatus:? (?:code:? )?(?:429|5\d\d)\b|\b(?:429|5\d\d) [A-Z]",
     re.IGNORECASE,
 )
+_RATE_LIMITED = re.compile(r"\b429\b|rate limit|too many requests", re.IGNORECASE)
+_RETRY_HINT = re.compile(r"retry[ -]after:?\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\b", re.IGNORECASE)
+_HINT_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
 _RELEASE_LINE = re.compile(r'^\{"id":.*"version":\s*\d+.*\}\s*$')
 _MEANINGFUL = re.compile(r"[^\W_]")  # a letter or a digit: not a separator like `-------`
 OUTPUT_TAIL = 50  # lines of a deploy's output kept for its error message (flyctl's comes last)
 
 
 def _read_outcome(result: FlyResult) -> str:
-    """ok; timeout (killed after read_timeout) or transient (126, flyctl's deadline, or a
-    message the reference calls transient): both retried; or failed."""
+    """ok; timeout (killed after read_timeout), rate limited (429) or transient (5xx, 126,
+    flyctl's deadline, or a message the reference calls transient): all retried; or failed."""
     if result.exit_code == 0:
         return "ok"
     if result.exit_code == ExitCode.TIMEOUT:
         return "timeout"
+    if _RATE_LIMITED.search(result.stderr):
+        return "rate-limited"
     if result.exit_code == 126 or _TRANSIENT.search(result.stderr):
         return "transient"
     return "failed"
 
 
+def retry_hint(text: str) -> float | None:
+    """The seconds flyctl asks a client to wait (`retry after 5s`, `Retry-After: 5`), or None."""
+    found = _RETRY_HINT.search(text)
+    if found is None:
+        return None
+    return float(found[1]) * _HINT_UNITS[(found[2] or "s").lower()]
+
+
 class TransientFlyError(Exception):
-    """A read-only flyctl call failed in a way the reference calls transient."""
+    """A read-only flyctl call failed in a way the reference calls transient; `retry_after`:
+    the wait flyctl asked for, if it named one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -82,6 +117,8 @@ class FlyResult:
 
     def failure(self, command: str) -> str:
         said = self.message
+        if self.exit_code == ExitCode.TIMEOUT and said:  # Shipyard stopped it: no exit of its own
+            return f"flyctl {command} {said}"
         exited = f"flyctl {command} exited {self.exit_code}"
         return f"{exited}: {said}" if said else f"{exited} with no error message"
 
@@ -134,14 +171,20 @@ class Flyctl:
         late = f"no answer within {self.read_timeout:g}s (read_timeout)"
         return FlyResult(int(ExitCode.TIMEOUT), "", late)
 
-    def stream(self, args: Sequence[str], call: Call) -> tuple[FlyResult, dict[str, Any] | None]:
+    def stream(
+        self, args: Sequence[str], call: Call, *, deadline: float | None = None
+    ) -> tuple[FlyResult, dict[str, Any] | None]:
         """A deploy: output streamed line by line through `call.say` (which masks it), the
-        release JSON line picked out wherever it appears, stopped (SIGTERM, then SIGKILL) on
-        `call.stop`."""
+        release JSON line picked out wherever it appears, stopped (SIGTERM, then SIGKILL of its
+        group after `Pace.stop_grace`) on `call.stop` or once it has run `deadline` seconds;
+        a deploy stopped at its deadline ends as FlyResult(124, ...) naming it."""
         process = self._start(
             args, stderr=subprocess.STDOUT, env={**os.environ, "FLY_EMIT_RELEASE_JSON": "1"}
         )
-        watcher = threading.Thread(target=_stop_when_asked, args=(process, call.stop), daemon=True)
+        late = threading.Event()
+        watcher = threading.Thread(
+            target=_stop_when_asked, args=(process, call.stop, deadline, late), daemon=True
+        )
         watcher.start()
         created, tail = None, deque[str](maxlen=OUTPUT_TAIL)
         for line in process.stdout or ():
@@ -149,46 +192,133 @@ class Flyctl:
             call.say(text)
             created = created or _release_line(text)
             tail.append(text)
-        return FlyResult(process.wait(), "", "\n".join(tail)), created
+        exit_code = process.wait()
+        watcher.join()
+        if late.is_set():
+            tail.append(f"Error: {_stopped_late(deadline or 0.0, exit_code)}")
+            return FlyResult(int(ExitCode.TIMEOUT), "", "\n".join(tail)), created
+        return FlyResult(exit_code, "", "\n".join(tail)), created
 
     def read_json(self, call: Call, *args: str) -> Any:
-        """A read-only `--json` call, retried on transient errors (bounded in attempts and time)."""
+        """A read-only `--json` call, retried on transient errors (bounded in attempts and
+        time, honouring flyctl's retry hint), each failed attempt said through `call.say`."""
         command = " ".join(args[:2]) if args[:1] == ("machines",) else args[0]
+        what, pace = f"flyctl {command}", PACE
         observe = call.observe or _print_retries
-        attempt_number = 0
+        attempts, started = 0, time.monotonic()
 
         def attempt() -> Any:
-            nonlocal attempt_number
-            attempt_number += 1
-            observe(f"flyctl {command}", attempt_number, "start", None)
+            nonlocal attempts
+            attempts += 1
+            observe(what, attempts, "start", None)
             result = self.run([*args, "--app", self.app, "--json"], call.stop)
             outcome = _read_outcome(result)
-            observe(f"flyctl {command}", attempt_number, outcome, result.exit_code)
-            if outcome in ("timeout", "transient"):
-                raise TransientFlyError(result.message or f"exit {result.exit_code}")
+            observe(what, attempts, outcome, result.exit_code)
+            said = result.message or f"exit {result.exit_code}"
+            if outcome in ("timeout", "transient", "rate-limited"):
+                call.say(f"{what}: attempt {attempts} {outcome} (exit {result.exit_code}): {said}")
+                raise TransientFlyError(said, retry_hint(result.stderr))
             if result.exit_code != 0:
                 raise StepFailed(result.failure(command))
             return _parse_json(result.stdout, command)
 
-        retrying = Retrying(
-            stop=stop_after_attempt(READ_ATTEMPTS) | stop_after_delay(READ_SECONDS),
-            wait=wait_exponential(multiplier=0.5, max=4) + wait_random(0, 0.25),
-            retry=retry_if_exception_type(TransientFlyError),
-            reraise=True,
-        )
         try:
-            return retrying(attempt)
+            return _retrying(pace, what, call)(attempt)
         except TransientFlyError as error:
+            spent = time.monotonic() - started
             raise StepFailed(
-                f"flyctl {command} kept failing ({attempt_number} attempts): {error}"
+                f"flyctl {command} kept failing ({attempts} attempts): {error}"
+                f" (transient: retries exhausted after {spent:.1f}s, bound {pace.read_seconds:g}s)"
             ) from None
 
 
-def _stop_when_asked(process: subprocess.Popen[str], stop: threading.Event) -> None:
+def _retrying(pace: Pace, what: str, call: Call) -> Retrying:
+    """Attempts of a read: a transient failure is retried, within `pace`'s bounds."""
+    return Retrying(
+        stop=stop_after_attempt(pace.read_attempts)
+        | stop_after_delay(pace.read_seconds)
+        | _hint_beyond(pace.read_seconds),
+        wait=_backoff(pace),
+        retry=retry_if_exception_type(TransientFlyError),
+        sleep=_sleeper(what, call),
+        reraise=True,
+    )
+
+
+def _failed_with(state: RetryCallState) -> TransientFlyError | None:
+    error = state.outcome.exception() if state.outcome else None
+    return error if isinstance(error, TransientFlyError) else None
+
+
+def _backoff(pace: Pace) -> Any:
+    """Exponential with jitter, or flyctl's hint when longer; never past `read_seconds`."""
+
+    def wait(state: RetryCallState) -> float:
+        exponential = min(pace.backoff * 2 ** (state.attempt_number - 1), pace.backoff_max)
+        jitter = pace.backoff * 0.5 * (os.urandom(1)[0] / 255)
+        error = _failed_with(state)
+        hint = (error.retry_after if error else None) or 0.0
+        left = pace.read_seconds - (state.seconds_since_start or 0.0)
+        return float(max(0.0, min(max(exponential + jitter, hint), left)))
+
+    return wait
+
+
+def _hint_beyond(seconds: float) -> Any:
+    """Stop when flyctl asks for a wait that would end after the read's bound."""
+
+    def stop(state: RetryCallState) -> bool:
+        error = _failed_with(state)
+        hint = error.retry_after if error else None
+        return hint is not None and (state.seconds_since_start or 0.0) + hint > seconds
+
+    return stop
+
+
+def _sleeper(what: str, call: Call) -> Any:
+    def sleep(seconds: float) -> None:
+        call.say(f"{what}: retrying in {seconds:.1f}s")
+        call.stop.wait(seconds)
+
+    return sleep
+
+
+def _stop_when_asked(
+    process: subprocess.Popen[str],
+    stop: threading.Event,
+    deadline: float | None,
+    late: threading.Event,
+) -> None:
+    """Stop the deploy's group on `stop`, or (setting `late`) once it has run `deadline`."""
+    ends = time.monotonic() + deadline if deadline is not None else None
     while process.poll() is None:
         if stop.wait(0.2):
-            terminate_group(process, grace=STOP_GRACE)
+            terminate_group(process, grace=PACE.stop_grace)
             return
+        if ends is not None and time.monotonic() >= ends:
+            late.set()
+            terminate_group(process, grace=PACE.stop_grace)
+            return
+
+
+def _stopped_late(deadline: float, exit_code: int) -> str:
+    how = "killed with SIGKILL" if exit_code == -9 else f"stopped by SIGTERM (exit {exit_code})"
+    return f"still running after its deadline of {deadline:g}s: {how}"
+
+
+@dataclass(frozen=True)
+class Deadline:
+    seconds: float
+    why: str
+
+
+def deploy_deadline(wait_timeout: float, machines: int) -> Deadline:
+    """How long a `flyctl deploy` may run: `wait_timeout` for each machine (at least one),
+    plus `Pace.deploy_margin` for the image build, the release command and the API."""
+    counted = max(machines, 1)
+    seconds = wait_timeout * counted + PACE.deploy_margin
+    why = f"wait_timeout {wait_timeout:g}s x {counted} + {PACE.deploy_margin:g}s margin"
+    return Deadline(seconds, why)
 
 
 def _release_line(line: str) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ class FlyOptions:
     strategy: str = "rolling"  # canary | rolling | immediate | bluegreen
     wait_timeout: float = 300.0  # --wait-timeout of every flyctl deploy
     read_timeout: float = 30.0  # one read-only flyctl call (releases, status...) at most
+    health_timeout: float | None = None  # health polling after a deploy (None: from fly.toml)
     flyctl: str | None = None  # path of the flyctl binary (default: flyctl or fly on PATH)
     rollback_release_command: bool = False  # run [deploy] release_command on rollbacks
 
@@ -30,6 +31,7 @@ CHECKS: Mapping[str, Check[Any]] = {
     "strategy": one_of(FLY_STRATEGIES),
     "wait_timeout": duration,
     "read_timeout": duration,
+    "health_timeout": duration,
     "flyctl": text("a path to the flyctl binary"),
     "rollback_release_command": boolean,
 }

@@ -46,20 +46,39 @@ def serves_the_app(machine: dict[str, Any]) -> bool:
     )
 
 
-def machine_problems(machine: dict[str, Any], version: int) -> list[str]:
+@dataclass(frozen=True)
+class Problem:
+    """What keeps a machine from counting as healthy; `output`: a check's last output."""
+
+    machine: str  # its id ("" for a problem of the app: no machine serves it)
+    what: str
+    output: str | None = None
+
+    def __str__(self) -> str:
+        said = f"machine {self.machine} {self.what}" if self.machine else self.what
+        return f"{said}: {self.output}" if self.output else said
+
+
+def machine_health(machine: dict[str, Any], version: int) -> list[Problem]:
     """Why the machine does not count as healthy on release v`version` (0: on any release)."""
-    name = machine.get("id", "?")
+    name = str(machine.get("id", "?"))
     problems = []
     if machine.get("state") != "started":
-        problems.append(f"machine {name} is {machine.get('state')}")
+        problems.append(Problem(name, f"is {machine.get('state')}"))
     for check in machine.get("checks") or []:
         if check.get("status") != "passing":
-            problems.append(f"machine {name} check {check.get('name')} is {check.get('status')}")
+            what = f"check {check.get('name')} is {check.get('status') or 'unknown'}"
+            problems.append(Problem(name, what, check.get("output") or None))
     metadata = (machine.get("config") or {}).get("metadata") or {}
     on = metadata.get("fly_release_version")
     if version and on != str(version):
-        problems.append(f"machine {name} runs release v{on}, not v{version}")
+        problems.append(Problem(name, f"runs release v{on}, not v{version}"))
     return problems
+
+
+def machine_problems(machine: dict[str, Any], version: int) -> list[str]:
+    """`machine_health`, said."""
+    return [str(problem) for problem in machine_health(machine, version)]
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,13 @@ from shipyard.targets.base import (
     TargetFailed,
     state_dir,
 )
-from shipyard.targets.choice import Choice, RollbackRules, choose_rollback
-from shipyard.targets.fly.client import Flyctl
+from shipyard.targets.choice import Choice, Judge, RollbackRules, choose_rollback
+from shipyard.targets.fly import images
+from shipyard.targets.fly.client import Flyctl, deploy_deadline
+from shipyard.targets.fly.health import default_health_timeout, wait_until_healthy
 from shipyard.targets.fly.options import CHECKS, REQUIRED, FlyOptions
 from shipyard.targets.fly.state import RunningImage, machine_problems, release_of, serves_the_app
+from shipyard.targets.images import BuiltImage, Source
 from shipyard.targets.kinds import TargetKind
 from shipyard.wording import counted
 
@@ -111,12 +114,19 @@ class FlyTarget:
     # --- reading Fly's state -------------------------------------------------------------
 
     def releases(self, call: Call) -> list[Release]:
-        """Fly's releases (its 25 newest), oldest first; rolled-back-from ones read as `bad`."""
+        """Fly's releases (its 25 newest), oldest first; rolled-back-from ones read as `bad`.
+        When Fly lists 25, the older ones this environment's deploys recorded come first."""
         listed = self._client().read_json(call, "releases") or []
         bad = self._rolled_back_from()
         newest = max((item.get("Version", 0) for item in listed), default=0)
         found = [release_of(item, bad=bad, current=newest) for item in listed]
+        if len(listed) >= images.FLY_LISTS:
+            oldest = min(release.number for release in found)
+            found += self._history().releases_before(oldest, bad=bad, current=newest)
         return sorted(found, key=lambda release: release.number)
+
+    def _history(self) -> images.History:
+        return images.History(self.state_dir / "audit.jsonl", self.app)
 
     def _rolled_back_from(self) -> set[str]:
         """Releases this environment left by a rollback, or whose deploy was rolled back."""
@@ -198,29 +208,63 @@ class FlyTarget:
             release=f"v{(releases[-1].number if releases else 0) + 1}",
             previous=previous.version if previous else None,
             artifact=artifact,
-            actions=(f"`{self.command_line(self.deploy_args())}` with FLY_EMIT_RELEASE_JSON=1",),
+            actions=(
+                f"`{self.command_line(self.deploy_args(artifact))}` with FLY_EMIT_RELEASE_JSON=1",
+            ),
         )
 
     def deploy(self, plan: DeployPlan, call: Call) -> Made:
-        """One flyctl deploy (never retried): the release it made, as Fly lists it."""
-        return self._deploy(self.deploy_args(), _number(plan.release) - 1, call)
+        """One flyctl deploy (never retried) of the image built (`plan.artifact`: the ref
+        `build_image` returned): the release it made, as Fly lists it."""
+        return self._deploy(self.deploy_args(plan.artifact), _number(plan.release) - 1, call)
+
+    def plan_image(self, source: Source, call: Call, *, build: bool) -> tuple[str, str]:
+        return self._images().plan(source, call, build=build)
+
+    def build_image(self, source: Source, call: Call, *, build: bool) -> BuiltImage:
+        return self._images().build(source, call, build=build)
+
+    def _images(self) -> images.ImageBuilder:
+        fly_config = self.options.fly_config or "fly.toml"
+        return images.ImageBuilder(self._client(), fly_config, self.fly_toml, self._history())
 
     def _deploy(self, args: list[str], newest: int, call: Call) -> Made:
         """`flyctl deploy ARGS`, after which Fly's newest release was v`newest`. What it made
         comes from its release JSON line, else from Fly's list (a release newer than
         `newest`), else it is none: nothing is claimed that Fly does not show. A failure
         raises TargetFailed carrying that."""
+        deadline = self._deploy_deadline(call)
         call.say(f"$ {self.command_line(args)}")
-        result, created = self._client().stream(args, call)
+        result, created = self._client().stream(args, call, deadline=deadline)
         if created and result.exit_code == 0:
             made = Made(f"v{created['version']}", image=created.get("image_ref"))
         else:
             made = self._made_since(newest, call)
+        self._record_release(made, "complete" if result.exit_code == 0 else "failed", call)
         if result.exit_code != 0:
             raise TargetFailed(result.failure("deploy"), made)
         image = created.get("image_ref") if created else "image unknown"
         call.say(f"fly release {made.release or '(none listed)'}: {image}")
         return made
+
+    def _record_release(self, made: Made, status: str, call: Call) -> None:
+        """Into the audit trail, for rollbacks beyond the 25 releases Fly lists."""
+        try:
+            self._history().record_release(made, status)
+        except OSError as error:
+            call.say(f"warning: {made.release} was not recorded in the audit trail: {error}")
+
+    def _deploy_deadline(self, call: Call) -> float:
+        """How long one flyctl deploy may run (`deploy_deadline`), for the machines serving
+        the app now (one when Fly cannot be read); said in the step's output."""
+        try:
+            machines = len(self._machines(call))
+        except StepFailed as error:
+            call.say(f"could not count Fly's machines ({error.message}): counting one")
+            machines = 1
+        deadline = deploy_deadline(self.options.wait_timeout, machines)
+        call.say(f"flyctl deploy deadline: {deadline.seconds:g}s ({deadline.why})")
+        return deadline.seconds
 
     def _made_since(self, newest: int, call: Call) -> Made:
         """The newest release Fly lists above v`newest` (`known=False` when Fly could not be
@@ -243,12 +287,8 @@ class FlyTarget:
         version = _number(made.release) or int(
             self._client().read_json(call, "status").get("Version") or 0
         )
-        problems = self._health_problems(version, call)
-        for problem in problems:
-            call.say(f"unhealthy: {problem}")
-        if problems:
-            raise StepFailed(f"Fly reports {counted(len(problems), 'problem')}: {problems[0]}")
-        call.say(f"Fly reports every machine started, passing and on v{version}")
+        timeout = self.options.health_timeout or default_health_timeout(self.fly_toml)
+        wait_until_healthy(lambda: self._machines(call), version, timeout, call)
 
     def alive(self) -> bool:
         return True  # nothing local to watch: the smoke's own timeout bounds it
@@ -277,8 +317,12 @@ class FlyTarget:
         releases = self.releases(call)
         current = releases[-1].version if releases else None
         running = self.running(call)
-        choice = _choose(releases, current, to, running)
-        checks = (f"Fly's machines run {running.describe()}",)
+        checked: dict[str, images.ImageCheck] = {}
+        choice = _choose(releases, current, to, running, self._gone_judge(checked, call))
+        checks = (
+            f"Fly's machines run {running.describe()}",
+            *(check.line(ref) for ref, check in checked.items()),
+        )
         chosen = choice.release
         if chosen is None:
             return FlyRollbackPlan(
@@ -306,6 +350,21 @@ class FlyTarget:
             checks=(*checks, f"{chosen.version} is complete with image {chosen.image}"),
             running_image=running.image,
         )
+
+    def _gone_judge(self, checked: dict[str, images.ImageCheck], call: Call) -> Judge:
+        """Why a release's image is known to be gone from Fly (None: found, or not checked);
+        each image asked about once, its answer kept in `checked` for the plan's checks."""
+        fly_config = self.options.fly_config or "fly.toml"
+
+        def gone(release: Release) -> str | None:
+            ref = release.image or ""
+            if ref not in checked:
+                checked[ref] = images.check_image(self._client(), fly_config, ref, call.stop)
+            if checked[ref].found is False:
+                return f"its image {ref} is gone from Fly ({checked[ref].detail})"
+            return None
+
+        return gone
 
     def rollback(self, plan: RollbackPlan, call: Call) -> Made:
         """Deploy `plan.to`'s image as a new release; returns the release it made. When its
@@ -363,26 +422,37 @@ def _newest_good(releases: list[Release]) -> Release | None:
 
 
 def _choose(
-    releases: list[Release], current: str | None, to: str | None, running: RunningImage
+    releases: list[Release],
+    current: str | None,
+    to: str | None,
+    running: RunningImage,
+    gone: Judge = lambda _: None,
 ) -> Choice:
     """The release whose image to deploy, and why; or None and why none. Fly can go back only
     to a release with an image, and chooses by image, not by number."""
-    rules = rollback_rules(releases, current, running)
+    rules = rollback_rules(releases, current, running, gone)
     return choose_rollback([r for r in releases if r.image], current, to, rules)
 
 
 def rollback_rules(
-    releases: list[Release], current: str | None, running: RunningImage
+    releases: list[Release],
+    current: str | None,
+    running: RunningImage,
+    gone: Judge = lambda _: None,
 ) -> RollbackRules:
     """Fly's judges: deploying the image every machine runs would change nothing, nor would
     the current release (refused with `--to`); the automatic choice also passes over every
-    image rolled back from (a rollback rejects an image: other releases of it are no better)."""
+    image rolled back from (a rollback rejects an image: other releases of it are no better).
+    `gone` says why a release's image is known to be gone from Fly: refused, passed over."""
     left = _images_left(releases)
 
     def in_place(release: Release) -> str | None:
         if running.is_only(release.image):
             return f"{release.version}'s image {release.image} is already running {running.where()}"
-        return "it is the current release" if release.version == current else None
+        if release.version == current:
+            return "it is the current release"
+        passed = release.status in (ReleaseStatus.COMPLETE, ReleaseStatus.BAD)
+        return gone(release) if passed else None
 
     def passed_over(release: Release) -> str | None:
         if running.is_only(release.image):
@@ -390,7 +460,7 @@ def rollback_rules(
         rolled_back_from = left.get(release.image or "")
         if rolled_back_from:
             return f"its image was rolled back from as {', '.join(rolled_back_from)}"
-        return None
+        return gone(release)
 
     def missing(to: str) -> str:
         return f"Fly lists no release {to} with an image (of its 25 newest)"
