@@ -20,7 +20,11 @@ from shipyard.errors import StepFailed
 from shipyard.targets.base import Call
 from shipyard.targets.fly import client
 from shipyard.targets.fly.client import Pace
-from shipyard.targets.fly.health import DEFAULT_HEALTH_TIMEOUT, default_health_timeout
+from shipyard.targets.fly.health import (
+    DEFAULT_HEALTH_TIMEOUT,
+    default_health_timeout,
+    settle_seconds,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakes.fly_state import CHECK_NAME, STATE_ENV, machines
@@ -117,6 +121,48 @@ def test_a_check_that_stays_critical_fails_at_health_timeout_naming_it_and_rolls
     assert fly.record()["deploy"]["rolled_back_to"] == "v1"
     fly.assert_evidence_is_true(done, before=1)
     assert_token_nowhere(fly, done)
+
+
+def test_a_check_that_turns_critical_after_passing_fails_the_deploy_and_rolls_back(
+    tmp_path, healthy_url
+):
+    """Passing once is not the verdict: the machines are watched for the longest check
+    interval more, and a check that breaks meanwhile fails the deploy."""
+    fly = fly_with(tmp_path / "proj", healthy_url, health_timeout="5s")
+    (fly.root / "fly.toml").write_text(
+        f'app = "{APP}"\n[[http_service.checks]]\n  interval = "2s"\n  path = "/health"\n'
+    )
+    fly.fake.script(checks_fail_after_seconds=0.3)
+    done = fly.here("deploy.fly-staging")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert re.search(
+        r"Fly reports a check turned critical \d+\.\ds after every check passed \(watched for"
+        rf" 2s, the longest check interval\): machine \S+ check {CHECK_NAME} is critical:"
+        r" context deadline exceeded",
+        done.stdout,
+    ), done.stdout
+    assert fly.record()["reason"] == "Smoke fly-staging failed for v2; rolled back to v1"
+
+
+def test_checks_that_keep_passing_are_watched_for_one_interval_then_pass(tmp_path, healthy_url):
+    fly = fly_with(tmp_path / "proj", healthy_url, health_timeout="5s")
+    (fly.root / "fly.toml").write_text(
+        f'app = "{APP}"\n[[http_service.checks]]\n  interval = "1s"\n  path = "/health"\n'
+    )
+    done = ok(fly.here("deploy.fly-staging"))
+    assert "Fly reports every machine started, passing and on v2" in done.stdout
+    assert "still so 1s later" in done.stdout
+
+
+def test_settling_lasts_the_longest_check_interval(tmp_path):
+    toml = tmp_path / "fly.toml"
+    toml.write_text(
+        'app = "x"\n[[http_service.checks]]\n  interval = "10s"\n'
+        '[checks.status]\n  type = "http"\n  grace_period = "30s"\n'
+    )
+    assert settle_seconds(toml) == 15.0  # the status check's default interval
+    toml.write_text('app = "x"\n')
+    assert settle_seconds(toml) == 0.0  # no checks: nothing to watch
 
 
 def test_health_timeout_defaults_to_the_longest_grace_period_plus_interval(tmp_path):

@@ -32,6 +32,7 @@ concurrent calls never corrupt it. Shapes follow shared/reference/flyctl.md (§3
         "server_errors": {"releases": 0, "status": 0, "machines": 0, "checks": 0},
         "server_error_status": 503,       # 500 | 502 | 503 | 504
         "check_grace_seconds": 0.0,       # a deployed healthy image passes only after this
+        "checks_fail_after_seconds": 0.0, # ...and turns critical this long after passing (0: never)
         "hang_deploys": 0,                # the next N deploys hang, deaf to SIGTERM
         "deploy_seconds": 0.0             # sleep while machines update (to test interruption)
       },
@@ -61,6 +62,9 @@ TRANSIENT_ERRORS. They are counted before `transient`, then success.
 `critical` (no output, as a Consul check before its first run) until G seconds after the deploy
 updated them, then `passing`. A rolling, canary or bluegreen deploy (without --detach) waits
 for that, as flyctl waits for health checks; an immediate or --detach one returns at once.
+`script.checks_fail_after_seconds` = F (> 0): the next deploy's checks pass for F seconds,
+then read `critical` with MACHINE_HEALTH's critical output (an app that answers its first
+checks and then breaks); the deploy sets it back to 0, so a rollback after it is sound.
 
 `script.hang_deploys = N`: the next N deploys create their release (`running`), print the
 `Updating existing machines` line, then hang, ignoring SIGINT and SIGTERM (a flyctl stuck in a
@@ -130,6 +134,7 @@ DEFAULT_SCRIPT: dict[str, Any] = {
     "server_errors": {"releases": 0, "status": 0, "machines": 0, "checks": 0},  # 5xx
     "server_error_status": 503,
     "check_grace_seconds": 0.0,  # checks of a deployed healthy image pass this long after
+    "checks_fail_after_seconds": 0.0,  # ...and turn critical this long after passing (0: never)
     "hang_deploys": 0,  # the next N deploys hang, deaf to SIGTERM
     "deploy_seconds": 0.0,
 }
@@ -296,10 +301,16 @@ def _http_service() -> dict[str, Any]:
 
 
 def put_image(
-    machine: dict[str, Any], release: dict[str, Any], health: str, *, passing_from: float = 0.0
+    machine: dict[str, Any],
+    release: dict[str, Any],
+    health: str,
+    *,
+    passing_from: float = 0.0,
+    failing_from: float = 0.0,
 ) -> None:
     """What a deploy does to one machine: new image and release metadata, checks per health;
-    passing checks read critical until `passing_from` (a time.time(); 0: at once)."""
+    passing checks read critical until `passing_from` and again from `failing_from` (each a
+    time.time(); 0: never)."""
     state, check_status, output = MACHINE_HEALTH[health]
     updated = rfc3339(now())
     image = release["ImageRef"]
@@ -311,8 +322,11 @@ def put_image(
     for check in machine.get("checks") or []:
         check.update(status=check_status, output=output, updated_at=updated)
         check.pop("passing_from", None)
+        check.pop("failing_from", None)
         if passing_from and check_status == "passing":
             check["passing_from"] = passing_from
+        if failing_from and check_status == "passing":
+            check["failing_from"] = failing_from
 
 
 def clone_machine(machine: dict[str, Any]) -> dict[str, Any]:

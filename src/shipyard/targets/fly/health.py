@@ -7,6 +7,11 @@ checks (`[[http_service.checks]]`, `[[services.http_checks]]`, `[[services.tcp_c
 check has passed its grace period and run once more before it is judged; with no checks, or
 no fly.toml that Python can read, `DEFAULT_HEALTH_TIMEOUT`. Polls come every tenth of the
 deadline, between `MIN_POLL` and `MAX_POLL` seconds.
+
+Passing once is not the verdict: once every check passes, the machines are watched for one
+more run of the slowest check (`settle_seconds`: the longest `interval` of the fly.toml's
+checks), and a check that turns critical meanwhile fails the deploy, as an app that answers its
+first check and then breaks would. No checks declared: nothing to watch, no wait.
 """
 
 from __future__ import annotations
@@ -34,6 +39,15 @@ def default_health_timeout(fly_toml: Path) -> float:
     document = _read_toml(fly_toml)
     windows = [_window(check) for check in _checks(document or {})]
     return max(windows, default=DEFAULT_HEALTH_TIMEOUT)
+
+
+def settle_seconds(fly_toml: Path) -> float:
+    """The longest `interval` of the fly.toml's checks; 0 with none (see the module)."""
+    document = _read_toml(fly_toml)
+    intervals = [
+        _seconds(check.get("interval"), CHECK_INTERVAL) for check in _checks(document or {})
+    ]
+    return max(intervals, default=0.0)
 
 
 def poll_interval(timeout: float) -> float:
@@ -94,26 +108,50 @@ def problems_of(machines: list[dict[str, Any]], version: int) -> list[Problem]:
     return [problem for machine in machines for problem in machine_health(machine, version)]
 
 
-def wait_until_healthy(machines: Machines, version: int, timeout: float, call: Call) -> None:
-    """Poll `machines()` until none has a problem (return) or `timeout` seconds have gone
-    (StepFailed naming the first problem: the machine, the check and its last output). One
-    line per poll through `call.say`."""
+def wait_until_healthy(
+    machines: Machines, version: int, timeout: float, call: Call, *, settle: float = 0.0
+) -> None:
+    """Poll `machines()` until none has a problem, then watch them for `settle` seconds more
+    (return), or until `timeout` seconds have gone (StepFailed naming the first problem: the
+    machine, the check and its last output). A problem while settling fails at once. One line
+    per poll through `call.say`."""
     started, interval, poll = time.monotonic(), poll_interval(timeout), 0
+    passing_since: float | None = None
     while True:
         poll += 1
         problems = problems_of(machines(), version)
-        spent = time.monotonic() - started
-        if not problems:
-            on = f" and on v{version}" if version else ""
-            call.say(f"Fly reports every machine started, passing{on} (poll {poll}, {spent:.1f}s)")
-            return
-        call.say(f"health poll {poll} at {spent:.1f}s of {timeout:g}s: {_summary(problems)}")
-        if spent >= timeout:
+        now = time.monotonic()
+        spent = now - started
+        if problems and passing_since is not None:
+            held = now - passing_since
             for problem in problems:
                 call.say(f"unhealthy: {problem}")
-            raise StepFailed(_verdict(problems, timeout))
-        if call.stop.wait(min(interval, timeout - spent)):
-            raise StepFailed(f"stopped while waiting for Fly's health checks: {problems[0]}")
+            raise StepFailed(
+                f"Fly reports a check turned critical {held:.1f}s after every check passed"
+                f" (watched for {settle:g}s, the longest check interval): {_summary(problems)}"
+            )
+        if not problems:
+            passing_since = now if passing_since is None else passing_since
+            if now - passing_since >= settle:
+                _say_healthy(call, version, poll, spent, settle)
+                return
+            wait = min(poll_interval(settle), settle - (now - passing_since))
+        else:
+            call.say(f"health poll {poll} at {spent:.1f}s of {timeout:g}s: {_summary(problems)}")
+            if spent >= timeout:
+                for problem in problems:
+                    call.say(f"unhealthy: {problem}")
+                raise StepFailed(_verdict(problems, timeout))
+            wait = min(interval, timeout - spent)
+        if call.stop.wait(wait):
+            where = problems[0] if problems else "every check passing, still watching"
+            raise StepFailed(f"stopped while waiting for Fly's health checks: {where}")
+
+
+def _say_healthy(call: Call, version: int, poll: int, spent: float, settle: float) -> None:
+    on = f" and on v{version}" if version else ""
+    held = f", still so {settle:g}s later" if settle else ""
+    call.say(f"Fly reports every machine started, passing{on} (poll {poll}, {spent:.1f}s{held})")
 
 
 def _summary(problems: list[Problem]) -> str:

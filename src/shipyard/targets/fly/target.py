@@ -30,7 +30,11 @@ from shipyard.targets.base import (
 from shipyard.targets.choice import Choice, Judge, RollbackRules, choose_rollback
 from shipyard.targets.fly import images
 from shipyard.targets.fly.client import Flyctl, deploy_deadline
-from shipyard.targets.fly.health import default_health_timeout, wait_until_healthy
+from shipyard.targets.fly.health import (
+    default_health_timeout,
+    settle_seconds,
+    wait_until_healthy,
+)
 from shipyard.targets.fly.options import CHECKS, REQUIRED, FlyOptions
 from shipyard.targets.fly.state import RunningImage, machine_problems, release_of, serves_the_app
 from shipyard.targets.images import BuiltImage, Source
@@ -288,7 +292,8 @@ class FlyTarget:
             self._client().read_json(call, "status").get("Version") or 0
         )
         timeout = self.options.health_timeout or default_health_timeout(self.fly_toml)
-        wait_until_healthy(lambda: self._machines(call), version, timeout, call)
+        settle = settle_seconds(self.fly_toml)
+        wait_until_healthy(lambda: self._machines(call), version, timeout, call, settle=settle)
 
     def alive(self) -> bool:
         return True  # nothing local to watch: the smoke's own timeout bounds it
