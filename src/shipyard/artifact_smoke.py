@@ -18,14 +18,13 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from shipyard import server, unpacking
 from shipyard.config import Environment
 from shipyard.errors import StepFailed, UsageError
-from shipyard.process import terminate_group
+from shipyard.process import communicate_within
 from shipyard.smoke import SmokeCheck, probe
 from shipyard.targets import Say
 from shipyard.targets.images import BuiltImage
@@ -162,15 +161,9 @@ def _docker(
         )
     except OSError as error:
         return _Done(127, "", str(error))
-    deadline = time.monotonic() + timeout
-    while not (stop is not None and stop.is_set()) and time.monotonic() < deadline:
-        try:
-            stdout, stderr = process.communicate(timeout=0.1)
-        except subprocess.TimeoutExpired:
-            continue
-        return _Done(process.returncode, stdout, stderr)
-    terminate_group(process, grace=1.0)
-    process.communicate()
+    output = communicate_within(process, timeout, stop)
+    if output is not None:
+        return _Done(process.returncode, *output)
     ended = "was interrupted" if stop is not None and stop.is_set() else f"took over {timeout:g}s"
     return _Done(124, "", f"docker {args[0]} {ended}")
 

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -144,6 +145,27 @@ def terminate_group(process: subprocess.Popen[Any], *, grace: float) -> None:
         time.sleep(_POLL_SECONDS)
     signal_group(pgid, signal.SIGKILL)
     process.wait()
+
+
+def communicate_within(
+    process: subprocess.Popen[str],
+    timeout: float,
+    stop: threading.Event | None = None,
+    *,
+    poll: float = 0.1,
+) -> tuple[str, str] | None:
+    """`process.communicate()` for at most `timeout` seconds, ended early by `stop`: its
+    (stdout, stderr); None when it was still running then, and its group has been stopped
+    (SIGTERM, a second's grace, SIGKILL) and its pipes drained."""
+    deadline = time.monotonic() + timeout
+    while not (stop is not None and stop.is_set()) and time.monotonic() < deadline:
+        try:
+            return process.communicate(timeout=poll)
+        except subprocess.TimeoutExpired:
+            continue
+    terminate_group(process, grace=1.0)
+    process.communicate()
+    return None
 
 
 def _settled(process: subprocess.Popen[Any], pgid: int) -> bool:

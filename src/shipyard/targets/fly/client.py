@@ -36,7 +36,7 @@ from tenacity import (
 )
 
 from shipyard.errors import ExitCode, StepFailed
-from shipyard.process import terminate_group
+from shipyard.process import communicate_within, terminate_group
 from shipyard.targets.base import Call
 
 
@@ -157,15 +157,9 @@ class Flyctl:
         """A short read-only call: stdout (JSON) and stderr (the error) kept apart; a call
         still running after `read_timeout` is killed with its group and reads as exit 124."""
         process = self._start(args, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + self.read_timeout
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                stdout, stderr = process.communicate(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                continue
-            return FlyResult(process.returncode, stdout, stderr)
-        terminate_group(process, grace=1.0)
-        process.communicate()
+        output = communicate_within(process, self.read_timeout, stop, poll=0.2)
+        if output is not None:
+            return FlyResult(process.returncode, *output)
         if stop.is_set():
             return FlyResult(int(ExitCode.INTERRUPTED), "", "interrupted")
         late = f"no answer within {self.read_timeout:g}s (read_timeout)"
