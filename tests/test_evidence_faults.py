@@ -72,6 +72,8 @@ def test_a_record_that_cannot_be_written_goes_to_stderr_and_an_ok_run_exits_1(pr
     assert record["evidence_error"].startswith("cannot write ")
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("failed (exit 1): cannot write ") and "the run itself was ok" in last
+    assert "no evidence written in artifacts/devops/" in last  # never "evidence in …"
+    assert "the run record is on stderr" in last
 
 
 def test_a_failed_run_whose_record_cannot_be_written_keeps_its_exit_code(project, monkeypatch):

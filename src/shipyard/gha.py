@@ -125,7 +125,8 @@ def summary_markdown(end: RunEnd) -> str:
     table = ["| step | status | exit | duration |", "|---|---|---|---|", *rows]
     steps = table if rows else ["(no step ran)"]
     released = f"release **{end.serving}** · " if end.serving else ""
-    footer = f"{released}run `{end.run_id}` · evidence `{end.evidence}/`"
+    evidence = f"evidence `{end.evidence}/`" if end.recorded else end.where
+    footer = f"{released}run `{end.run_id}` · {evidence}"
     return "\n".join([head, "", *reason, *steps, "", footer, "", ""])
 
 

@@ -272,6 +272,7 @@ def finish(
     sha = git_sha(run.root)
     record = run_record(run, results, verdict=verdict, git_sha=sha, section=section)
     where = run.bundle.dir.relative_to(run.root).as_posix()
+    recorded = True
     try:
         record_path = run.bundle.run_record_path(run.run_id)
         evidence.write_json(run.bundle, record_path, record, run.redactor)
@@ -286,12 +287,21 @@ def finish(
             feedback.append(summary, run.bundle, run.redactor)
     except OSError as error:
         verdict = _unrecorded(run, record, verdict, error)
-        warnings = []
+        warnings, recorded = [], False
     if reporter is not None:
         serving = section[1].serving if section else None
         named = (section[0], section[1].to_json()) if section else None
         end = RunEnd(
-            run.command, run.run_id, where, verdict, results, serving, warnings, named, run.root
+            run.command,
+            run.run_id,
+            where,
+            verdict,
+            results,
+            serving,
+            warnings,
+            named,
+            run.root,
+            recorded,
         )
         reporter.run_finished(end)
     return verdict

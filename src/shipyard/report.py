@@ -33,11 +33,19 @@ class RunEnd:
     warnings: Sequence[str] = field(default=())
     section: tuple[str, Mapping[str, Any]] | None = None  # ("deploy", its record) or rollback's
     root: Path | None = None  # the project's folder, which `evidence` is relative to
+    recorded: bool = True  # False: the evidence could not be written (the record is on stderr)
 
     @property
     def footer(self) -> str:
         """The console's last line."""
-        return f"{self.verdict.headline()} · evidence in {self.evidence}/ (run {self.run_id})"
+        return f"{self.verdict.headline()} · {self.where} (run {self.run_id})"
+
+    @property
+    def where(self) -> str:
+        """Where the run's evidence is: the bundle, or stderr when it could not be written."""
+        if self.recorded:
+            return f"evidence in {self.evidence}/"
+        return f"no evidence written in {self.evidence}/: the run record is on stderr"
 
     @property
     def refused(self) -> bool:
