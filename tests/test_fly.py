@@ -29,6 +29,7 @@ from fakes.fly_state import (
     machines,
     new_release,
     new_state,
+    drop_image,
     put_image,
     release,
     write,
@@ -603,6 +604,20 @@ def test_rollback_undo_and_restore_name_the_release_they_made(tmp_path, healthy_
     assert (undone.release, fly.image(5)) == ("v5", fly.image(3))  # what ran before
     restored = target.restore(DeployPlan("fly-staging", "fly", "v6", "v5"), undone, call)
     assert restored is not None and restored.release == "v6" == f"v{fly.newest}"
+
+
+def test_a_restore_passes_over_a_release_whose_image_fly_lost(tmp_path, healthy_url, monkeypatch):
+    """v3 ran, but its image is gone from the registry: a restore deploying it would fail and
+    leave the failed release serving; the restore asks first and puts back v2's image."""
+    fly = Fly(tmp_path / "proj", healthy_url, releases=3)
+    drop_image(fly.fake.path, APP, fly.image(3))
+    target, said = fly.target(monkeypatch), []
+    plan, made = DeployPlan("fly-staging", "fly", "v4", "v3"), Made(None, known=False)
+    restored = target.restore(plan, made, Call(said.append))
+    assert restored is not None and restored.release == "v4" == f"v{fly.newest}"
+    assert fly.image(4) == fly.image(2) and fly.machine_images() == {fly.image(2)}
+    assert any(line.startswith("passing over v3 for the restore: its image") for line in said)
+    assert fly.deploys() == 1
 
 
 def test_a_rollback_that_makes_no_release_names_none(tmp_path, healthy_url, monkeypatch):

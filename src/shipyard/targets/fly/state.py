@@ -76,11 +76,6 @@ def machine_health(machine: dict[str, Any], version: int) -> list[Problem]:
     return problems
 
 
-def machine_problems(machine: dict[str, Any], version: int) -> list[str]:
-    """`machine_health`, said."""
-    return [str(problem) for problem in machine_health(machine, version)]
-
-
 @dataclass(frozen=True)
 class RunningImage:
     """What the app's machines run: each one's `config.image` and `image_ref.digest`, and the

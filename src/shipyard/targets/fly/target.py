@@ -32,11 +32,12 @@ from shipyard.targets.fly import images
 from shipyard.targets.fly.client import Flyctl, deploy_deadline
 from shipyard.targets.fly.health import (
     default_health_timeout,
+    problems_of,
     settle_seconds,
     wait_until_healthy,
 )
 from shipyard.targets.fly.options import CHECKS, REQUIRED, FlyOptions
-from shipyard.targets.fly.state import RunningImage, machine_problems, release_of, serves_the_app
+from shipyard.targets.fly.state import RunningImage, release_of, serves_the_app
 from shipyard.targets.images import BuiltImage, Source
 from shipyard.targets.kinds import TargetKind
 from shipyard.wording import counted
@@ -148,8 +149,9 @@ class FlyTarget:
     def status(self, call: Call) -> Status:
         state = self._client().read_json(call, "status")
         current = f"v{state.get('Version', 0)}" if state.get("Version") else None
-        problems = self._health_problems(state.get("Version", 0), call)
-        started = f"{counted(len(self._machines(call)), 'machine')} started and passing"
+        machines = self._machines(call)  # one snapshot: the count and the problems agree
+        problems = [str(problem) for problem in problems_of(machines, state.get("Version", 0))]
+        started = f"{counted(len(machines), 'machine')} started and passing"
         return Status(
             environment=self.env.name,
             target=self.name,
@@ -168,15 +170,6 @@ class FlyTarget:
         """What the app's machines run now, from `flyctl machines list` (not from the newest
         release's ImageRef: a failed or interrupted deploy leaves machines on other images)."""
         return RunningImage.of(self._machines(call))
-
-    def _health_problems(self, version: int, call: Call) -> list[str]:
-        machines = self._machines(call)
-        if not machines:
-            return ["no machines serve the app"]
-        problems: list[str] = []
-        for machine in machines:
-            problems += machine_problems(machine, version)
-        return problems
 
     def smoke_check(self) -> SmokeCheck:
         smoke = self.env.smoke
@@ -309,12 +302,24 @@ class FlyTarget:
             call.say("the deploy made no release on Fly, so nothing there changed")
             return Made(None)
         releases = self.releases(call)
-        good = _newest_good([r for r in releases if r.version != made.release])
+        good = self._restorable([r for r in releases if r.version != made.release], call)
         if good is None or not good.image:
-            call.say("no earlier complete release with an image to restore")
+            call.say("no earlier complete release with an image Fly still has to restore")
             return None
         newest = max(_number(plan.release) - 1, _number(made.release), _newest(releases))
         return self._deploy(self.deploy_args(good.image, rollback=True), newest, call)
+
+    def _restorable(self, releases: list[Release], call: Call) -> Release | None:
+        """The newest complete release whose image Fly has not lost (asked first, as a
+        rollback's plan asks: a restore that deploys a gone image fails and leaves the
+        failed release in place); an image that could not be checked is tried."""
+        gone = self._gone_judge({}, call)
+        for release in reversed([r for r in releases if r.status is ReleaseStatus.COMPLETE]):
+            why = gone(release) if release.image else "it has no image"
+            if why is None:
+                return release
+            call.say(f"passing over {release.version} for the restore: {why}")
+        return None
 
     # --- rollback ----------------------------------------------------------------------
 
@@ -468,7 +473,7 @@ def rollback_rules(
         return gone(release)
 
     def missing(to: str) -> str:
-        return f"Fly lists no release {to} with an image (of its 25 newest)"
+        return f"Fly lists no release {to} with an image, nor does the audit trail record one"
 
     return RollbackRules(in_place=in_place, passed_over=passed_over, missing=missing)
 
