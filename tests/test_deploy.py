@@ -43,6 +43,7 @@ environments:
     env: {{APP_ENV: staging}}
     smoke: {{path: /, expect_status: 200, timeout: 4s}}
     keep_releases: {keep}
+    proxy: direct  # these tests follow the server's pid; tests/test_proxy.py covers Caddy
 """
 BUILD = "python3 app/build.py --out dist"
 

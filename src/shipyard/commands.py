@@ -444,6 +444,10 @@ def status(config: Config, *, env: str = "", output: Output | None = None) -> Ex
         )
         health = {True: paint.good("ok"), False: paint.bad("FAILING"), None: "-"}[state.healthy]
         print(f"health: {health} {state.detail}")
+        if state.proxy is not None:
+            print(f"proxy: {state.proxy}")
+        for line in state.servers:
+            print(f"server: {line}")
         for line in state.writes:
             print(f"written: {line}")
         if mismatch:
@@ -579,7 +583,9 @@ def _environment_check(config: Config, name: str) -> tuple[bool, str]:
         return False, f"environment {name}: {error.message}"
     if problems:
         return False, f"environment {name}: {'; '.join(problems)}"
-    return True, f"environment {name} ({environment.target}): ready to deploy"
+    mode = getattr(target, "mode", None)
+    said = f" ({mode})" if mode else ""
+    return True, f"environment {name} ({environment.target}): ready to deploy{said}"
 
 
 def _report(checks: list[tuple[bool, str]], output: Output, redactor: Redactor) -> ExitCode:

@@ -23,7 +23,7 @@ _POLL_SECONDS = 0.01  # a stopped app is seen gone within 10 ms: the port is fre
 _PR_SET_PDEATHSIG = 1
 _KILL_WAIT = 5.0  # SIGKILL always ends a process, but a loaded machine can take its time
 _PROC = Path("/proc")
-_LISTEN = "0A"  # a socket's state in /proc/net/tcp: TCP_LISTEN
+_LISTEN, _ESTABLISHED = "0A", "01"  # a socket's state in /proc/net/tcp
 _LOG_MODE = 0o600  # a server's log may hold what the app prints of its settings
 # What a server takes from the deployer's environment unasked: where programs are (PATH),
 # whose the process is and where its files go (HOME, USER, LOGNAME, TMPDIR), and how it
@@ -90,9 +90,20 @@ def working_dir(pid: int) -> Path | None:
     return Path(target) if target else None
 
 
+def connections(port: int) -> int:
+    """The established TCP connections to `port` on this machine (Linux; 0 elsewhere): what
+    a server taken out of a proxy's rotation still has to finish."""
+    return len(_sockets(port, _ESTABLISHED))
+
+
 def _listening_inodes(port: int) -> set[str]:
     """The inodes of the TCP sockets in state LISTEN on `port`, from /proc/net/tcp{,6}."""
-    inodes = set()
+    return set(_sockets(port, _LISTEN)) - {"0"}
+
+
+def _sockets(port: int, state: str) -> list[str]:
+    """The inodes of the TCP sockets on local `port` in `state`, from /proc/net/tcp{,6}."""
+    inodes = []
     for table in ("tcp", "tcp6"):
         try:
             rows = (_PROC / "net" / table).read_text().splitlines()[1:]
@@ -100,9 +111,9 @@ def _listening_inodes(port: int) -> set[str]:
             continue
         for row in rows:
             fields = row.split()  # sl local_address rem_address st ... uid timeout inode
-            if len(fields) > 9 and fields[3] == _LISTEN and fields[1].endswith(f":{port:04X}"):
-                inodes.add(fields[9])
-    return inodes - {"0"}
+            if len(fields) > 9 and fields[3] == state and fields[1].endswith(f":{port:04X}"):
+                inodes.append(fields[9])
+    return inodes
 
 
 def _link(path: Path) -> str:

@@ -114,6 +114,8 @@ class Status:
     healthy: bool | None = None
     detail: str = ""
     writes: tuple[str, ...] = ()  # files written into a release since it was made, named
+    proxy: str | None = None  # the local target's proxy (proxy mode): pid, port, upstream
+    servers: tuple[str, ...] = ()  # proxy mode: each release's server, and its part
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

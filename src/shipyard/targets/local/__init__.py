@@ -33,11 +33,23 @@ One job per module; each imports only the modules listed before it:
     serving    server/state.json, the switch it records, the server process
     plans      the deploy and rollback plans: what they mark, their action lines
     target     `LocalTarget`, the policy (the rollback's choice, the Target calls, status)
+    caddy      Caddy: its binary, its config, its admin API on a unix socket
+    proxied    proxy mode: `ProxiedTarget`, the same policy with Caddy in front
+    kind       the keys of a local environment, and which mode serves it
 """
 
 from __future__ import annotations
 
+from shipyard.targets.local.kind import LOCAL
 from shipyard.targets.local.plans import LocalDeployPlan, LocalRollbackPlan
-from shipyard.targets.local.target import LOCAL, LocalOptions, LocalTarget
+from shipyard.targets.local.proxied import ProxiedTarget
+from shipyard.targets.local.target import LocalOptions, LocalTarget
 
-__all__ = ["LOCAL", "LocalDeployPlan", "LocalOptions", "LocalRollbackPlan", "LocalTarget"]
+__all__ = [
+    "LOCAL",
+    "LocalDeployPlan",
+    "LocalOptions",
+    "LocalRollbackPlan",
+    "LocalTarget",
+    "ProxiedTarget",
+]

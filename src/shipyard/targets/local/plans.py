@@ -93,7 +93,7 @@ class PlanActions:
     def for_deploy(self, plan: LocalDeployPlan, interrupted: Switch | None) -> tuple[str, ...]:
         version, folder = plan.release, self._folder(plan.release)
         return (
-            *_repair(plan.mark_failed, interrupted),
+            *repair(plan.mark_failed, interrupted),
             f"unpack {plan.artifact} into {folder}{self._linking()}",
             self._record(plan.previous, version),
             self._stop(),
@@ -112,7 +112,7 @@ class PlanActions:
         to, folder = chosen.version, self._folder(chosen.version)
         revive = chosen.status is ReleaseStatus.BAD
         return (
-            *_repair(plan.mark_failed, interrupted),
+            *repair(plan.mark_failed, interrupted),
             *((self._record(plan.current, to),) if to != plan.current else ()),
             self._stop(),
             f"start `{self.server.command(to)}` in {folder} on port {self.server.port}",
@@ -148,7 +148,7 @@ class PlanActions:
         return f"point {current} at releases/{version} (atomic rename)"
 
 
-def _repair(half: str | None, interrupted: Switch | None) -> tuple[str, ...]:
+def repair(half: str | None, interrupted: Switch | None) -> tuple[str, ...]:
     if half is None or interrupted is None:
         return ()
     return (f"mark {half} failed: {interrupted.describe()} was interrupted before its smoke",)

@@ -35,7 +35,19 @@ from shipyard.targets.local.store import VERSION, DamagedState, ReleaseStore, sh
 STOP_GRACE = 5.0
 STATE_FILE = "state.json"
 SWITCHING = "switching"  # state.json's record of the switch under way
-_SERVER_KEYS = ("pid", "start_ticks", "release", "port", "started_at", "command")
+# proxy mode's records: Caddy, each release's server, the release kept warm
+PROXY, SERVERS, WARM = "proxy", "servers", "warm"
+_SERVER_KEYS = (
+    "pid",
+    "start_ticks",
+    "release",
+    "port",
+    "started_at",
+    "command",
+    PROXY,
+    SERVERS,
+    WARM,
+)
 # what each key of state.json must hold, when it is there
 _KINDS: dict[str, tuple[type, ...]] = {
     "pid": (int,),
@@ -45,6 +57,9 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "started_at": (int, float),
     "command": (str,),
     SWITCHING: (dict, type(None)),
+    PROXY: (dict,),
+    SERVERS: (dict,),
+    WARM: (str, type(None)),
 }
 
 
@@ -166,7 +181,7 @@ class ServerState:
         state = self.recorded()
         if not isinstance(state.get("pid"), int):
             return None
-        return state if _is_our_server(state) else None
+        return state if is_our_server(state) else None
 
     def switch(self) -> Switch | None:
         """The switch state.json records, unless `current` already names its release (then
@@ -188,15 +203,24 @@ class ServerState:
             return None
         return Switch(source=current, target=state["release"])
 
-    def command(self, version: str) -> str:
-        """The environment's `start`, filled in for `version`."""
+    def command(self, version: str, port: int | None = None) -> str:
+        """The environment's `start`, filled in for `version` (on `port`, else the
+        environment's)."""
         folder = self.store.release_dir(version)
         return server.render(
-            self.env.start or "", port=self.port, release=version, release_dir=folder
+            self.env.start or "", port=port or self.port, release=version, release_dir=folder
         )
 
     def check_port(self) -> None:
         """PreflightError when the port is taken by a process that is not our server."""
+        proxy = self.recorded().get(PROXY)
+        if isinstance(proxy, dict) and isinstance(proxy.get("pid"), int) and is_our_server(proxy):
+            raise PreflightError(
+                f"port {self.port} is served by {self.env.name}'s Caddy proxy (pid"
+                f" {proxy['pid']}) from an earlier deploy in proxy mode, and this one runs in"
+                f" direct mode: run `inv stop --env {self.env.name}` first, or set"
+                f" environments.{self.env.name}.proxy back"
+            )
         if self.serving() is None and server.port_in_use(self.port):
             raise PreflightError(
                 f"port {self.port} on 127.0.0.1 is in use by another process (not a Shipyard"
@@ -252,7 +276,10 @@ class ServerState:
         environment's (a server state.json no longer names). state.json is left as it is."""
         stopped = []
         state, _ = self._read()
-        if isinstance(state.get("pid"), int) and _is_our_server(state):
+        for name, record in _proxy_mode_records(state):  # Caddy and the releases behind it
+            server.stop(record["pid"], grace=STOP_GRACE)
+            stopped.append(Stopped(name, record["pid"], STATE_FILE))
+        if isinstance(state.get("pid"), int) and is_our_server(state):
             server.stop(state["pid"], grace=STOP_GRACE)
             stopped.append(Stopped(state["release"], state["pid"], STATE_FILE))
         for group, release in self._strays():
@@ -308,10 +335,10 @@ class ServerState:
     def remove_log(self, version: str) -> None:
         self.log(version).unlink(missing_ok=True)
 
-    def _server_env(self, version: str) -> dict[str, str]:
+    def _server_env(self, version: str, port: int | None = None) -> dict[str, str]:
         return server.environment(
             os.environ,
-            port=self.port,
+            port=port or self.port,
             release=version,
             env=self.env.env,
             pass_env=self.env.pass_env,
@@ -332,6 +359,19 @@ def _problem(state: object) -> str | None:
     return f"not as Shipyard writes it: {', '.join(wrong)}" if wrong else None
 
 
+def _proxy_mode_records(state: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(name, record) of proxy mode's processes state.json records that still run: Caddy
+    ("the proxy") and each release's server."""
+    records = [("the proxy", state.get(PROXY))]
+    servers = state.get(SERVERS)
+    records += sorted(servers.items()) if isinstance(servers, dict) else []
+    return [
+        (name, record)
+        for name, record in records
+        if isinstance(record, dict) and isinstance(record.get("pid"), int) and is_our_server(record)
+    ]
+
+
 def _release_in(folder: Path) -> str | None:
     """The release whose folder `folder` is in (relative to the environment's), if any."""
     parts = folder.parts
@@ -349,7 +389,7 @@ def _process_runs(pid: int, ticks: int | None) -> bool:
     return start_ticks(pid) == ticks
 
 
-def _is_our_server(state: dict[str, Any]) -> bool:
+def is_our_server(state: dict[str, Any]) -> bool:
     """The pid still runs and is the process we started: the same start time as recorded
     (a reused pid has another). Without /proc both are None: the pid and its group are
     what there is to go by."""

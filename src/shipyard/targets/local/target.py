@@ -26,7 +26,6 @@ from typing import Any
 
 from shipyard import audit, unpacking
 from shipyard.config import Config, Environment
-from shipyard.config.checks import integer
 from shipyard.errors import ShipyardError, StepFailed
 from shipyard.smoke import SmokeCheck
 from shipyard.targets.base import (
@@ -41,7 +40,6 @@ from shipyard.targets.base import (
     TargetFailed,
     state_dir,
 )
-from shipyard.targets.kinds import TargetKind
 from shipyard.targets.local.plans import (
     LocalDeployPlan,
     LocalRollbackPlan,
@@ -50,9 +48,7 @@ from shipyard.targets.local.plans import (
     rollback_choice,
 )
 from shipyard.targets.local.serving import ServerState, Stopped, Switch
-from shipyard.targets.local.shared import paths_check
-from shipyard.targets.local.store import RELEASE_FILE, ReleaseStore, new_record, shown
-from shipyard.targets.local.written import FILE_LIST
+from shipyard.targets.local.store import ReleaseStore, new_record, shown
 
 DEFAULT_PORT = 8787
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})  # a full disk: expected, said in one line
@@ -62,9 +58,12 @@ _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})  # a full disk: expected, sai
 class LocalOptions:
     """The keys the local target adds to an environment."""
 
-    port: int = DEFAULT_PORT  # where the release's server listens, on 127.0.0.1
+    port: int = DEFAULT_PORT  # where the environment is served, on 127.0.0.1
     keep_releases: int = 5  # complete releases kept (besides current and the rollback target)
     shared: tuple[str, ...] = ()  # paths linked into each release from .shipyard/<env>/shared/
+    proxy: str = "auto"  # auto: Caddy when one is found; caddy: always; direct: never
+    caddy: str | None = None  # the Caddy binary (a path, or a name on PATH)
+    warm_previous: bool = True  # proxy mode keeps the release served before running
 
 
 class LocalTarget:
@@ -74,11 +73,21 @@ class LocalTarget:
     name = "local"
 
     def __init__(
-        self, config: Config, environment: Environment, options: LocalOptions | None = None
+        self,
+        config: Config,
+        environment: Environment,
+        options: LocalOptions | None = None,
+        *,
+        direct_because: str = "proxy: direct",
     ) -> None:
+        self.direct_because = direct_because
         self.config = config
         self.env = environment
-        self.options = options or LocalOptions(**LOCAL.checked_options(config, environment))
+        if options is None:
+            from shipyard.targets.local.kind import LOCAL
+
+            options = LocalOptions(**LOCAL.checked_options(config, environment))
+        self.options = options
         self.state_dir = state_dir(config, environment)
         self.port = self.options.port
         self.store = ReleaseStore(
@@ -87,6 +96,14 @@ class LocalTarget:
         self.server_state = ServerState(environment, self.port, self.store)
         self.plan_actions = PlanActions(
             config.root, self.server_state, self.smoke_check(), self.options.keep_releases
+        )
+
+    @property
+    def mode(self) -> str:
+        """How the environment is served, said by the deploy, the plans and `inv doctor`."""
+        return (
+            f"direct mode: the release's server listens on port {self.port} itself"
+            f" ({self.direct_because})"
         )
 
     # --- paths -------------------------------------------------------------------------
@@ -214,13 +231,13 @@ class LocalTarget:
             self._mark_failed(marks(plan)[0], call.say)
             switch = self._prepare(plan, call.say)
         except Exception as error:
-            raise _failed(error, Made(None), call.say, note=self._before_switch()) from error
+            raise failed_as(error, Made(None), call.say, note=self._before_switch()) from error
         made = Made(plan.release)
         try:
             self._stop_server(call.say)
             self._start(plan.release, call.say, switch)
         except Exception as error:
-            raise _failed(error, made, call.say) from error
+            raise failed_as(error, made, call.say) from error
         return made
 
     def _prepare(self, plan: DeployPlan, say: Say) -> Switch:
@@ -357,7 +374,7 @@ class LocalTarget:
             self._mark_failed(marks(plan)[0], call.say)
             self._serve(plan.to or "", call.say)
         except Exception as error:
-            raise _failed(error, Made(None), call.say) from error
+            raise failed_as(error, Made(None), call.say) from error
         return Made(None)
 
     def commit_rollback(self, plan: RollbackPlan, made: Made, call: Call) -> None:
@@ -512,7 +529,7 @@ class LocalTarget:
         return shown(path, self.config.root)
 
 
-def _failed(error: Exception, made: Made, say: Say, *, note: str = "") -> TargetFailed:
+def failed_as(error: Exception, made: Made, say: Say, *, note: str = "") -> TargetFailed:
     """`error` as the TargetFailed that carries `made`, ending the step as `error` would have:
     its message (and `note`: what still serves) and exit code, or for an unexpected error its
     traceback said first (a full disk is expected: one line)."""
@@ -528,16 +545,3 @@ def _failed(error: Exception, made: Made, say: Say, *, note: str = "") -> Target
 
 def _quiet(_: str) -> None:
     pass
-
-
-LOCAL = TargetKind(
-    options={
-        "port": integer(1, 65535),
-        "keep_releases": integer(1),
-        "shared": paths_check(reserved=(RELEASE_FILE, FILE_LIST)),
-    },
-    make=lambda config, environment, options: LocalTarget(
-        config, environment, LocalOptions(**options)
-    ),
-    required={"start": "the command that starts the server"},
-)
