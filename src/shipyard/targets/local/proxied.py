@@ -252,6 +252,16 @@ class ProxiedTarget(LocalTarget):
 
     def preflight(self) -> None:
         super().preflight()
+        self._check_binary()
+
+    def preflight_deploy(self) -> None:
+        self._check_binary()
+        super().preflight_deploy()
+
+    def _running(self) -> set[str]:
+        return set(self.server_state.servers())
+
+    def _check_binary(self) -> None:
         if self.binary.path is None:
             raise PreflightError(
                 f"environments.{self.env.name}.proxy is caddy, but there is"

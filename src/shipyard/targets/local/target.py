@@ -514,6 +514,7 @@ class LocalTarget:
             self.current_version(),
             self.plan_rollback(None, call).to,
             releases[-1].version if releases else None,  # the newest keeps the numbering going
+            *self._running(),
         }
         removed = [r.version for r in releases if r.version not in protected]
         for version in removed:
@@ -524,6 +525,11 @@ class LocalTarget:
             return
         call.say(f"pruned {', '.join(removed)}")
         audit.append(self.audit_path, "prune", environment=self.env.name, removed=removed)
+
+    def _running(self) -> set[str]:
+        """The releases whose servers run (never pruned): what serves."""
+        state = self.serving()
+        return {state["release"]} if state else set()
 
     def _shown(self, path: Path) -> str:
         return shown(path, self.config.root)
