@@ -124,7 +124,8 @@ def test_a_deploy_failing_before_its_switch_removes_its_folder_and_made_nothing(
     assert failed.value.message.endswith(
         "; failed before the switch; nothing served before it either"
     )
-    assert lines == ["removed .shipyard/staging/releases/v1"]
+    assert lines[1:] == ["removed .shipyard/staging/releases/v1"]
+    assert lines[0].startswith("direct mode: the release's server listens on port")
     assert statuses(local) == {} and not local.state_path.exists()
 
 
@@ -356,7 +357,7 @@ def test_after_a_crash_with_nothing_serving_the_next_deploy_repairs(served):
     assert actions[0].startswith(f"mark {half} failed: ")
     assert_said_in_plan_order(actions, lines)
     assert page(local) == "site three\n"
-    assert f"marked {half} failed" in lines[0]  # repaired first; failed, so pruned at the end
+    assert f"marked {half} failed" in lines[1]  # repaired first (after the mode); failed, so pruned at the end
     assert lines[-1] == f"pruned {half}"
     assert statuses(local) == {"v1": "complete", "v3": "complete"}
     assert "switching" not in json.loads(local.state_path.read_text())

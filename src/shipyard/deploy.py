@@ -327,8 +327,10 @@ def deploy_plan_lines(op: Operation, step: Step, *, build: bool) -> list[str]:
         else f"stop {plan.release} and mark it failed; nothing to bring back: exit 4 (exit 1"
         f" when {DEPLOY} fails before its switch: nothing changed)"
     )
+    mode = getattr(target, "mode", None)  # the local target: proxy or direct mode
     return [
         head,
+        *([mode] if mode else []),
         *(f"{number}. {line}" for number, line in enumerate(steps, 1)),
         f"on failure of step {DEPLOY} or {smoke_title(environment)} (step {ROLLBACK}): {back}",
     ]

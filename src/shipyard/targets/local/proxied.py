@@ -445,10 +445,6 @@ class ProxiedTarget(LocalTarget):
 
     # --- rollback ----------------------------------------------------------------------------
 
-    def plan_rollback(self, to: str | None, call: Call) -> LocalRollbackPlan:
-        plan = super().plan_rollback(to, call)
-        return replace(plan, checks=(*plan.checks, self.mode))
-
     def rollback(self, plan: RollbackPlan, call: Call) -> Made:
         """Serve the release rolled back to: one switch when it runs (warm), else started
         and smoked on its private port, then switched. Made(None), as in direct mode."""

@@ -227,6 +227,7 @@ class LocalTarget:
         new one (they share the port: the stop is the switch). Failing before the switch, it
         raises TargetFailed with Made(None): what serves is as it was, the release's folder
         is gone. From the switch on, with Made(plan.release)."""
+        call.say(self.mode)
         try:
             self._mark_failed(marks(plan)[0], call.say)
             switch = self._prepare(plan, call.say)
@@ -342,7 +343,7 @@ class LocalTarget:
             current=current,
             to=chosen.version,
             reason=choice.reason,
-            checks=(check,),
+            checks=(check, self.mode),
             problems=problems,
             mark_failed=half,
             mark_bad=leaves,
@@ -365,6 +366,7 @@ class LocalTarget:
     def rollback(self, plan: RollbackPlan, call: Call) -> Made:
         """Serve the release rolled back to. That release exists already: a rollback makes
         none here, so it returns Made(None), and a failure raises TargetFailed with it."""
+        call.say(self.mode)
         try:
             _, problems = self._verify(self.store.release(plan.to or "", plan.current))
             if problems and not plan.forced:
