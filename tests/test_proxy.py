@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -351,7 +352,12 @@ def test_direct_to_proxy_switches_modes_and_proxy_to_direct_is_refused_until_sto
     app.set_version("3.0.0")
     refused = app.here("deploy.staging")
     assert refused.returncode == 2
-    assert "is served by staging's Caddy proxy" in refused.stdout
+    assert "is served by staging's Caddy (pid" in refused.stdout
+    assert "this run is in direct mode" in refused.stdout
+    rollback = app.here("rollback", "--dry-run")
+    assert rollback.returncode == 2 and "is served by staging's Caddy (pid" in rollback.stdout
+    status = app.here("status")
+    assert "a Caddy (pid" in status.stdout and "now in direct mode" in status.stdout
     ok(app.here("stop", "--env", "staging"))
     app.deploy("3.0.0")
     assert "release=v3" in app.get()[1]
@@ -409,3 +415,54 @@ def test_sigkill_of_a_rollback_at_any_moment_leaves_caddy_on_a_complete_started_
     app.deploy("3.0.0")
     assert f"release={app.current()}" in app.get()[1]
     assert len(app.servers()) <= 2, app.servers()
+
+
+def test_the_next_deploy_repairs_a_switch_whose_run_died(proxied):
+    """A deploy switched the proxy to v3 and died before its smoke through the proxy: v3 is
+    complete (smoked on its own port) but not current. The next deploy puts the proxy back
+    on v2, marks v3 failed and stops it, then deploys v4."""
+    app = proxied()
+    app.deploy("1.0.0")
+    app.deploy("2.0.0")
+    app.set_version("3.0.0")
+    ok(app.here("build"))
+    config = load_config(app.root / "shipyard.yaml")
+    target = targets.create(config, config.environment("staging"))
+    archive = max((app.root / "dist").glob("webapp-3.0.0*.tar.gz"))
+    target.deploy(target.plan_deploy(str(archive), targets.Call()), targets.Call())
+    state = app.state_json()  # the run that switched is gone
+    state["switching"]["pid"], state["switching"]["start_ticks"] = dead_pid(), None
+    (app.state / "server" / "state.json").write_text(json.dumps(state))
+    assert (app.proxied(), app.current(), app.release("v3")["status"]) == ("v3", "v2", "complete")
+    status = app.here("status")
+    assert status.returncode == 1 and "was interrupted" in status.stdout
+
+    dry = app.here("deploy.staging", "--dry-run")
+    assert "mark v3 failed: a switch from v2 to v3 was interrupted" in dry.stdout
+    app.set_version("4.0.0")
+    done = ok(app.here("deploy.staging"))
+    assert "switched the proxy from v3" in done.stdout and "to v2" in done.stdout
+    assert "marked v3 failed: a switch to it was interrupted" in done.stdout
+    assert "pruned v3" in done.stdout  # failed: not kept
+    assert app.proxied() == "v4" and set(app.servers()) == {"v2", "v4"}
+
+
+def test_a_rollback_whose_release_fails_on_its_own_port_leaves_what_serves(proxied):
+    app = proxied()
+    app.deploy("1.0.0")
+    app.deploy("2.0.0")
+    app.deploy("3.0.0")
+    app.quick_smoke()
+    (app.state / "releases" / "v1" / "webapp" / "__main__.py").write_text("raise SystemExit(3)\n")
+    done = app.here("rollback", "--to", "v1", "--force")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "v1 failed its smoke on its private port" in done.stdout
+    assert "the proxy still serves v3: the rollback never switched it" in done.stdout
+    assert app.proxied() == "v3" and set(app.servers()) == {"v2", "v3"}
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and is reaped)."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid

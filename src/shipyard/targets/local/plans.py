@@ -27,6 +27,7 @@ class LocalDeployPlan(DeployPlan):
 class LocalRollbackPlan(RollbackPlan):
     mark_failed: str | None = None  # the release an interrupted switch left half-switched
     mark_bad: str | None = None  # the release this rollback takes out of service
+    revive: str | None = None  # the `bad` release rolled back to: complete again once smoked
 
 
 def rollback_choice(

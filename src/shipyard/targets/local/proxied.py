@@ -101,6 +101,13 @@ class ProxiedState(ServerState):
                 found[version] = {**record, "release": version}
         return found
 
+    def proxy_left(self) -> int | None:
+        """None: a running Caddy is this mode's own, not one left behind by it."""
+        return None
+
+    def check_no_proxy(self, mode: str) -> None:
+        """Nothing to refuse: Caddy serving the port is what proxy mode expects."""
+
     def warm(self) -> str | None:
         """The release kept running, warm, by the last switch (`warm_previous`)."""
         warm = self.recorded().get(WARM)
@@ -293,10 +300,6 @@ class ProxiedTarget(LocalTarget):
             f" port ({self.binary.path or 'no Caddy'}, {self.binary.where})"
         )
 
-    def preflight(self) -> None:
-        super().preflight()
-        self._check_binary()
-
     def preflight_deploy(self) -> None:
         self._check_binary()
         super().preflight_deploy()
@@ -326,7 +329,7 @@ class ProxiedTarget(LocalTarget):
                 f"Caddy pid {proxy['pid']} on 127.0.0.1:{proxy['port']}, upstream {upstream},"
                 f" admin socket {self._shown(self.server_state.admin.socket_path)}"
             )
-        warm = self.server_state.warm()
+        warm, current = self.server_state.warm(), self.current_version()
         servers = tuple(
             f"{version}: pid {record['pid']} on 127.0.0.1:{record['port']}"
             + (
@@ -334,6 +337,8 @@ class ProxiedTarget(LocalTarget):
                 if serving and serving["release"] == version
                 else " (warm)"
                 if version == warm
+                else " (current, not proxied to)"
+                if version == current
                 else " (not served: the next deploy or rollback stops it)"
             )
             for version, record in self.server_state.servers().items()
@@ -349,7 +354,7 @@ class ProxiedTarget(LocalTarget):
         touched. From the switch on, Made(plan.release)."""
         call.say(self.mode)
         try:
-            self._mark_failed(marks(plan)[0], call.say)
+            self._repair(marks(plan)[0], call)
             self._prepare(plan, call.say)
         except Exception as error:
             raise failed_as(error, Made(None), call.say, note=self._before_switch()) from error
@@ -368,6 +373,31 @@ class ProxiedTarget(LocalTarget):
         except Exception as error:
             raise failed_as(error, made, call.say) from error
         return made
+
+    def _half_switched(self, interrupted: Switch | None) -> str | None:
+        """As in direct mode, and the release a deploy's interrupted switch went to: it is
+        complete (smoked on its own port) but never passed the smoke through the proxy."""
+        half = super()._half_switched(interrupted)
+        if half is not None or interrupted is None or not interrupted.deploy:
+            return half
+        if not self.release_dir(interrupted.target).is_dir():
+            return None
+        release = self.store.release(interrupted.target, self.current_version())
+        complete = release.status is ReleaseStatus.COMPLETE and not release.current
+        return release.version if complete else None
+
+    def _repair(self, half: str | None, call: Call) -> None:
+        """After an interrupted switch: the proxy back on `current` when it serves the release
+        switched to, that release's server stopped, and the release marked failed."""
+        if half is None:
+            return
+        serving, current = self.serving(), self.current_version()
+        if serving is not None and serving["release"] == half and current:
+            self._serve(current, call)
+        stopped = self.server_state.stop_release(half, drain=False)
+        if stopped is not None:
+            call.say(f"stopped {half} (pid {stopped['pid']})")
+        self._mark_failed(half, call.say)
 
     def _running_keep(self, *versions: str | None) -> set[str]:
         """What serves, `current`, the warm one, and `versions`: the servers a run keeps
@@ -512,11 +542,17 @@ class ProxiedTarget(LocalTarget):
                 raise StepFailed(problems[0])
             for problem in problems:
                 call.say(f"forced (--force): {problem}")
-            self._mark_failed(marks(plan)[0], call.say)
+            self._repair(marks(plan)[0], call)
             if to != self.current_version():
                 self._begin_switch(to, call.say)
             self._retire(call.say, keep=self._running_keep(to))
-            self._ready(to, call)
+            started = to not in self.server_state.servers()
+            try:
+                self._ready(to, call)
+            except Exception:
+                if started:  # it never served: not left running
+                    self.server_state.stop_release(to, drain=False)
+                raise
             if self.store.release(to, None).status is ReleaseStatus.BAD:  # the proxy only
                 self.store.set_status(to, ReleaseStatus.COMPLETE)  # ever serves complete ones
                 call.say(f"marked {to} complete again: it passed its smoke on its own port")
@@ -535,7 +571,11 @@ class ProxiedTarget(LocalTarget):
         if plan.current is None:
             self.server_state.end_switch()
             return None
-        self._serve(plan.current, call.unstoppable())
+        serving = self.serving()
+        if serving is not None and serving["release"] == plan.current:
+            call.say(f"the proxy still serves {plan.current}: the rollback never switched it")
+        else:
+            self._serve(plan.current, call.unstoppable())
         self.server_state.end_switch()
         revived = plan.revive if isinstance(plan, LocalRollbackPlan) else None
         if revived and revived != plan.current:

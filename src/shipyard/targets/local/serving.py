@@ -72,6 +72,7 @@ class Switch:
     at: str | None = None
     pid: int | None = None  # the Shipyard process switching; None: inferred, not recorded
     start_ticks: int | None = None
+    deploy: bool = False  # to the release a deploy makes (not one a rollback goes back to)
 
     @classmethod
     def read(cls, record: object) -> Switch | None:
@@ -84,13 +85,14 @@ class Switch:
             at=at if isinstance(at, str) else None,
             pid=pid if isinstance(pid, int) else None,
             start_ticks=ticks if isinstance(ticks, int) else None,
+            deploy=record.get("deploy") is True,
         )
 
     @classmethod
-    def begin(cls, source: str | None, target: str) -> Switch:
+    def begin(cls, source: str | None, target: str, *, deploy: bool = False) -> Switch:
         """A switch by this process, starting now."""
         pid = os.getpid()
-        return cls(source, target, iso_timestamp(), pid, start_ticks(pid))
+        return cls(source, target, iso_timestamp(), pid, start_ticks(pid), deploy)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,6 +101,7 @@ class Switch:
             "at": self.at,
             "pid": self.pid,
             "start_ticks": self.start_ticks,
+            **({"deploy": True} if self.deploy else {}),
         }
 
     @property
@@ -211,16 +214,24 @@ class ServerState:
             self.env.start or "", port=port or self.port, release=version, release_dir=folder
         )
 
+    def proxy_left(self) -> int | None:
+        """The pid of a Caddy that a deploy in proxy mode started and that still runs."""
+        found = _proxy_mode_records(self.recorded())
+        return next((record["pid"] for name, record in found if name == _THE_PROXY), None)
+
+    def check_no_proxy(self, mode: str) -> None:
+        """PreflightError when a Caddy from an earlier deploy in proxy mode still serves the
+        port while this run is in `mode` (direct)."""
+        pid = self.proxy_left()
+        if pid is not None:
+            raise PreflightError(
+                f"port {self.port} is served by {self.env.name}'s Caddy (pid {pid}) from an"
+                f" earlier deploy in proxy mode, and this run is in {mode}: run `inv stop --env"
+                f" {self.env.name}` first (or make Caddy available again)"
+            )
+
     def check_port(self) -> None:
         """PreflightError when the port is taken by a process that is not our server."""
-        proxy = self.recorded().get(PROXY)
-        if isinstance(proxy, dict) and isinstance(proxy.get("pid"), int) and is_our_server(proxy):
-            raise PreflightError(
-                f"port {self.port} is served by {self.env.name}'s Caddy proxy (pid"
-                f" {proxy['pid']}) from an earlier deploy in proxy mode, and this one runs in"
-                f" direct mode: run `inv stop --env {self.env.name}` first, or set"
-                f" environments.{self.env.name}.proxy back"
-            )
         if self.serving() is None and server.port_in_use(self.port):
             raise PreflightError(
                 f"port {self.port} on 127.0.0.1 is in use by another process (not a Shipyard"
@@ -229,10 +240,10 @@ class ServerState:
 
     # --- changing what serves --------------------------------------------------------------
 
-    def begin_switch(self, version: str) -> Switch:
+    def begin_switch(self, version: str, *, deploy: bool = False) -> Switch:
         """Record the switch from `current` to `version` before the old server stops: a crash
         from here on leaves it."""
-        switch = Switch.begin(self.store.current_version(), version)
+        switch = Switch.begin(self.store.current_version(), version, deploy=deploy)
         self._write({**self.recorded(), SWITCHING: switch.to_json()})
         return switch
 
@@ -359,10 +370,13 @@ def _problem(state: object) -> str | None:
     return f"not as Shipyard writes it: {', '.join(wrong)}" if wrong else None
 
 
+_THE_PROXY = "the proxy"
+
+
 def _proxy_mode_records(state: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(name, record) of proxy mode's processes state.json records that still run: Caddy
     ("the proxy") and each release's server."""
-    records = [("the proxy", state.get(PROXY))]
+    records = [(_THE_PROXY, state.get(PROXY))]
     servers = state.get(SERVERS)
     records += sorted(servers.items()) if isinstance(servers, dict) else []
     return [

@@ -191,6 +191,12 @@ class LocalTarget:
         notes = []
         if running is not None and running != current:
             notes.append(f"{running} serves but current is {current or 'none'}")
+        proxy = self.server_state.proxy_left()
+        if proxy is not None:
+            notes.append(
+                f"a Caddy (pid {proxy}) from a deploy in proxy mode holds port {self.port}, and"
+                f" this environment is now in direct mode: `inv stop --env {self.env.name}`"
+            )
         switch = self.server_state.switch()
         if switch is not None:
             state = f"is under way (pid {switch.pid})" if switch.under_way else "was interrupted"
@@ -206,6 +212,7 @@ class LocalTarget:
         self.store.check()
 
     def preflight_deploy(self) -> None:
+        self.server_state.check_no_proxy(self.mode)
         self.server_state.check_port()
 
     def plan_deploy(self, artifact: str | None, call: Call) -> LocalDeployPlan:
@@ -248,7 +255,7 @@ class LocalTarget:
         self.store.claim(plan.release)
         try:
             self._unpack(plan, say)
-            return self._begin_switch(plan.release, say)
+            return self._begin_switch(plan.release, say, deploy=True)
         except BaseException:
             self._discard(plan.release, say)
             raise
@@ -323,6 +330,7 @@ class LocalTarget:
     # --- rollback ----------------------------------------------------------------------
 
     def plan_rollback(self, to: str | None, call: Call) -> LocalRollbackPlan:
+        self.server_state.check_no_proxy(self.mode)
         current = self.current_version()
         state = self.serving()
         interrupted = self.server_state.interrupted_switch()
@@ -347,6 +355,7 @@ class LocalTarget:
             problems=problems,
             mark_failed=half,
             mark_bad=leaves,
+            revive=chosen.version if chosen.status is ReleaseStatus.BAD else None,
         )
         return replace(plan, actions=self.plan_actions.for_rollback(plan, chosen, interrupted))
 
@@ -439,7 +448,7 @@ class LocalTarget:
         if version is None:
             return
         self.store.set_status(version, ReleaseStatus.FAILED)
-        say(f"marked {version} failed: it served in a switch that was interrupted")
+        say(f"marked {version} failed: a switch to it was interrupted before it passed its smoke")
 
     def _serve(self, version: str, say: Say) -> None:
         """Stop what serves and start `version`: a switch, recorded, unless it is current."""
@@ -447,8 +456,8 @@ class LocalTarget:
         self._stop_server(say)
         self._start(version, say, switch)
 
-    def _begin_switch(self, version: str, say: Say) -> Switch:
-        switch = self.server_state.begin_switch(version)
+    def _begin_switch(self, version: str, say: Say, *, deploy: bool = False) -> Switch:
+        switch = self.server_state.begin_switch(version, deploy=deploy)
         say(
             f"recorded in {self._shown(self.state_path)} the switch from"
             f" {switch.source or 'nothing'} to {version}"
