@@ -110,6 +110,9 @@ def group_alive(pgid: int) -> bool:
         return False
     if sys.platform != "linux":
         return True
+    leader = _read_stat(pgid)
+    if leader is not None and leader.pgid == pgid and leader.state not in _GONE:
+        return True  # the leader runs: one read, not the whole process table
     members = {pid: stat for pid, stat in _process_table().items() if stat.pgid == pgid}
     if pgid != os.getpgrp():
         _reap(pid for pid, stat in members.items() if pid != pgid and _adopted_zombie(stat))
