@@ -13,6 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -560,16 +561,11 @@ def test_five_deploys_at_once_one_proceeds_four_exit_5(staging):
     assert app.current() == "v1"
 
 
-@pytest.mark.parametrize("kills", [5, pytest.param(100, marks=pytest.mark.e2e)])
-def test_sigkill_of_a_rollback_at_any_moment_leaves_current_complete(staging, kills):
-    """Rollbacks between v1 and v2, each SIGKILLed at a random moment of its run; no cleanup
-    between kills."""
+def killed_rollbacks(app: Staging, kills: int) -> Iterator[str]:
+    """`kills` rollbacks back and forth between v1 and v2 (v2 current first), each SIGKILLed
+    at a random moment of a rollback's run; after each, where it was killed (with the seed)."""
     seed = random.randrange(2**32)
     rng = random.Random(seed)
-    app = staging()
-    for version in ("1.0.0", "2.0.0"):
-        app.set_version(version)
-        ok(app.inv("deploy.staging"))
     began = time.monotonic()
     ok(app.inv("rollback"))  # v2 -> v1, and how long a rollback takes here
     duration = time.monotonic() - began
@@ -579,8 +575,19 @@ def test_sigkill_of_a_rollback_at_any_moment_leaves_current_complete(staging, ki
         time.sleep(moment)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
+        yield f"seed {seed}, kill {kill} at {moment:.3f}s"
+
+
+@pytest.mark.parametrize("kills", [5, pytest.param(100, marks=pytest.mark.e2e)])
+def test_sigkill_of_a_rollback_at_any_moment_leaves_current_complete(staging, kills):
+    """Rollbacks between v1 and v2, each SIGKILLed at a random moment of its run; no cleanup
+    between kills."""
+    app = staging()
+    for version in ("1.0.0", "2.0.0"):
+        app.set_version(version)
+        ok(app.inv("deploy.staging"))
+    for where in killed_rollbacks(app, kills):
         current = app.current()
-        where = f"seed {seed}, kill {kill} at {moment:.3f}s"
         assert current in ("v1", "v2"), f"{where}: current is {current}"
         assert app.release(current)["status"] == "complete", f"{where}: {current}"
     ok(app.inv("deploy.staging"))

@@ -357,7 +357,8 @@ def test_after_a_crash_with_nothing_serving_the_next_deploy_repairs(served):
     assert actions[0].startswith(f"mark {half} failed: ")
     assert_said_in_plan_order(actions, lines)
     assert page(local) == "site three\n"
-    assert f"marked {half} failed" in lines[1]  # repaired first (after the mode); failed, so pruned at the end
+    assert f"marked {half} failed" in lines[1]  # repaired first, after the mode line
+    # failed, so pruned at the end
     assert lines[-1] == f"pruned {half}"
     assert statuses(local) == {"v1": "complete", "v3": "complete"}
     assert "switching" not in json.loads(local.state_path.read_text())

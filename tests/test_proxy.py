@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import subprocess
 import threading
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from helpers import http_get, ok
-from test_deploy import Staging, kill_after_events
+from test_deploy import Staging, kill_after_events, killed_rollbacks
 
 from shipyard import server, targets
 from shipyard.config import load_config
@@ -393,21 +392,10 @@ def test_sigkill_of_a_rollback_at_any_moment_leaves_caddy_on_a_complete_started_
     """Rollbacks between v1 and v2 (warm: one switch each), each SIGKILLed at a random moment
     of its run; no cleanup between kills. A `bad` release is marked complete again before the
     proxy is switched to it, so the proxy never serves a release that is not complete."""
-    seed = random.randrange(2**32)
-    rng = random.Random(seed)
     app = proxied()
     app.deploy("1.0.0")
     app.deploy("2.0.0")
-    began = time.monotonic()
-    ok(app.inv("rollback"))  # v2 -> v1, and how long a rollback takes here
-    duration = time.monotonic() - began
-    for kill in range(kills):
-        moment = rng.uniform(0, duration)
-        process = app.spawn("rollback", "--to", "v2" if app.current() == "v1" else "v1")
-        time.sleep(moment)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-        where = f"seed {seed}, kill {kill} at {moment:.3f}s"
+    for where in killed_rollbacks(app, kills):
         proxied_to = app.proxied()
         assert proxied_to in ("v1", "v2"), f"{where}: Caddy proxies to {proxied_to}"
         assert app.release(proxied_to)["status"] == "complete", f"{where}: {proxied_to}"

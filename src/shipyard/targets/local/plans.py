@@ -102,9 +102,7 @@ class PlanActions:
             f"smoke {self.smoke.url} (expect {self.smoke.expect_status})",
             f"mark {version} complete",
             self._point(version),
-            f"prune to the newest {self.keep_releases} complete releases (and current,"
-            f" the rollback target, the newest folder, bad ones among the newest"
-            f" {self.keep_releases})",
+            self._prune(),
         )
 
     def for_rollback(
@@ -122,6 +120,13 @@ class PlanActions:
             *((f"mark {to} complete again: it passed its smoke",) if revive else ()),
             self._point(to),
             *((f"mark {plan.mark_bad} bad, so later rollbacks skip it",) if plan.mark_bad else ()),
+        )
+
+    def _prune(self) -> str:
+        return (
+            f"prune to the newest {self.keep_releases} complete releases (and current,"
+            f" the rollback target, the newest folder, bad ones among the newest"
+            f" {self.keep_releases})"
         )
 
     def _linking(self) -> str:

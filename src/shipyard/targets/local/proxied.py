@@ -117,8 +117,8 @@ class ProxiedState(ServerState):
         self._write({**self.recorded(), WARM: version})
 
     def serving(self) -> dict[str, Any] | None:
-        """The server Caddy proxies to (asked), while both run; without a proxy, a server
-        a deploy in direct mode left on the port."""
+        """The server the upstream file names, while it and Caddy run; without a proxy, a
+        server a deploy in direct mode left on the port."""
         if self.proxy() is None:
             return super().serving()
         port = self.upstream()
@@ -553,6 +553,7 @@ class ProxiedTarget(LocalTarget):
                 if started:  # it never served: not left running
                     self.server_state.stop_release(to, drain=False)
                 raise
+            self.server_state.forget_gone()
             if self.store.release(to, None).status is ReleaseStatus.BAD:  # the proxy only
                 self.store.set_status(to, ReleaseStatus.COMPLETE)  # ever serves complete ones
                 call.say(f"marked {to} complete again: it passed its smoke on its own port")
@@ -603,9 +604,7 @@ class ProxyPlanActions(PlanActions):
             f"smoke {self.smoke.url} through the proxy (expect {self.smoke.expect_status})",
             self._point(version),
             self._retiring(version, plan.previous),
-            f"prune to the newest {self.keep_releases} complete releases (and current,"
-            f" the rollback target, the newest folder, bad ones among the newest"
-            f" {self.keep_releases})",
+            self._prune(),
         )
 
     def for_rollback(
