@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakes.fly_state import (
     STATE_ENV,
     FakeFly,
+    drop_image,
     machines,
     new_release,
     new_state,
-    drop_image,
     put_image,
     release,
     write,

@@ -55,7 +55,6 @@ from shipyard.targets.local.plans import (
     LocalRollbackPlan,
     PlanActions,
     marks,
-    repair,
 )
 from shipyard.targets.local.serving import (
     PROXY,
@@ -297,7 +296,7 @@ class ProxiedTarget(LocalTarget):
     def mode(self) -> str:
         return (
             f"proxy mode: Caddy on 127.0.0.1:{self.port} in front of each release's private"
-            f" port ({self.binary.path or 'no Caddy'}, {self.binary.where})"
+            f" port ({self.binary.describe()})"
         )
 
     def preflight_deploy(self) -> None:
@@ -423,7 +422,7 @@ class ProxiedTarget(LocalTarget):
         running = self.server_state.servers().get(version)
         if running is None:
             return self._start_and_smoke(version, call)
-        call.say(f"{version} runs, warm: pid {running['pid']} on private port {running['port']}")
+        call.say(f"{version} runs: pid {running['pid']} on private port {running['port']}")
         return self._smoke_private(running, call)
 
     def _smoke_private(self, record: dict[str, Any], call: Call) -> dict[str, Any]:
@@ -549,15 +548,16 @@ class ProxiedTarget(LocalTarget):
             started = to not in self.server_state.servers()
             try:
                 self._ready(to, call)
+                if self.store.release(to, None).status is ReleaseStatus.BAD:  # the proxy only
+                    self.store.set_status(to, ReleaseStatus.COMPLETE)  # serves complete ones
+                    call.say(f"marked {to} complete again: it passed its smoke on its own port")
+                self._switch(to, call.say)
             except Exception:
-                if started:  # it never served: not left running
-                    self.server_state.stop_release(to, drain=False)
+                serving = self.serving()
+                if started and (serving is None or serving["release"] != to):
+                    self.server_state.stop_release(to, drain=False)  # it never served
                 raise
             self.server_state.forget_gone()
-            if self.store.release(to, None).status is ReleaseStatus.BAD:  # the proxy only
-                self.store.set_status(to, ReleaseStatus.COMPLETE)  # ever serves complete ones
-                call.say(f"marked {to} complete again: it passed its smoke on its own port")
-            self._switch(to, call.say)
         except Exception as error:
             raise failed_as(error, Made(None), call.say) from error
         return Made(None)
@@ -579,7 +579,8 @@ class ProxiedTarget(LocalTarget):
             self._serve(plan.current, call.unstoppable())
         self.server_state.end_switch()
         revived = plan.revive if isinstance(plan, LocalRollbackPlan) else None
-        if revived and revived != plan.current:
+        revived_now = revived and self.store.release(revived, None).status
+        if revived and revived != plan.current and revived_now is ReleaseStatus.COMPLETE:
             self.store.set_status(revived, ReleaseStatus.BAD)
             call.say(f"marked {revived} bad again: the rollback to it failed")
         return Made(None)
@@ -595,7 +596,7 @@ class ProxyPlanActions(PlanActions):
     def for_deploy(self, plan: LocalDeployPlan, interrupted: Switch | None) -> tuple[str, ...]:
         version, folder = plan.release, self._folder(plan.release)
         return (
-            *repair(plan.mark_failed, interrupted),
+            *self._repair(plan.mark_failed, interrupted),
             f"unpack {plan.artifact} into {folder}{self._linking()}",
             self._record(plan.previous, version),
             self._start(version),
@@ -613,22 +614,39 @@ class ProxyPlanActions(PlanActions):
         to = chosen.version
         running = self.server.servers().get(to)
         revive = chosen.status is ReleaseStatus.BAD
-        start = (
-            ()
-            if running
-            else (self._start(to), f"smoke it there (expect {self.smoke.expect_status})")
-        )
+        start = () if running else (self._start(to),)
         return (
-            *repair(plan.mark_failed, interrupted),
+            *self._repair(plan.mark_failed, interrupted),
             *((self._record(plan.current, to),) if to != plan.current else ()),
             *start,
+            f"smoke it on its own port (expect {self.smoke.expect_status})",
+            *((f"mark {to} complete again: it passed its smoke",) if revive else ()),
             self._switch(to),
             f"smoke {self.smoke.url} through the proxy (expect {self.smoke.expect_status},"
             f" up to {self.smoke.timeout:g}s)",
-            *((f"mark {to} complete again: it passed its smoke",) if revive else ()),
             self._point(to),
             *((f"mark {plan.mark_bad} bad, so later rollbacks skip it",) if plan.mark_bad else ()),
             self._retiring(to, plan.current),
+        )
+
+    def _repair(self, half: str | None, interrupted: Switch | None) -> tuple[str, ...]:
+        """The repair after an interrupted switch: the proxy back on `current` first when it
+        serves the release switched to, then that release stopped and marked failed."""
+        if half is None or interrupted is None:
+            return ()
+        serving, current = self.server.serving(), self.server.store.current_version()
+        back = (
+            (
+                f"switch the proxy back from {half} to {current}, the current release (smoked on"
+                " its own port first, started first if it does not run)",
+            )
+            if serving is not None and serving["release"] == half and current
+            else ()
+        )
+        return (
+            *back,
+            f"stop {half}'s server and mark {half} failed: {interrupted.describe()} was"
+            " interrupted before its smoke through the proxy",
         )
 
     def _start(self, version: str) -> str:
@@ -648,10 +666,13 @@ class ProxyPlanActions(PlanActions):
             socket = shown(self.server.admin.socket_path, self.root)
             return (
                 f"write {upstream} ({version} at {where}{warm}), then start Caddy on"
-                f" 127.0.0.1:{self.server.port} (`{self.server.binary.path} run --config"
+                f" 127.0.0.1:{self.server.port} (`{self.server.binary.path or 'caddy'} run --config"
                 f" {shown(self.server.proxy_dir / caddy.CONFIG, self.root)}`, admin on {socket})"
             )
         serving = self.server.serving()
+        half = self.server.switch()
+        if serving is not None and half is not None and serving["release"] == half.target:
+            serving = self.server.servers().get(half.source or "")  # the repair's switch back
         was = f"{serving['release']} (127.0.0.1:{serving['port']})" if serving else "nothing"
         return (
             f"switch the proxy (Caddy, pid {proxy['pid']}, 127.0.0.1:{self.server.port}) from"

@@ -448,7 +448,10 @@ class LocalTarget:
         if version is None:
             return
         self.store.set_status(version, ReleaseStatus.FAILED)
-        say(f"marked {version} failed: a switch to it was interrupted before it passed its smoke")
+        say(
+            f"marked {version} failed: a switch to it was interrupted before the smoke that"
+            " makes it current"
+        )
 
     def _serve(self, version: str, say: Say) -> None:
         """Stop what serves and start `version`: a switch, recorded, unless it is current."""
