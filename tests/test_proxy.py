@@ -454,3 +454,51 @@ def dead_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+# The line a run says for each kind of plan action (proxy mode's plans).
+SAID = (
+    ("unpack ", "unpacked "),
+    ("record ", "recorded in "),
+    ("start ", "started "),
+    ("smoke it there", "marked "),  # "..., then mark vN complete"
+    ("smoke it on its own port", "smoke: attempt"),
+    ("switch the proxy", "switched the proxy"),
+    ("smoke http", "smoke: attempt"),
+    ("point ", ""),  # "vN is current", matched below
+    ("mark ", "marked "),
+    ("stop every other", "kept "),
+    ("prune ", "pruned "),
+)
+
+
+def said_for(action: str) -> str:
+    if action.startswith("point "):
+        return action.split("releases/", 1)[1].split(" ", 1)[0] + " is current"
+    return next(line for verb, line in SAID if action.startswith(verb))
+
+
+def assert_said_in_plan_order(plan: list[str], said: list[str]) -> None:
+    position = 0
+    for action in plan:
+        expected = said_for(action)
+        found = [i for i, line in enumerate(said) if i >= position and line.startswith(expected)]
+        assert found, f"no {expected!r} for {action!r} after line {position}:\n" + "\n".join(said)
+        position = found[0] + 1
+
+
+def plan_actions(printed: str) -> list[str]:
+    return [line.split(". ", 1)[1] for line in printed.splitlines() if line[:1].isdigit()]
+
+
+def test_the_plans_are_the_actions_the_runs_then_take(proxied):
+    app = proxied()
+    app.deploy("1.0.0")
+    app.set_version("2.0.0")
+    dry = plan_actions(ok(app.here("deploy.staging", "--dry-run")).stdout)
+    deploy_actions = dry[dry.index(next(a for a in dry if a.startswith("unpack "))) :]
+    assert_said_in_plan_order(deploy_actions, ok(app.here("deploy.staging")).stdout.splitlines())
+    plan = plan_actions(ok(app.here("rollback", "--dry-run")).stdout)
+    assert any(action.startswith("smoke it on its own port") for action in plan)  # warm: smoked
+    done = ok(app.here("rollback")).stdout.splitlines()
+    assert_said_in_plan_order(plan, done[done.index("==> Rollback: started") :])
