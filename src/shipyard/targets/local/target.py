@@ -26,6 +26,7 @@ from typing import Any
 
 from shipyard import audit, unpacking
 from shipyard.config import Config, Environment
+from shipyard.config.checks import boolean, integer, one_of, text
 from shipyard.errors import ShipyardError, StepFailed
 from shipyard.smoke import SmokeCheck
 from shipyard.targets.base import (
@@ -40,6 +41,7 @@ from shipyard.targets.base import (
     TargetFailed,
     state_dir,
 )
+from shipyard.targets.kinds import TargetKind
 from shipyard.targets.local.plans import (
     LocalDeployPlan,
     LocalRollbackPlan,
@@ -48,7 +50,9 @@ from shipyard.targets.local.plans import (
     rollback_choice,
 )
 from shipyard.targets.local.serving import ServerState, Stopped, Switch
-from shipyard.targets.local.store import ReleaseStore, new_record, shown
+from shipyard.targets.local.shared import paths_check
+from shipyard.targets.local.store import RELEASE_FILE, ReleaseStore, new_record, shown
+from shipyard.targets.local.written import FILE_LIST
 
 DEFAULT_PORT = 8787
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})  # a full disk: expected, said in one line
@@ -84,9 +88,7 @@ class LocalTarget:
         self.config = config
         self.env = environment
         if options is None:
-            from shipyard.targets.local.kind import LOCAL
-
-            options = LocalOptions(**LOCAL.checked_options(config, environment))
+            options = LocalOptions(**DIRECT.checked_options(config, environment))
         self.options = options
         self.state_dir = state_dir(config, environment)
         self.port = self.options.port
@@ -565,3 +567,21 @@ def failed_as(error: Exception, made: Made, say: Say, *, note: str = "") -> Targ
 
 def _quiet(_: str) -> None:
     pass
+
+
+# The local target's keys and their checks; `kind.LOCAL` makes the mode the environment
+# asks for, this one only direct mode (a LocalTarget made without options checks them here).
+DIRECT = TargetKind(
+    options={
+        "port": integer(1, 65535),
+        "keep_releases": integer(1),
+        "shared": paths_check(reserved=(RELEASE_FILE, FILE_LIST)),
+        "proxy": one_of(("auto", "caddy", "direct")),
+        "caddy": text("a Caddy binary (a path, or a name on PATH)"),
+        "warm_previous": boolean,
+    },
+    make=lambda config, environment, options: LocalTarget(
+        config, environment, LocalOptions(**options)
+    ),
+    required={"start": "the command that starts the server"},
+)
