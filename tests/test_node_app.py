@@ -3,11 +3,8 @@ npm scripts and a real node server on 127.0.0.1. Nothing is installed or downloa
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
@@ -47,15 +44,11 @@ def npm(root: Path, script: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def deployed_servers():
-    """Roots whose local server is stopped (SIGTERM to its process group) after the test."""
+    """Roots whose servers (and Caddy, in proxy mode) `inv stop` stops after the test."""
     roots: list[Path] = []
     yield roots
     for root in roots:
-        state = root / ".shipyard" / "local" / "server" / "state.json"
-        if state.exists():
-            pid = json.loads(state.read_text())["pid"]
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
+        run_cli([str(BIN / "inv"), "stop", "--env", "local"], root)
 
 
 def test_gates_pass_and_deploy_local_serves_the_release(tmp_path, deployed_servers):
