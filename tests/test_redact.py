@@ -194,6 +194,21 @@ def assert_nothing_leaks(output: str, secret_list: list[str], derived: list[str]
     assert not wrapped_leaks(output, secret_list)
 
 
+@pytest.fixture(
+    scope="module",
+    autouse=True,
+    params=[  # the default engine in the quick suite, the others with the end-to-end tests
+        pytest.param(name, marks=() if name == redact.default_engine() else pytest.mark.e2e)
+        for name in redact.ENGINES
+    ],
+)
+def engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test of this module, on each engine installed (Hyperscan, the screen)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(redact, "default_engine", lambda: request.param)
+        yield request.param
+
+
 @settings(max_examples=300, deadline=None)
 @given(case=logs_with_secrets(), data=st.data())
 def test_no_chunking_lets_a_secret_through_and_the_stream_is_the_mask_of_the_whole_text(
@@ -388,10 +403,11 @@ def test_the_screen_of_long_patterns_changes_no_output(
 ) -> None:
     secret_list, text, derived = case
     redactor = Redactor(secret_list)
-    assert redactor._screen.stride, "these secrets are meant to be screened"
+    assert redactor._screen.covered, "these secrets are meant to be screened"
     screened = redactor.mask(text)
     output = streamed(redactor, text, data.draw(cuts(text)))
-    with mock.patch.object(redact._Screen, "suspects", return_value=redactor._screen.covered):
+    engine = type(redactor._screen)  # every covered pattern searched: as with no engine
+    with mock.patch.object(engine, "suspects", return_value=redactor._screen.covered):
         assert screened == redactor.mask(text)
     assert output == screened
     assert_nothing_leaks(output, secret_list, derived)
@@ -400,7 +416,7 @@ def test_the_screen_of_long_patterns_changes_no_output(
 def test_a_long_secret_is_masked_at_every_offset_and_in_a_long_text() -> None:
     tokens = [secrets.token_urlsafe(24) for _ in range(20)]
     redactor = Redactor(tokens)
-    assert redactor._screen.stride  # twenty 32-character tokens are screened
+    assert redactor._screen.covered  # twenty 32-character tokens are screened
     filler = "é build ok 中 " * 10
     for offset in range(40):
         token = tokens[offset % 20]
@@ -414,8 +430,8 @@ def test_a_mask_that_completes_a_long_secret_is_handled_as_without_the_screen() 
     are placed to hold none of the screen's words: it must still be searched, as before."""
     tokens = [secrets.token_urlsafe(24) for _ in range(6)]
     first, rest = secrets.token_urlsafe(40), secrets.token_urlsafe(21)
-    redactor = Redactor([*tokens, first, f"{MASK}{rest}"])
-    stride = redactor._screen.stride
+    redactor = Redactor([*tokens, first, f"{MASK}{rest}"], engine="screen")
+    stride = redactor._screen.stride  # type: ignore[attr-defined]
     assert stride and len(MASK + rest) >= stride + 7
     padding = "." * ((1 - len(first)) % stride)  # `rest` starts 1 byte past a word
     text = f"{padding}{first}{rest} b {tokens[0]}"

@@ -37,7 +37,7 @@ from shipyard.evidence import Bundle
 from shipyard.heartbeat import Heartbeat, iso_timestamp
 from shipyard.process import tools_path
 from shipyard.records import DeployRecord
-from shipyard.redact import Redactor
+from shipyard.redact import Redactor, engine_description
 from shipyard.report import Reporter, RunEnd
 from shipyard.runner import (
     StepContext,
@@ -339,6 +339,7 @@ def run_record(
         "user": current_user(),
         "host": socket.gethostname(),
         "shipyard_version": __version__,
+        "masking_engine": engine_description(),
         "steps": [_step_record(run, result) for result in results],
         **({section[0]: section[1].to_json()} if section else {}),
     }
