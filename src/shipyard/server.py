@@ -231,11 +231,10 @@ def _death_signal() -> Callable[[], None] | None:
 
 
 def alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie does not count)."""
+    """True while `pid`, or a process of its group, runs (a zombie does not count): a
+    pipeline's leader may exit before the commands it started have."""
     with contextlib.suppress(ChildProcessError, OSError):
-        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our own finished child
-        if waited == pid:
-            return False
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own finished child
     return group_alive(pid)
 
 
