@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
 import threading
 import time
@@ -502,3 +503,27 @@ def test_the_plans_are_the_actions_the_runs_then_take(proxied):
     assert any(action.startswith("smoke it on its own port") for action in plan)  # warm: smoked
     done = ok(app.here("rollback")).stdout.splitlines()
     assert_said_in_plan_order(plan, done[done.index("==> Rollback: started") :])
+
+
+@pytest.mark.e2e
+def test_sigterm_before_the_switch_says_what_still_serves_untouched(proxied):
+    """Stopped while the new release is smoked on its own port: nothing was switched, and
+    the verdict says v1 still serves, untouched (not "restored"), in every record."""
+    app = proxied()
+    app.deploy("1.0.0")
+    app.break_page('info.app_env == "staging"')  # v2 never passes on its own port
+    app.set_version("2.0.0")
+    process = app.spawn("deploy.staging")
+    deadline = time.monotonic() + 60
+    while "v2" not in app.servers():
+        assert time.monotonic() < deadline and process.poll() is None, "v2 never started"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 143, stdout
+    last = "interrupted (exit 143): interrupted by SIGTERM; v1 still serves, untouched"
+    assert stdout.splitlines()[-1].startswith(last)
+    assert app.last_record()["reason"] == "interrupted by SIGTERM; v1 still serves, untouched"
+    assert "when the run was stopped" in stdout and "within 4s" not in stdout
+    assert app.proxied() == "v1" and set(app.servers()) == {"v1"}

@@ -96,6 +96,9 @@ def test_stop_event_ends_probing():
     result = probe(SmokeCheck("http://127.0.0.1:9/", timeout=30), say=lambda _: None, stop=stop)
     assert not result.ok
     assert time.monotonic() - began < 10
+    # stopped, not timed out: the reason does not claim the 30 s went by
+    assert "had not answered 200 when the run was stopped" in result.reason
+    assert "within 30s" not in result.reason
 
 
 def waits(url: str, attempts: int = 40, draws: int = 50) -> list[list[float]]:

@@ -261,6 +261,7 @@ def _failed_before_the_switch(op: Operation, plan: DeployPlan) -> Verdict:
         lambda call: op.target.restore(plan, Made(None), call),
         restored=Verdict(outcome, code, f"{why}; {plan.previous} still serves, untouched"),
         down=f"{why} and {plan.previous} does not serve",
+        untouched=True,
     )
 
 

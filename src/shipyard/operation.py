@@ -186,9 +186,11 @@ class Operation:
         *,
         restored: Verdict,
         down: str,
+        untouched: bool = False,
     ) -> Verdict:
         """Put `release` back after a failed deploy or rollback (`undo` returns None when there
-        is nothing to put back). Not interruptible: after ^C too it runs to its end."""
+        is nothing to put back). Not interruptible: after ^C too it runs to its end.
+        `untouched`: nothing was changed, and this only checks that `release` still serves."""
 
         def put_back(say: Say) -> None:
             call = self.call(say).unstoppable()
@@ -207,7 +209,8 @@ class Operation:
         done = self.flow.action(title, f"restore {release or 'nothing'}", put_back).ok
         self.record.serving = release if done else None
         if self.flow.interrupted:
-            after = f"{release} restored" if done else "nothing could be restored"
+            kept = f"{release} still serves, untouched" if untouched else f"{release} restored"
+            after = kept if done else "nothing could be restored"
             return interrupted(self.run.stop.signum, after)
         if done:
             return restored

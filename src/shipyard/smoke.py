@@ -114,7 +114,8 @@ def probe(
         sleep=pause,
     )
     last = retrying(attempt)
-    return SmokeResult(last.passes(check), tuple(attempts), _reason(check, attempts, alive()))
+    reason = _reason(check, attempts, alive(), stopped=stop.is_set())
+    return SmokeResult(last.passes(check), tuple(attempts), reason)
 
 
 def retry_wait(url: str) -> wait_base:
@@ -127,13 +128,18 @@ def retry_wait(url: str) -> wait_base:
     return wait_exponential(multiplier=_FIRST_WAIT, max=cap) + wait_random(0, _JITTER)
 
 
-def _reason(check: SmokeCheck, attempts: list[Answer], alive: bool) -> str:
+def _reason(check: SmokeCheck, attempts: list[Answer], alive: bool, *, stopped: bool) -> str:
     last = attempts[-1]
     if last.passes(check):
         tries = "1 attempt" if len(attempts) == 1 else f"{len(attempts)} attempts"
         return f"{check.url} answered {last.status} in {last.elapsed:.2f}s ({tries})"
     if not alive:
         return f"the server exited; last answer: {last.describe(check)}"
+    if stopped:  # a signal ended the wait before the timeout: not a timeout
+        return (
+            f"{check.url} had not answered {check.expect_status} when the run was stopped"
+            f" ({last.elapsed:.1f}s, {len(attempts)} attempts); last answer: {last.describe(check)}"
+        )
     return (
         f"{check.url} did not answer {check.expect_status} within {check.timeout:g}s "
         f"({len(attempts)} attempts); last answer: {last.describe(check)}"

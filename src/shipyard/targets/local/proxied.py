@@ -392,7 +392,7 @@ class ProxiedTarget(LocalTarget):
             return
         serving, current = self.serving(), self.current_version()
         if serving is not None and serving["release"] == half and current:
-            self._serve(current, call)
+            self._proxy_to(current, call)
         stopped = self.server_state.stop_release(half, drain=False)
         if stopped is not None:
             call.say(f"stopped {half} (pid {stopped['pid']})")
@@ -510,13 +510,13 @@ class ProxiedTarget(LocalTarget):
             self.server_state.end_switch()
             call.say(f"no earlier complete release to restore: {self.env.name} is down")
             return None
-        self._serve(plan.previous, call)
+        self._proxy_to(plan.previous, call)
         if made.release:
             self._take_out(made.release, call.say)
         self.server_state.end_switch()
         return Made(None)
 
-    def _serve(self, version: str, call: Call) -> None:  # type: ignore[override]
+    def _proxy_to(self, version: str, call: Call) -> None:
         """Make the proxy serve `version`: its server ready (`_ready`), then the switch."""
         self._ready(version, call)
         self._switch(version, call.say)
@@ -576,7 +576,7 @@ class ProxiedTarget(LocalTarget):
         if serving is not None and serving["release"] == plan.current:
             call.say(f"the proxy still serves {plan.current}: the rollback never switched it")
         else:
-            self._serve(plan.current, call.unstoppable())
+            self._proxy_to(plan.current, call.unstoppable())
         self.server_state.end_switch()
         revived = plan.revive if isinstance(plan, LocalRollbackPlan) else None
         revived_now = revived and self.store.release(revived, None).status
