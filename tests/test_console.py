@@ -59,7 +59,7 @@ def test_buffered_console_prints_each_block_whole_when_the_step_ends(tmp_path):
     stream = io.StringIO()
     console = PlainConsole(stream, live_output=False)
     console.step_started("lint", 1)
-    console.step_output("lint", "hidden until the end\n")
+    console.step_output("lint", b"hidden until the end\n")
     assert "hidden" not in stream.getvalue()
     console.step_finished(result(tmp_path, "lint", StepStatus.FAILED, 1))
     assert (
@@ -70,8 +70,33 @@ def test_buffered_console_prints_each_block_whole_when_the_step_ends(tmp_path):
 def test_live_console_streams_output_as_it_comes(tmp_path):
     stream = io.StringIO()
     console = PlainConsole(stream, live_output=True)
-    console.step_output("build", "now\n")
+    console.step_output("build", b"now\n")
     assert stream.getvalue() == "now\n"
+
+
+def test_output_reaches_a_plain_console_as_the_bytes_printed(tmp_path):
+    """Into the stream's binary buffer, after the text written before it, undecoded."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=False)
+    console = PlainConsole(stream, live_output=True)
+    console.step_started("build", 1)
+    console.step_output("build", b"caf\xe9 \xff\n")
+    console.step_finished(result(tmp_path, "build", StepStatus.OK, 0))
+    stream.flush()
+    assert raw.getvalue() == (b"==> build: started\ncaf\xe9 \xff\n<== build: ok (exit 0, 1.0s)\n")
+
+
+def test_the_board_draws_a_character_cut_between_two_reads_whole(tmp_path):
+    stream = Tty()
+    board = BoardConsole(stream, live_output=True)
+    try:
+        euro = "€".encode()
+        board.step_output("build", b"price: 5 " + euro[:1])
+        board.step_output("build", euro[1:] + b"\n")
+    finally:
+        board.close()
+    screen = stream.getvalue()
+    assert "price: 5 " in screen and "€\n" in screen and "\ufffd" not in screen
 
 
 def test_summary_lists_every_step(tmp_path):
@@ -143,11 +168,11 @@ def test_the_board_follows_the_running_step(tmp_path):
     board = BoardConsole(stream, live_output=True)
     try:
         board.step_started("Deploy", 1)
-        board.step_output("Deploy", "switched\n")
+        board.step_output("Deploy", b"switched\n")
         board.step_finished(result(tmp_path, "Deploy", StepStatus.OK, 0))
         after_deploy = board_after(stream.getvalue(), "<== Deploy: ok")
         board.step_started("Smoke staging", 1)
-        board.step_output("Smoke staging", "probing\n")
+        board.step_output("Smoke staging", b"probing\n")
         while_smoking = board_after(stream.getvalue(), "probing")
     finally:
         board.close()

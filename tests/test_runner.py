@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sys
@@ -14,8 +15,8 @@ from helpers import random_secret
 from shipyard.config import Step
 from shipyard.heartbeat import Heartbeat
 from shipyard.pipeline import Stop
-from shipyard.redact import Redactor
-from shipyard.runner import StepContext, StepStatus, run_step
+from shipyard.redact import Redactor, StreamMasker
+from shipyard.runner import OutputPump, StepContext, StepStatus, run_step
 
 
 class Recorder:
@@ -27,15 +28,15 @@ class Recorder:
     def step_started(self, step: str, attempt: int) -> None:
         self.started.append(attempt)
 
-    def step_output(self, step: str, text: str) -> None:
-        self.output.append(text)
+    def step_output(self, step: str, data: bytes) -> None:
+        self.output.append(data.decode())
 
     def step_beat(self, step: str, elapsed: float, quiet: float) -> None:
         self.beats += 1
 
 
 class Discard(Recorder):
-    def step_output(self, step: str, text: str) -> None:
+    def step_output(self, step: str, data: bytes) -> None:
         pass
 
 
@@ -93,6 +94,52 @@ def test_secret_is_masked_in_log_listener_and_heartbeat(tmp_path):
     ):
         assert secret not in text
         assert "***" in text
+
+
+class RawRecorder(Recorder):
+    def step_output(self, step: str, data: bytes) -> None:
+        self.output.append(data)  # type: ignore[arg-type]
+
+
+def octal(data: bytes) -> str:
+    """`data` as printf's format string spells it."""
+    return "".join(f"\\{byte:03o}" for byte in data)
+
+
+def test_output_is_passed_on_as_the_bytes_printed_with_secrets_masked(tmp_path):
+    """Bytes that are not UTF-8 reach the log and the console as they are, as through tee."""
+    secret = random_secret()
+    listener = RawRecorder()
+    ctx = context(tmp_path, secrets=[secret], listener=listener)
+    printed = b"caf\xe9 \xff\xfe " + secret.encode() + b" \xe2\x82\xac \xe2\x82"
+    result = run_step(Step("raw", f"printf '{octal(printed)}'"), ctx)
+    expected = b"caf\xe9 \xff\xfe *** \xe2\x82\xac \xe2\x82"
+    assert result.log_path.read_bytes() == expected
+    assert b"".join(listener.output) == expected  # type: ignore[arg-type]
+
+
+def test_a_secret_that_is_not_utf8_is_masked_as_its_bytes(tmp_path):
+    """An environment value that is not UTF-8 reaches Python surrogate-escaped; a step prints
+    its bytes, which are what is masked."""
+    raw = b"\xff" + random_secret().encode() + b"\xfe\x80"
+    value = os.fsdecode(raw)  # as os.environ holds it
+    result = run_step(
+        Step("raw", f"printf 'token={octal(raw)}\\n'"), context(tmp_path, secrets=[value])
+    )
+    assert result.log_path.read_bytes() == b"token=***\n"
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="Linux pipes only")
+def test_the_pump_widens_its_pipe_where_the_system_allows():
+    read, write = os.pipe()
+    try:
+        with open(read, "rb", buffering=0) as pipe:
+            OutputPump(pipe, StreamMasker(Redactor()), lambda data: None)
+            size = fcntl.fcntl(read, fcntl.F_GETPIPE_SZ)
+    finally:
+        os.close(write)
+    allowed = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    assert size == 1 << 20 or allowed < 1 << 20
 
 
 def test_step_longer_than_the_interval_beats(tmp_path):

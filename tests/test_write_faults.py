@@ -48,7 +48,7 @@ CHILD = textwrap.dedent("""
 
     class Quiet:
         def step_started(self, step, attempt): pass
-        def step_output(self, step, text): pass
+        def step_output(self, step, data): pass
         def step_beat(self, step, elapsed, quiet): pass
 
     root, logs = Path(sys.argv[1]), Path(sys.argv[2])
@@ -245,7 +245,7 @@ def test_a_python_steps_log_that_fails_is_raised_after_the_action(tmp_path):
 
 def test_a_listener_that_raises_stops_the_step_instead_of_hanging_it(tmp_path):
     class Broken(Recorder):
-        def step_output(self, step: str, text: str) -> None:
+        def step_output(self, step: str, data: bytes) -> None:
             raise RuntimeError("console gone")
 
     command = f"echo $$ >> pids; {WAIT_FOR_PIDS}; echo hello; sleep 30"

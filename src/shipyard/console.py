@@ -3,12 +3,15 @@
 
 Output is already masked when it gets here. With one job a step's output streams live;
 with several, each step's output is printed whole when it ends, so blocks never interleave.
+It stays the bytes the step printed on its way to a plain console; only the live board,
+which draws text, decodes it.
 Colour is only ever added here, on the way to a terminal, to the status words: what is
 written to logs, evidence and JSON never passes through this module.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import sys
 import threading
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from shipyard.report import RunEnd
 from shipyard.runner import StepResult, StepStatus
+from shipyard.streams import write_bytes
 
 if TYPE_CHECKING:
     from rich.live import Live
@@ -163,9 +167,14 @@ class PlainConsole:
     def _started(self, step: str) -> None:
         self._running.setdefault(step, time.monotonic())  # a retry keeps its first start
 
-    def step_output(self, step: str, text: str) -> None:
+    def step_output(self, step: str, data: bytes) -> None:
         if self.live_output:
-            self._out(text)
+            with self._lock:
+                self._out_bytes(step, data)
+
+    def _out_bytes(self, step: str, data: bytes) -> None:
+        """A step's output (the caller holds the lock)."""
+        write_bytes(self.stream, data)
 
     def step_beat(self, step: str, elapsed: float, quiet: float) -> None:
         """One line per heartbeat interval in total, however many steps run: only the beat of
@@ -182,7 +191,7 @@ class PlainConsole:
         self._running.pop(result.name, None)
         with self._lock:
             if not self.live_output:
-                copy_log(result, self.stream.write)
+                copy_log(result, lambda data: self._out_bytes(result.name, data))
             self.stream.write(self.style.trailer(result))
             self.stream.flush()
 
@@ -214,6 +223,7 @@ class BoardConsole(PlainConsole):
         from rich.live import Live
 
         super().__init__(stream, live_output=live_output, style=style)
+        self._decoders: dict[str, codecs.IncrementalDecoder] = {}
         self._console = Console(file=stream, highlight=False, markup=False)
         self._live: Live = Live(
             get_renderable=self._board, console=self._console, refresh_per_second=4, transient=True
@@ -226,6 +236,12 @@ class BoardConsole(PlainConsole):
 
     def _print(self, text: str) -> None:
         self._console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+
+    def _out_bytes(self, step: str, data: bytes) -> None:
+        """Decoded for the board: a character cut between two reads waits for its end."""
+        if step not in self._decoders:
+            self._decoders[step] = codecs.getincrementaldecoder("utf-8")("replace")
+        self._print(self._decoders[step].decode(data))
 
     def step_started(self, step: str, attempt: int) -> None:
         self._started(step)
@@ -245,7 +261,7 @@ class BoardConsole(PlainConsole):
         with self._lock:  # the whole block at once, its header first
             if result.attempts:
                 self._print(self.style.header(result.name))
-            copy_log(result, self._print)
+            copy_log(result, lambda data: self._out_bytes(result.name, data))
             self._print(self.style.trailer(result))
 
     def close(self) -> None:
@@ -281,10 +297,10 @@ def footer(end: RunEnd, paint: Paint = PLAIN) -> str:
     return paint.status(outcome) + end.footer[len(outcome) :]
 
 
-def copy_log(result: StepResult, write: Callable[[str], object]) -> None:
+def copy_log(result: StepResult, write: Callable[[bytes], object]) -> None:
     if not result.log_path.exists():
         return
-    with result.log_path.open(encoding="utf-8", errors="replace") as log:
+    with result.log_path.open("rb") as log:
         while chunk := log.read(_COPY_CHUNK):
             write(chunk)
 
@@ -312,7 +328,7 @@ class QuietConsole(PassthroughConsole):
         if text.startswith(_WARNING):
             print(text, end="", file=sys.stderr, flush=True)
 
-    def step_output(self, step: str, text: str) -> None:
+    def step_output(self, step: str, data: bytes) -> None:
         pass
 
     def run_finished(self, end: RunEnd) -> None:

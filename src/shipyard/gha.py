@@ -85,7 +85,7 @@ class GithubConsole(PlainConsole):
                 self.stream.write(
                     f"{command('group', result.name)}\n::stop-commands::{self._fence}\n"
                 )
-                copy_log(result, self.stream.write)
+                copy_log(result, lambda data: self._out_bytes(result.name, data))
             if self.live_output and not result.attempts:
                 self.stream.write(
                     f"{command('group', result.name)}\n::stop-commands::{self._fence}\n"

@@ -68,7 +68,7 @@ class QuietReporter:
     def step_started(self, step: str, attempt: int) -> None:
         pass
 
-    def step_output(self, step: str, text: str) -> None:
+    def step_output(self, step: str, data: bytes) -> None:
         pass
 
     def step_beat(self, step: str, elapsed: float, quiet: float) -> None:
@@ -159,9 +159,9 @@ class Reporters:
         for reporter in self.reporters:
             reporter.step_started(step, attempt)
 
-    def step_output(self, step: str, text: str) -> None:
+    def step_output(self, step: str, data: bytes) -> None:
         for reporter in self.reporters:
-            reporter.step_output(step, text)
+            reporter.step_output(step, data)
 
     def step_beat(self, step: str, elapsed: float, quiet: float) -> None:
         for reporter in self.reporters:

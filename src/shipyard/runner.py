@@ -4,7 +4,7 @@ interruption and opt-in retries. Whichever way it ends, its whole process tree g
 
 from __future__ import annotations
 
-import codecs
+import fcntl
 import os
 import secrets
 import select
@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -35,7 +35,8 @@ from shipyard.redact import Redactor, StreamMasker
 
 _POLL_SECONDS = 0.05
 _WATCH_SECONDS = 0.2  # how often a running step's process tree is looked at
-_READ_SIZE = 65536
+_READ_SIZE = 1 << 20
+_PIPE_SIZE = 1 << 20  # Linux's default pipe-max-size: what an unprivileged process may ask
 _PUMP_JOIN_SECONDS = 5.0  # only a listener that blocks can keep the pump that long
 _DRAIN_SECONDS = 1.0  # once the tree is gone, what is left in the pipe is read for this long
 
@@ -100,7 +101,7 @@ class StepListener(Protocol):
     """Where a step's progress is shown (the console); called from worker threads."""
 
     def step_started(self, step: str, attempt: int) -> None: ...
-    def step_output(self, step: str, text: str) -> None: ...
+    def step_output(self, step: str, data: bytes) -> None: ...  # masked, as printed
     def step_beat(self, step: str, elapsed: float, quiet: float) -> None: ...
 
 
@@ -181,7 +182,7 @@ def _run_attempt(step: Step, ctx: StepContext, log: StepLog, number: int) -> Att
     started, began = iso_timestamp(), time.monotonic()
     attempt_field = {"attempt": number} if step.retries else {}
     if step.retries:
-        log.write(f"--- attempt {number} of {step.retries + 1} ---\n")
+        log.write(f"--- attempt {number} of {step.retries + 1} ---\n".encode())
     running = _start(step, ctx, log)
     ctx.heartbeat.emit(step.name, "start", pid=running.process.pid, **attempt_field, cmd=step.run)
     ctx.listener.step_started(step.name, number)
@@ -216,7 +217,8 @@ class _Running:
 def _start(step: Step, ctx: StepContext, log: StepLog) -> _Running:
     mark = secrets.token_hex(8)  # in the step's environment: its orphans carry it
     process = spawn_shell(step.run, cwd=_step_cwd(step, ctx), env=_step_env(step, ctx, mark))
-    pump = OutputPump(process.stdout, ctx.redactor.stream(), _tee(log, step.name, ctx.listener))
+    masker = StreamMasker(ctx.redactor)
+    pump = OutputPump(process.stdout, masker, _tee(log, step.name, ctx.listener))
     return _Running(process, ProcessTree(process.pid, mark), pump, log)
 
 
@@ -311,13 +313,13 @@ class StepLog:
         except OSError as error:
             self.failure = error
 
-    def write(self, text: str) -> bool:
-        """True once `text` is in the file; False when the log cannot be written (any more)."""
+    def write(self, data: bytes) -> bool:
+        """True once `data` is in the file; False when the log cannot be written (any more)."""
         with self._lock:
             if self._fd is None or self.failure is not None:
                 return False
             try:
-                write_all(self._fd, text.encode("utf-8", "replace"))
+                write_all(self._fd, data)
             except OSError as error:
                 self.failure = error
                 return False
@@ -358,13 +360,13 @@ def _checked(result: StepResult, log: StepLog, ctx: StepContext) -> StepResult:
     )
 
 
-def _tee(log: StepLog, step_name: str, listener: StepListener) -> Callable[[str], None]:
+def _tee(log: StepLog, step_name: str, listener: StepListener) -> Callable[[bytes], None]:
     """Into the log, then to the listener; once the log cannot be written, nowhere (the step
     is being stopped: the console shows no more than the log holds)."""
 
-    def write(text: str) -> None:
-        if log.write(text):
-            listener.step_output(step_name, text)
+    def write(data: bytes) -> None:
+        if log.write(data):
+            listener.step_output(step_name, data)
 
     return write
 
@@ -372,14 +374,19 @@ def _tee(log: StepLog, step_name: str, listener: StepListener) -> Callable[[str]
 class OutputPump(threading.Thread):
     """Reads a pipe to its end, masking on the way; memory stays flat whatever is printed.
 
-    It reads as long as the pipe is open, whatever happens downstream, so a step never blocks
-    on a full pipe: a sink that raises (a listener's bug) is kept in `failure`, and what
-    follows is read and dropped. `finish` ends it once nothing is left to read, even if a
-    process that could not be stopped still holds the pipe open."""
+    Output stays bytes from the pipe to the log and the terminal: read in large chunks (the
+    pipe widened to `_PIPE_SIZE` where the system allows), masked, and written once per
+    chunk to each sink. It reads as long as the pipe is open, whatever happens downstream, so
+    a step never blocks on a full pipe: a sink that raises (a listener's bug) is kept in
+    `failure`, and what follows is read and dropped. `finish` ends it once nothing is left to
+    read, even if a process that could not be stopped still holds the pipe open."""
 
-    def __init__(self, pipe: IO[bytes] | None, masker: StreamMasker, sink: Callable[[str], None]):
+    def __init__(
+        self, pipe: IO[bytes] | None, masker: StreamMasker, sink: Callable[[bytes], None]
+    ) -> None:
         super().__init__(daemon=True)
         self._fd = pipe.fileno() if pipe is not None else -1
+        _widen(self._fd)
         self._masker = masker
         self._sink = sink
         self._finish_by: float | None = None
@@ -388,12 +395,11 @@ class OutputPump(threading.Thread):
         self.last_output: float | None = None
 
     def run(self) -> None:
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
         for chunk in self._chunks():
             self.out_bytes += len(chunk)
             self.last_output = time.monotonic()
-            self._emit(self._masker.feed(decoder.decode(chunk)))
-        self._emit(self._masker.feed(decoder.decode(b"", final=True)) + self._masker.flush())
+            self._emit(self._masker.feed(chunk))
+        self._emit(self._masker.flush())
 
     def finish(self, timeout: float) -> None:
         """Read what the pipe holds now (for up to _DRAIN_SECONDS) and stop; wait for that."""
@@ -420,13 +426,23 @@ class OutputPump(threading.Thread):
                 return
             yield chunk
 
-    def _emit(self, text: str) -> None:
-        if not text or self.failure is not None:
+    def _emit(self, data: bytes) -> None:
+        if not data or self.failure is not None:
             return
         try:
-            self._sink(text)
+            self._sink(data)
         except Exception as error:  # keep reading: the step must not block on its pipe
             self.failure = error
+
+
+def _widen(fd: int) -> None:
+    """Let the pipe hold `_PIPE_SIZE` bytes, so that a step printing fast waits on its reader
+    less often and each read takes more (F_SETPIPE_SZ, Linux; elsewhere, or past the system's
+    limit, the pipe stays as it is)."""
+    if fd < 0 or not hasattr(fcntl, "F_SETPIPE_SZ"):
+        return
+    with suppress(OSError):  # EPERM past /proc/sys/fs/pipe-max-size, or the user's pipe quota
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
 
 
 Action = Callable[[Callable[[str], None]], None]
@@ -476,10 +492,10 @@ class _Sayer:
         self.last_output: float | None = None
 
     def __call__(self, line: str) -> None:
-        text = self._redactor.mask(line.rstrip("\n") + "\n")
-        self.out_bytes += len(text.encode("utf-8", "replace"))
+        data = self._redactor.mask(line.rstrip("\n") + "\n").encode("utf-8", "replace")
+        self.out_bytes += len(data)
         self.last_output = time.monotonic()
-        self._write(text)
+        self._write(data)
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, TextIO
 
-__all__ = ["ReaderGone", "outlive_readers"]
+__all__ = ["ReaderGone", "outlive_readers", "write_bytes"]
 
 
 class ReaderGone:
@@ -32,6 +32,13 @@ class ReaderGone:
             except BrokenPipeError:
                 self._leave()
         return len(text)
+
+    def write_bytes(self, data: bytes) -> None:
+        if not self.gone:
+            try:
+                write_bytes(self._stream, data)
+            except BrokenPipeError:
+                self._leave()
 
     def flush(self) -> None:
         if not self.gone:
@@ -58,3 +65,20 @@ def outlive_readers() -> None:
         stream = getattr(sys, name)
         if stream is not None and not isinstance(stream, ReaderGone):
             setattr(sys, name, ReaderGone(stream))
+
+
+def write_bytes(stream: TextIO, data: bytes) -> None:
+    """`data` into a text stream as the bytes they are (a step's output, as it printed it):
+    into its binary buffer, after what its text layer holds, where it has one; decoded into
+    one that has none (a StringIO)."""
+    if isinstance(stream, ReaderGone):
+        stream.write_bytes(data)
+        return
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        stream.write(data.decode("utf-8", "replace"))
+        stream.flush()
+        return
+    stream.flush()
+    buffer.write(data)
+    buffer.flush()
