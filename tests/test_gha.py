@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-from helpers import BIN, cli_env, random_secret, run_cli
+from helpers import BIN, cli_env, evidence_dir, random_secret, run_cli, run_here
 from test_deploy import Staging
 
 from shipyard.errors import ExitCode, Outcome, Verdict
@@ -164,3 +164,25 @@ def test_ci_alone_is_not_github(project, tmp_path):
     """)
     done = run_cli([str(BIN / "inv"), "step", "ok"], root, env=cli_env(CI="true"))
     assert "::group::" not in done.stdout
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_output_without_a_last_newline_still_ends_its_fence_and_group(project, tmp_path, jobs):
+    """`printf done`: the runner reads the fence's end only at the start of a line; glued to
+    `done` it would leave every later command inert (the group, the ::error)."""
+    root = project("""
+        version: 1
+        steps:
+          fmt: {run: "printf 'half a line'"}
+          lint: {run: "printf 'E501'; exit 1"}
+        gates: [fmt, lint]
+    """)
+    done = run_here(["gates", "--jobs", jobs], root, env=actions_env(tmp_path))
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    fence = re.search(r"^::stop-commands::(\w+)$", done.stdout, re.MULTILINE)[1]
+    assert lines.count(f"::{fence}::") == 2 and lines.count("::endgroup::") == 2
+    assert "half a line" in lines and "E501" in lines
+    assert "::error title=lint failed::lint: failed, exit 1%0AE501" in lines
+    (log,) = (evidence_dir(root) / "logs").rglob("fmt.log")
+    assert log.read_bytes() == b"half a line"  # the log keeps the bytes as printed

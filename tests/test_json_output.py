@@ -12,6 +12,8 @@ import pytest
 from helpers import cli_env, evidence_dir, random_secret, run_here, write_project
 from test_deploy import Staging, staging_fixture  # noqa: F401 - the `staging` fixture
 
+from shipyard.redact import ENGINE_VARIABLE, ENGINES, default_engine
+
 GATES = """
 version: 1
 steps:
@@ -235,3 +237,36 @@ def test_every_reporting_task_offers_json(project, task):
     root = project(GATES)
     done = run_here(["--help", task], root)
     assert "--json" in done.stdout and "--no-color" in done.stdout
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_the_masking_engine_chosen_is_named_by_doctor_and_the_run_record(project, engine):
+    root = project(
+        "version: 1\nsecrets: [DEPLOY_KEY]\nsteps:\n  say: {run: 'echo k=$DEPLOY_KEY'}\n"
+    )
+    secret = random_secret()
+    env = cli_env(**{ENGINE_VARIABLE: engine, "DEPLOY_KEY": secret})
+    checks = document(run_here(["doctor", "--json"], root, env=env))["checks"]
+    (line,) = [check for check in checks if check["detail"].startswith("masking engine: ")]
+    assert line == {"ok": True, "detail": line["detail"]}
+    assert line["detail"].startswith(f"masking engine: {engine}")
+    assert run_here(["step", "say"], root, env=env).returncode == 0
+    (record,) = [json.loads(p.read_text()) for p in (evidence_dir(root) / "runs").glob("*.json")]
+    assert record["masking_engine"] == line["detail"].removeprefix("masking engine: ")
+    (log,) = (evidence_dir(root) / "logs").rglob("say.log")
+    assert log.read_text() == "k=***\n"
+
+
+def test_an_engine_that_is_not_installed_is_a_problem_doctor_names(project):
+    root = project(
+        "version: 1\nsecrets: [DEPLOY_KEY]\nsteps:\n  say: {run: 'echo k=$DEPLOY_KEY'}\n"
+    )
+    env = cli_env(**{ENGINE_VARIABLE: "turbo", "DEPLOY_KEY": random_secret()})
+    done = run_here(["doctor"], root, env=env)
+    assert done.returncode == 2
+    expected = f"{ENGINE_VARIABLE}='turbo' names no engine installed here ({', '.join(ENGINES)})"
+    assert f"FAIL masking engine: {default_engine()}" in done.stdout
+    assert expected in done.stdout
+    assert run_here(["step", "say"], root, env=env).returncode == 0  # masked by the default
+    (log,) = (evidence_dir(root) / "logs").rglob("say.log")
+    assert log.read_text() == "k=***\n"

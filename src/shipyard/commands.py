@@ -537,11 +537,11 @@ def doctor(explicit: str = "", *, env: str = "", output: Output | None = None) -
     from shipyard.console import Output, Verbosity
 
     output = output or Output()
-    from shipyard.redact import engine_description
+    from shipyard.redact import engine_description, engine_problem
 
     checks: list[tuple[bool, str]] = [
         (sys.version_info >= (3, 10), f"python {sys.version.split()[0]} (3.10 or newer)"),
-        (True, f"masking engine: {engine_description()}"),
+        (engine_problem() is None, f"masking engine: {engine_description()}"),
         (
             shutil.which("git") is not None,
             "git on PATH (git sha of releases, scan of tracked files)",

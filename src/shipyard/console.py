@@ -150,6 +150,7 @@ class PlainConsole:
         self.style = style or Style()
         self._lock = threading.Lock()
         self._running: dict[str, float] = {}  # step -> when it started, the oldest first
+        self._mid_line = False  # a step's output ended without a newline
 
     def write(self, text: str) -> None:
         """A line of the run's own (a plan, `lock: took ...`, a warning)."""
@@ -157,8 +158,14 @@ class PlainConsole:
 
     def _out(self, text: str) -> None:
         with self._lock:
-            self.stream.write(text)
+            self.stream.write(self._line_start() + text)
             self.stream.flush()
+
+    def _line_start(self) -> str:
+        """A newline when a step's output stopped mid-line (`printf done`), so that what the
+        console writes next is a line of its own (the caller holds the lock)."""
+        mid_line, self._mid_line = self._mid_line, False
+        return "\n" if mid_line else ""
 
     def step_started(self, step: str, attempt: int) -> None:
         self._started(step)
@@ -175,6 +182,11 @@ class PlainConsole:
     def _out_bytes(self, step: str, data: bytes) -> None:
         """A step's output (the caller holds the lock)."""
         write_bytes(self.stream, data)
+        self._ended(data)
+
+    def _ended(self, data: bytes) -> None:
+        if data:
+            self._mid_line = not data.endswith(b"\n")
 
     def step_beat(self, step: str, elapsed: float, quiet: float) -> None:
         """One line per heartbeat interval in total, however many steps run: only the beat of
@@ -192,7 +204,7 @@ class PlainConsole:
         with self._lock:
             if not self.live_output:
                 copy_log(result, lambda data: self._out_bytes(result.name, data))
-            self.stream.write(self.style.trailer(result))
+            self.stream.write(self._line_start() + self.style.trailer(result))
             self.stream.flush()
 
     def run_finished(self, end: RunEnd) -> None:
@@ -232,7 +244,7 @@ class BoardConsole(PlainConsole):
 
     def _out(self, text: str) -> None:
         with self._lock:
-            self._print(text)
+            self._print(self._line_start() + text)
 
     def _print(self, text: str) -> None:
         self._console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
@@ -242,6 +254,7 @@ class BoardConsole(PlainConsole):
         if step not in self._decoders:
             self._decoders[step] = codecs.getincrementaldecoder("utf-8")("replace")
         self._print(self._decoders[step].decode(data))
+        self._ended(data)
 
     def step_started(self, step: str, attempt: int) -> None:
         self._started(step)
@@ -262,7 +275,7 @@ class BoardConsole(PlainConsole):
             if result.attempts:
                 self._print(self.style.header(result.name))
             copy_log(result, lambda data: self._out_bytes(result.name, data))
-            self._print(self.style.trailer(result))
+            self._print(self._line_start() + self.style.trailer(result))
 
     def close(self) -> None:
         self._live.stop()

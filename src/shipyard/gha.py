@@ -90,7 +90,7 @@ class GithubConsole(PlainConsole):
                 self.stream.write(
                     f"{command('group', result.name)}\n::stop-commands::{self._fence}\n"
                 )
-            self.stream.write(f"::{self._fence}::\n::endgroup::\n")
+            self.stream.write(f"{self._line_start()}::{self._fence}::\n::endgroup::\n")
             self.stream.write(self.style.trailer(result))  # colour only outside commands
             if result.status not in (StepStatus.OK, StepStatus.SKIPPED):
                 self._annotate(result)

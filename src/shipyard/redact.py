@@ -28,6 +28,7 @@ import importlib
 import importlib.util
 import itertools
 import json
+import os
 import re
 import sys
 import threading
@@ -41,6 +42,7 @@ _HYPERSCAN = importlib.util.find_spec("hyperscan") is not None
 
 __all__ = [
     "ENGINES",
+    "ENGINE_VARIABLE",
     "MASK",
     "MIN_DERIVED_LENGTH",
     "SECRET_NAME_PARTS",
@@ -52,6 +54,7 @@ __all__ = [
     "TextStreamMasker",
 ]
 
+ENGINE_VARIABLE = "SHIPYARD_MASKING_ENGINE"  # "hyperscan" or "screen": else the fastest
 MASK = "***"
 _MASK = MASK.encode()
 SECRET_NAME_PARTS = (
@@ -468,17 +471,33 @@ ENGINES: dict[str, Callable[[Sequence[bytes]], _Finder]] = {
 
 
 def default_engine() -> str:
-    """The engine a Redactor uses unless told: the fastest one installed."""
-    return next(iter(ENGINES))
+    """The engine a Redactor uses unless told: the one `SHIPYARD_MASKING_ENGINE` names, if it
+    is installed; else the fastest one installed."""
+    chosen = os.environ.get(ENGINE_VARIABLE, "")
+    return chosen if chosen in ENGINES else next(iter(ENGINES))
+
+
+def engine_problem() -> str | None:
+    """Why `SHIPYARD_MASKING_ENGINE` is not obeyed, or None when it is (or is not set)."""
+    chosen = os.environ.get(ENGINE_VARIABLE, "")
+    if not chosen or chosen in ENGINES:
+        return None
+    return f"{ENGINE_VARIABLE}={chosen!r} names no engine installed here ({', '.join(ENGINES)})"
 
 
 def engine_description() -> str:
     """What masks this run's output, for `inv doctor` and the run record."""
-    if _HYPERSCAN:
+    name = default_engine()
+    if name == "hyperscan":
         from importlib.metadata import version
 
-        return f"hyperscan {version('hyperscan')}"
-    return "screen (Hyperscan is not installed: pip install 'shipyard[fast]')"
+        described = f"hyperscan {version('hyperscan')}"
+    elif _HYPERSCAN:
+        described = f"screen (chosen by {ENGINE_VARIABLE})"
+    else:
+        described = "screen (Hyperscan is not installed: pip install 'shipyard[fast]')"
+    problem = engine_problem()
+    return f"{described}; {problem}" if problem else described
 
 
 _WORD = 8  # bytes in one word of the screen ("Q")
