@@ -107,7 +107,7 @@ def run(quick: bool) -> list[Measurement]:
                 functools.partial(_shipyard, root, env, case, size),
                 functools.partial(_tee, root, env, case, size),
             )
-            measurements.append(_throughput(case, pairs, size))
+            measurements.append(_throughput(case, pairs, size, targeted=number == 0))
             if number == 0:  # the headline case: memory at two sizes, start-up beside it
                 smaller = _shipyard(root, env, case, small)
                 idle = _shipyard(root, env, case, 0)
@@ -179,7 +179,10 @@ def _check_masking(root: Path, env: Mapping[str, str], case: Case, size: int) ->
         raise RuntimeError(f"masking failed: leaked {leaked}")
 
 
-def _throughput(case: Case, pairs: list[tuple[Sample, Sample]], size: int) -> Measurement:
+def _throughput(
+    case: Case, pairs: list[tuple[Sample, Sample]], size: int, *, targeted: bool
+) -> Measurement:
+    """The ratio of throughputs; the target is the headline case's, the others are reported."""
     tee = statistics.median(b.seconds for _, b in pairs)
     step = statistics.median(s.seconds for s, _ in pairs)
     ratios = [b.seconds / s.seconds for s, b in pairs]
@@ -187,8 +190,8 @@ def _throughput(case: Case, pairs: list[tuple[Sample, Sample]], size: int) -> Me
         name=f"output throughput: {case.name}",
         metric=f"throughput of {size // MB} MB through a step, shipyard / tee",
         ratios=ratios,
-        target=f">= {TARGET_RATIO}x tee",
-        holds=statistics.median(ratios) >= TARGET_RATIO,
+        target=f">= {TARGET_RATIO}x tee" if targeted else "",
+        holds=statistics.median(ratios) >= TARGET_RATIO if targeted else None,
         figures={
             "shipyard step": f"{size / MB / step:.0f} MB/s",
             "tee": f"{size / MB / tee:.0f} MB/s",
