@@ -1,8 +1,10 @@
 """Isolated gates: each session builds its own environment and runs one Shipyard step in it,
 so every gate is heartbeat-instrumented and leaves evidence, exactly as `inv gates` does.
 
-The gate list lives in one place, `gates:` in shipyard.yaml: a session is made for each gate
-(named after it, `test:ci` as `tests`), and `gates` requires them all."""
+The gate list lives in one place, `gates:` in shipyard.yaml: a session is made for each gate,
+named after it (`nox -s test:ci`) and tagged `gate`, and `gates` requires them all. In CI the
+same list fans out over runners (`shipyard gates --list --json`, docs/github-actions.md), a
+leg running `nox -s <gate>`."""
 
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ nox.options.error_on_missing_interpreters = True
 CONFIG = Path(__file__).with_name("shipyard.yaml")
 # What each gate's own tools need beyond the package: an extra of pyproject.toml.
 EXTRAS = {"fmt": "fmt", "lint": "lint", "test:ci": "dev"}
-SESSION_NAMES = {"test:ci": "tests"}
 
 
 def _gates() -> list[str]:
@@ -27,7 +28,6 @@ def _gates() -> list[str]:
 
 def _gate_session(gate: str) -> str:
     """A session that installs what `gate` needs and runs it as a Shipyard step."""
-    name = SESSION_NAMES.get(gate, gate)
     extra = EXTRAS.get(gate, "")
 
     def run(session: nox.Session) -> None:
@@ -35,8 +35,8 @@ def _gate_session(gate: str) -> str:
         session.run("shipyard", "step", gate, *session.posargs)
 
     run.__doc__ = f"The `{gate}` gate, as `shipyard step {gate}` in its own environment."
-    nox.session(name=name)(run)
-    return name
+    nox.session(name=gate, tags=["gate"])(run)
+    return gate
 
 
 GATE_SESSIONS = [_gate_session(gate) for gate in _gates()]

@@ -128,6 +128,8 @@ def test_deploy_in_actions_groups_masks_summarises_and_outputs(tmp_path):
         line.split("=", 1) for line in (tmp_path / "output.txt").read_text().splitlines()
     )
     assert outputs["release"] == "v1" and outputs["exit-code"] == "0"
+    assert outputs["url"] == f"http://127.0.0.1:{app.port}/"  # the job's environment.url
+    assert (app.root / outputs["artifact"]).is_file()  # what the deploy job attests
     assert outputs["evidence"].startswith("artifacts/devops/") and outputs["run-id"]
     assert (
         token not in (tmp_path / "summary.md").read_text() + (tmp_path / "output.txt").read_text()

@@ -43,7 +43,7 @@ def test_nox_gates_passes_from_a_fresh_copy(tmp_path):
     root = fresh_copy(tmp_path / "repo")
     done = run_cli([str(BIN / "nox"), "-s", "gates"], root, env=cli_env(), timeout=1500)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    for session in ("fmt", "lint", "tests", "scan", "gates"):
+    for session in ("fmt", "lint", "test:ci", "scan", "gates"):
         assert f"Session {session} was successful" in done.stderr
     day = evidence_dir(root)
     assert sha256sum_check(day).returncode == 0

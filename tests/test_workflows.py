@@ -25,6 +25,9 @@ from helpers import BIN, REPO, cli_env, run_cli
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 DEPLOY = REPO / ".github" / "workflows" / "deploy-staging.yml"
+GATES = REPO / ".github" / "workflows" / "gates.yml"
+CI = REPO / ".github" / "workflows" / "ci.yml"
+DEPENDABOT = REPO / ".github" / "dependabot.yml"
 ACTION = REPO / "ci" / "github" / "action.yml"
 RUN_FILES = [*WORKFLOWS, ACTION]
 
@@ -74,18 +77,34 @@ def test_action_passes_check_jsonschema():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_zizmor_finds_nothing():
-    done = run_cli([tool("zizmor"), "--offline", ".github/workflows", "ci/github"], REPO)
+def test_dependabot_config_passes_check_jsonschema():
+    done = run_cli(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.dependabot", str(DEPENDABOT)], REPO
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    for path in RUN_FILES:
+
+
+@pytest.mark.parametrize("persona", ["regular", "pedantic", "auditor"])
+def test_zizmor_finds_nothing(persona):
+    done = run_cli(
+        [tool("zizmor"), "--offline", "--persona", persona, ".github", "ci/github"], REPO
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for path in [*RUN_FILES, DEPENDABOT]:
         assert f"completed {relative(path)}" in done.stderr  # every file was audited
 
 
 def test_every_action_is_pinned_to_a_full_sha_with_its_version():
+    """Every action from elsewhere; a workflow of this repository (`./…`) is read at the
+    caller's own commit."""
+    local = 0
     for path in RUN_FILES:
         for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if re.match(r"\s*(- )?uses:", line):
+            if re.match(r"\s*(- )?uses: \./\.github/workflows/[\w-]+\.yml(\s|$)", line):
+                local += 1
+            elif re.match(r"\s*(- )?uses:", line):
                 assert PINNED_USES.search(line), f"{relative(path)}:{number}: {line.strip()}"
+    assert local == 2  # ci.yml and deploy-staging.yml call gates.yml
 
 
 # --- finding the calls in `run:` scripts ------------------------------------------------------
@@ -298,7 +317,7 @@ def test_the_scripts_call_inv_and_nox_at_all():
     """The check below would pass vacuously if the parser found nothing."""
     calls = [str(call) for path in RUN_FILES for call in calls_in(path)]
     expected = [
-        "ci.yml: job gates, step 'Gates': `nox -s gates`",
+        "gates.yml: job plan, step 'List the gates': `shipyard gates --list`",
         "deploy-staging.yml: job deploy, step 'Build application': `inv build`",
         "deploy-staging.yml: job deploy, step 'Smoke': `inv smoke --env staging`",
         "deploy-staging.yml: job deploy, step 'Deploy': `inv deploy.staging --no-build`",
@@ -350,14 +369,12 @@ def deploy_workflow() -> dict:
     return yaml.safe_load(DEPLOY.read_text())
 
 
-def steps_by_name(workflow: dict) -> dict[str, dict]:
-    (job,) = workflow["jobs"].values()
-    return {step.get("name"): step for step in job["steps"]}
+def steps_by_name(workflow: dict, job: str = "deploy") -> dict[str, dict]:
+    return {step.get("name"): step for step in workflow["jobs"][job]["steps"]}
 
 
 def test_deploy_steps_have_the_names_evidence_and_runbooks_use(deploy_workflow):
-    (job,) = deploy_workflow["jobs"].values()
-    names = [step.get("name") for step in job["steps"]]
+    names = [step.get("name") for step in deploy_workflow["jobs"]["deploy"]["steps"]]
     wanted = [
         "Build application",
         "Smoke",
@@ -375,24 +392,139 @@ def test_deploy_steps_have_the_names_evidence_and_runbooks_use(deploy_workflow):
 
 
 def test_deploy_runs_one_at_a_time_and_is_never_cancelled(deploy_workflow):
-    concurrency = deploy_workflow["concurrency"]
-    assert concurrency == {
+    """Per environment, on the deploy job: the gates of newer pushes run meanwhile."""
+    job = deploy_workflow["jobs"]["deploy"]
+    assert job["concurrency"] == {
         "group": "deploy-${{ inputs.environment || 'staging' }}",
         "cancel-in-progress": False,
     }
-    (job,) = deploy_workflow["jobs"].values()
-    assert "concurrency" not in job  # one group, not two
-    assert job["environment"] == "${{ inputs.environment || 'staging' }}"
+    assert "concurrency" not in deploy_workflow  # one group, not two
+    assert job["environment"] == {
+        "name": "${{ inputs.environment || 'staging' }}",
+        "url": "${{ steps.deploy.outputs.url }}",  # Shipyard's `url` output
+    }
 
 
-@pytest.mark.parametrize("path", RUN_FILES, ids=relative)
+def test_a_commit_deploys_only_after_its_gates_passed_in_the_same_run(deploy_workflow):
+    jobs = deploy_workflow["jobs"]
+    assert jobs["gates"]["uses"] == "./.github/workflows/gates.yml"
+    assert jobs["deploy"]["needs"] == "gates"
+    assert "if" not in jobs["deploy"]  # the default success(): every gate passed
+    assert yaml.safe_load(CI.read_text())["jobs"]["gates"]["uses"] == jobs["gates"]["uses"]
+    # `on:` is read by PyYAML as True
+    dispatch = deploy_workflow[True]["workflow_dispatch"]["inputs"]["environment"]
+    assert dispatch["type"] == "environment" and dispatch["default"] == "staging"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=relative)
+def test_each_job_has_only_the_permissions_it_needs(path):
+    document = yaml.safe_load(path.read_text())
+    assert document["permissions"] == {}
+    for name, job in document["jobs"].items():
+        wanted = {"contents": "read"}
+        if path == DEPLOY and name == "deploy":  # signing the artifact's provenance
+            wanted |= {"id-token": "write", "attestations": "write"}
+        assert job["permissions"] == wanted, f"{relative(path)}: job {name}"
+
+
+def test_the_deploy_attests_the_artifact_it_deployed(deploy_workflow):
+    steps = steps_by_name(deploy_workflow)
+    attest = steps["Attest the artifact"]
+    assert attest["uses"].startswith("actions/attest-build-provenance@")
+    assert attest["with"] == {"subject-path": "${{ steps.deploy.outputs.artifact }}"}
+    assert steps["Provenance into the evidence"]["run"] == "inv evidence.attest"
+    names = list(steps)
+    assert (
+        names.index("Deploy") < names.index("Attest the artifact") < names.index("Upload evidence")
+    )
+
+
+def test_each_gate_runs_on_its_own_runner_and_one_job_verifies_them_all():
+    jobs = yaml.safe_load(GATES.read_text())["jobs"]
+    gate = jobs["gate"]
+    assert gate["needs"] == "plan"
+    assert gate["strategy"]["matrix"]["leg"] == "${{ fromJSON(needs.plan.outputs.legs) }}"
+    assert gate["strategy"]["fail-fast"] is False
+    assert gate["env"]["GATE"] == "${{ matrix.leg.gate }}"
+    assert gate["env"]["SHIPYARD_SHARD"] == "${{ matrix.leg.shard }}"
+    assert [step["run"] for step in gate["steps"] if step.get("name") == "Gate"] == [
+        'nox -s "$GATE"'
+    ]
+    uv = [step for step in gate["steps"] if step.get("uses", "").startswith("astral-sh/setup-uv@")]
+    assert uv and uv[0]["with"]["enable-cache"] is True  # nox's environments, cached
+    upload = next(s for s in gate["steps"] if s.get("name") == "Upload evidence")
+    assert upload["with"]["name"].startswith("evidence-gate-${{ matrix.leg.slug }}-")
+    evidence = jobs["evidence"]
+    assert evidence["needs"] == ["plan", "gate"]
+    assert "!cancelled()" in evidence["if"]  # also when a gate failed
+    download = next(s for s in evidence["steps"] if s.get("name") == "Download evidence")
+    assert download["with"] == {"pattern": "evidence-gate-*", "path": "bundles"}
+    verify = next(s for s in evidence["steps"] if s.get("name") == "Verify every bundle")
+    assert verify["run"] == "shipyard evidence.verify --bundles bundles"
+
+
+def plan_legs(root: Path, tmp_path: Path) -> list[dict]:
+    """What gates.yml's plan job outputs for the project at `root`: its script, run as the
+    runner runs it, with the real `shipyard` on PATH."""
+    plan = yaml.safe_load(GATES.read_text())["jobs"]["plan"]
+    (step,) = [step for step in plan["steps"] if step.get("id") == "list"]
+    output = tmp_path / "github_output"
+    output.write_text("")
+    script = tmp_path / "plan.sh"
+    script.write_text(step["run"])
+    done = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+        cwd=root,
+        env=cli_env(GITHUB_OUTPUT=str(output)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (line,) = output.read_text().splitlines()
+    name, _, value = line.partition("=")
+    assert name == "legs"
+    return json.loads(value)
+
+
+def test_the_plan_job_lists_the_real_gates_and_grows_with_them(tmp_path):
+    root = tmp_path / "project"
+    root.mkdir()
+    config = (REPO / "shipyard.yaml").read_text()
+    (root / "shipyard.yaml").write_text(config)
+    legs = plan_legs(root, tmp_path)
+    gates = yaml.safe_load(config)["gates"]
+    steps = yaml.safe_load(config)["steps"]
+    assert [leg["gate"] for leg in legs] == [
+        gate for gate in gates for _ in range(steps[gate].get("shards", 1))
+    ]
+    sharded = [leg for leg in legs if leg["gate"] == "test:ci"]
+    assert [(leg["shard"], leg["shards"]) for leg in sharded] == [(1, 2), (2, 2)]
+    assert [leg["slug"] for leg in sharded] == ["test-ci-1-of-2", "test-ci-2-of-2"]
+    # a gate more in shipyard.yaml: a leg more in the matrix
+    grown = config.replace("gates: [fmt, lint", "gates: [fmt, audit, lint")
+    grown = grown.replace("steps:\n", "steps:\n  audit: {run: pip-audit}\n", 1)
+    (root / "shipyard.yaml").write_text(grown)
+    more = plan_legs(root, tmp_path)
+    assert [leg["gate"] for leg in more] == ["fmt", "audit", *[leg["gate"] for leg in legs[1:]]]
+
+
+def test_dependabot_keeps_the_actions_pins_and_python_dependencies_fresh():
+    updates = yaml.safe_load(DEPENDABOT.read_text())["updates"]
+    assert {(u["package-ecosystem"], u["directory"]) for u in updates} == {
+        ("github-actions", "/"),
+        ("pip", "/"),
+    }
+
+
+@pytest.mark.parametrize("path", [p for p in RUN_FILES if p != CI], ids=relative)
 def test_evidence_is_uploaded_whatever_happened(path):
     document = yaml.safe_load(path.read_text())
     jobs = document.get("jobs") or {"composite": document["runs"]}
     uploads = [
         step
         for job in jobs.values()
-        for step in job["steps"]
+        for step in job.get("steps", [])  # a job that calls a workflow has none
         if step.get("uses", "").startswith("actions/upload-artifact@")
     ]
     assert uploads, f"{relative(path)} uploads no evidence"

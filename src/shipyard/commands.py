@@ -39,12 +39,13 @@ from shipyard.redact import Redactor
 from shipyard.wording import counted
 
 if TYPE_CHECKING:
-    from shipyard.console import Output
+    from shipyard.console import Output, Paint
     from shipyard.evidence import Verification
     from shipyard.lock import DeployLock, LockState
     from shipyard.report import ReporterFor
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]+")  # of an Actions artifact, say
 _AGENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -74,6 +75,39 @@ def gates(
     workers = parse_jobs(jobs)
     steps = [config.steps[name] for name in config.gates]
     return _run(config, steps, jobs=workers, fail_fast=fail_fast, output=output)
+
+
+def gate_legs(config: Config) -> list[dict[str, object]]:
+    """The gates as a CI matrix runs them: one leg per gate, or one per shard of a gate with
+    `shards: N` (docs/github-actions.md). `slug` is the leg's name as artifact names allow."""
+    if not config.gates:
+        raise UsageError(f"{config.path.name}: no gates configured (add a 'gates:' list)")
+    legs: list[dict[str, object]] = []
+    for gate in config.gates:
+        shards = config.steps[gate].shards
+        for shard in range(1, shards + 1):
+            part = (f" ({shard}/{shards})", f"-{shard}-of-{shards}") if shards > 1 else ("", "")
+            slug = _UNSAFE_IN_NAMES.sub("-", gate) + part[1]
+            legs.append(
+                {
+                    "gate": gate,
+                    "shard": shard,
+                    "shards": shards,
+                    "name": gate + part[0],
+                    "slug": slug,
+                }
+            )
+    return legs
+
+
+def list_gates(config: Config, *, as_json: bool = False) -> ExitCode:
+    """`gates --list`: the legs a CI matrix fans out, one per line, or as JSON."""
+    legs = gate_legs(config)
+    if as_json:
+        print(json.dumps({"gates": legs}, indent=2))
+    else:
+        print("\n".join(str(leg["name"]) for leg in legs))
+    return ExitCode.OK
 
 
 def step(config: Config, name: str, *, output: Output | None = None) -> Verdict:
@@ -144,15 +178,64 @@ def verify_evidence(
         document = {"date": date, "evidence": f"{shown}/", **_verification_document(result)}
         _print_json(document, redactor or Redactor.from_environ(os.environ))
         return ended
-    paint = paint_for(sys.stdout, output)
+    _print_verification(f"{shown}/", result, paint_for(sys.stdout, output))
+    return ended
+
+
+def _print_verification(shown: str, result: Verification, paint: Paint) -> None:
+    """Each finding on a line, then the bundle's verdict."""
+    from shipyard.evidence import MANIFEST_NAME
+
     for finding in result.findings:
         print(paint.bad(f"{finding.kind}:") + finding.line[len(finding.kind) + 1 :])
     if result.ok:
         seals = counted(result.seals, "seal")
-        print(f"evidence: {shown}/ {paint.good('matches')} {evidence.MANIFEST_NAME} and {seals}")
+        print(f"evidence: {shown} {paint.good('matches')} {MANIFEST_NAME} and {seals}")
     else:
-        print(f"evidence: {paint.bad(counted(len(result.findings), 'difference'))} in {shown}/")
-    return ended
+        print(f"evidence: {paint.bad(counted(len(result.findings), 'difference'))} in {shown}")
+
+
+def verify_bundles(
+    under: Path,
+    *,
+    output: Output | None = None,
+    redactor: Redactor | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> ExitCode:
+    """Verify every bundle found under `under` (each `artifacts/<agent>/<date>/` holding a
+    manifest, as the evidence of CI runners downloads), a line each; in GitHub Actions, one
+    step summary of every step those bundles ran. Exit 1 when any bundle differs."""
+    from shipyard import evidence, gha
+    from shipyard.console import Output, paint_for
+
+    output = output or Output()
+    redactor = redactor or Redactor.from_environ(environ)
+    if not under.is_dir():
+        raise UsageError(f"--bundles: {under} is not a folder")
+    manifests = sorted(under.glob(f"**/{evidence.ARTIFACTS_DIR}/*/*/{evidence.MANIFEST_NAME}"))
+    if not manifests:
+        where = f"{under}/**/{evidence.ARTIFACTS_DIR}/<agent>/<date>/{evidence.MANIFEST_NAME}"
+        raise UsageError(f"--bundles: no evidence bundle under {under} (looked for {where})")
+    checked = []
+    for manifest in manifests:
+        day = manifest.parent
+        bundle = evidence.Bundle(day.parent.parent.parent, day.parent.name, day.name)
+        checked.append((day.relative_to(under).as_posix(), bundle, evidence.verify(bundle)))
+    ok = all(result.ok for _, _, result in checked)
+    gha.append_summary(environ, redactor.mask(gha.evidence_summary(under, checked)))
+    if output.as_json:
+        documents = [
+            {"evidence": f"{shown}/", **_verification_document(result)}
+            for shown, _, result in checked
+        ]
+        _print_json({"ok": ok, "bundles": documents}, redactor)
+    else:
+        paint = paint_for(sys.stdout, output)
+        for shown, _, result in checked:
+            _print_verification(f"{shown}/", result, paint)
+        verdict = paint.good("all match") if ok else paint.bad("not all match")
+        print(f"{counted(len(checked), 'bundle')}: {verdict}")
+    return ExitCode.OK if ok else ExitCode.STEP_FAILED
 
 
 def _verification_document(result: Verification) -> dict[str, object]:

@@ -7,19 +7,22 @@ Escaping follows actions/toolkit's packages/core/src/command.ts
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from shipyard.console import PlainConsole, Style, copy_log
-from shipyard.evidence import tail_lines
+from shipyard.evidence import Bundle, Verification, tail_lines
 from shipyard.redact import Redactor
 from shipyard.report import QuietReporter, RunEnd
 from shipyard.runner import StepResult, StepStatus
+from shipyard.wording import counted
 
 MAX_ERRORS_PER_STEP = 10  # GitHub shows at most 10 error annotations per step
 ERROR_TAIL_LINES = 5
@@ -130,14 +133,70 @@ def summary_markdown(end: RunEnd) -> str:
     return "\n".join([head, "", *reason, *steps, "", footer, "", ""])
 
 
+def evidence_summary(under: Path, checked: Sequence[tuple[str, Bundle, Verification]]) -> str:
+    """`evidence.verify --bundles`' section of the step summary: every step every run of
+    those bundles ran (the gates of a whole matrix, say), and whether each bundle verified."""
+    icon = {"ok": "✅", "skipped": "⏭️"}
+    rows = []
+    for shown, bundle, result in checked:
+        leg = shown.split("/", 1)[0]  # the artifact's folder: one per runner
+        verified = (
+            "✅ matches" if result.ok else f"❌ {counted(len(result.findings), 'difference')}"
+        )
+        for record in _run_records(bundle):
+            for step in record.get("steps") or []:
+                status, code = str(step.get("status")), step.get("exit_code")
+                rows.append(
+                    f"| {step.get('name')} | {icon.get(status, '❌')} {status} | "
+                    f"{'' if code is None else code} | {float(step.get('duration') or 0):.1f}s | "
+                    f"`{record.get('run_id')}` | `{leg}` | {verified} |"
+                )
+    ok = all(result.ok for _, _, result in checked)
+    head = f"### Shipyard: evidence of {counted(len(checked), 'bundle')} in `{under}`: " + (
+        "✅ all match" if ok else "❌ not all match"
+    )
+    table = [
+        "| step | status | exit | duration | run | bundle | evidence |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    return "\n".join([head, "", *(table + rows if rows else ["(no step ran)"]), "", ""])
+
+
+def _run_records(bundle: Bundle) -> list[dict[str, Any]]:
+    """The bundle's run records, oldest first; one that does not read is left out (the
+    verification names it)."""
+    records = []
+    for path in sorted((bundle.dir / "runs").glob("*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(record, dict):
+                records.append(record)
+    return sorted(records, key=lambda record: str(record.get("started")))
+
+
+def append_summary(environ: Mapping[str, str], text: str) -> None:
+    """`text` at the end of GITHUB_STEP_SUMMARY, when there is one (in Actions)."""
+    _append(environ.get("GITHUB_STEP_SUMMARY"), text)
+
+
 def step_outputs(end: RunEnd) -> dict[str, str]:
+    """GITHUB_OUTPUT: the run, its verdict, and for a deploy or rollback the release serving,
+    the environment's `url` (for a job's `environment.url`) and the `artifact` file deployed
+    (to attest)."""
     found = {
         "run-id": end.run_id,
         "evidence": f"{end.evidence}/",
         "exit-code": str(int(end.verdict.exit_code)),
         "outcome": end.verdict.outcome.value,
     }
-    return {**found, "release": end.serving} if end.serving else found
+    if end.serving:
+        found["release"] = end.serving
+    record = end.section[1] if end.section else {}
+    if isinstance(record.get("url"), str) and record["url"]:
+        found["url"] = record["url"]
+    if isinstance(record.get("artifact"), str) and record.get("artifact_sha256"):
+        found["artifact"] = record["artifact"]  # a file (on Fly an image: no sha256, no file)
+    return found
 
 
 def run_annotation(end: RunEnd) -> str | None:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from shipyard import audit, targets
 from shipyard.config import Config, Environment, Step
@@ -149,6 +150,7 @@ class Operation:
         """The environment's target, created (and preflighted) on first use, inside the run."""
         if self._target is None:
             self._target = targets.create(self.config, self.environment)
+            self.record.url = site_url(self._target.smoke_check().url)
         return self._target
 
     def call(self, say: Say | None = None) -> Call:
@@ -280,3 +282,9 @@ def _heartbeat_observer(run: Run) -> targets.Observer:
             run.heartbeat.emit(what, "end", attempt=attempt, status=outcome, exit=exit_code)
 
     return observe
+
+
+def site_url(url: str) -> str:
+    """The root of the site `url` is on: `https://app.fly.dev/healthz` -> `https://app.fly.dev/`."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/"

@@ -29,6 +29,7 @@ class DeployRecord:
     dirty: bool = False  # deployed with --allow-dirty from a tree with uncommitted changes
     diff_sha256: str | None = None  # sha256 of `git diff HEAD` when dirty
     config_sha256: str | None = None  # sha256 of the shipyard.yaml the run used
+    url: str | None = None  # where the environment answers: its smoke URL's scheme and host
     plan: dict[str, Any] | None = None
 
     def made_release(self, version: str | None) -> None:

@@ -36,6 +36,8 @@ from shipyard.redact import Redactor, StreamMasker
 _POLL_SECONDS = 0.05
 _WATCH_SECONDS = 0.2  # how often a running step's process tree is looked at
 _READ_SIZE = 1 << 20
+# Which part of a step split across CI runners this run is (docs/configuration.md, `shards`).
+SHARD, SHARDS = "SHIPYARD_SHARD", "SHIPYARD_SHARDS"
 _PIPE_SIZE = 1 << 20  # Linux's default pipe-max-size: what an unprivileged process may ask
 _PUMP_JOIN_SECONDS = 5.0  # only a listener that blocks can keep the pump that long
 _DRAIN_SECONDS = 1.0  # once the tree is gone, what is left in the pipe is read for this long
@@ -289,7 +291,10 @@ def _step_cwd(step: Step, ctx: StepContext) -> Path:
 
 
 def _step_env(step: Step, ctx: StepContext, mark: str) -> dict[str, str]:
-    return {**ctx.environ, **step.env, "SHIPYARD_STEP": step.name, STEP_MARK: mark}
+    """The caller's environment, the step's `env:`, and what Shipyard tells every step: its
+    name, its mark, and which shard of it this is (1 of 1 unless a CI leg says otherwise)."""
+    shard = {SHARD: ctx.environ.get(SHARD, "1"), SHARDS: ctx.environ.get(SHARDS, "1")}
+    return {**ctx.environ, **step.env, **shard, "SHIPYARD_STEP": step.name, STEP_MARK: mark}
 
 
 # --- the step's log and output ----------------------------------------------------------------

@@ -132,6 +132,8 @@ _dry_run_mapped = functools.partial(_exits, dry="map")
         "config": CONFIG_HELP,
         "jobs": "parallel steps: a number or 'auto' (CPUs)",
         "fail-fast": "start no further gate after the first failure",
+        "list": "list the gates (a line each; one per shard) and run nothing; with --json, "
+        "the legs of a CI matrix",
         **OUTPUT_HELP,
     }
 )
@@ -141,12 +143,15 @@ def gates(  # noqa: PLR0917 - invoke turns each parameter into a flag
     config: str = "",
     jobs: str = "auto",
     fail_fast: bool = False,
+    list: bool = False,
     verbose: bool = False,
     quiet: bool = False,
     no_color: bool = False,
     json: bool = False,
 ) -> Ended:
     """Run all gates in parallel and report every failure."""
+    if list:
+        return commands.list_gates(load(config or None), as_json=json)
     output = commands.output_options(verbose=verbose, quiet=quiet, no_color=no_color, as_json=json)
     return commands.gates(load(config or None), jobs=jobs, fail_fast=fail_fast, output=output)
 
@@ -210,20 +215,31 @@ def heartbeat(c: Context, agent: str) -> Ended:
 @shipyard_task(
     help={
         "date": "UTC day as YYYY-MM-DD (default today)",
+        "bundles": "verify every bundle under this folder instead (as downloaded from CI "
+        "runners); in Actions, one step summary of all their steps",
         "config": CONFIG_HELP,
         "no-color": OUTPUT_HELP["no-color"],
         "json": JSON_HELP,
     }
 )
 @_read_only
-def verify(
-    c: Context, date: str = "", config: str = "", no_color: bool = False, json: bool = False
+def verify(  # noqa: PLR0917 - invoke turns each parameter into a flag
+    c: Context,
+    date: str = "",
+    bundles: str = "",
+    config: str = "",
+    no_color: bool = False,
+    json: bool = False,
 ) -> Ended:
     """Re-hash a day's evidence; name every file that differs."""
     found = commands.optional_config(config or None)
-    root, agent = _root_and_agent(found)
     output = commands.output_options(no_color=no_color, as_json=json)
     redactor = commands.redactor_for(found)
+    if bundles:
+        if date:
+            raise UsageError("--bundles verifies every day found under it: give no --date")
+        return commands.verify_bundles(Path(bundles), output=output, redactor=redactor)
+    root, agent = _root_and_agent(found)
     return commands.verify_evidence(root, agent, date, output=output, redactor=redactor)
 
 

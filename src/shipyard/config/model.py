@@ -29,6 +29,8 @@ class Step:
     artifact: str | None = None  # glob (relative to root) of what the step builds
     cwd: str | None = None  # relative to Config.root
     env: Mapping[str, str] = field(default_factory=dict)
+    # runners a CI matrix splits the step across (SHIPYARD_SHARD of SHIPYARD_SHARDS each)
+    shards: int = 1
 
 
 @dataclass(frozen=True)

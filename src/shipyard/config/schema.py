@@ -41,6 +41,7 @@ from shipyard.config.model import (
 from shipyard.config.where import Where, did_you_mean, kind, quote
 
 START_PLACEHOLDERS = ("port", "release", "release_dir")
+MAX_SHARDS = 64  # a CI matrix of runners: GitHub allows 256 jobs in one
 
 _AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _STEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._-]*")
@@ -199,6 +200,7 @@ _STEP_FIELDS: Mapping[str, Check[Any]] = {
     "artifact": relative_glob,
     "cwd": relative_dir,
     "env": env,
+    "shards": integer(1, MAX_SHARDS),
 }
 _SMOKE_FIELDS: Mapping[str, Check[Any]] = {
     "path": starting_with(("/",), "a path starting with '/'"),
