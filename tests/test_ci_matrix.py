@@ -172,7 +172,7 @@ def test_verify_bundles_names_the_bundle_that_differs(project, tmp_path):
     (log,) = (bundles / "evidence-gate-lint-py3.12-1").rglob("lint.log")
     log.write_text("all good, honestly\n")
     summary = tmp_path / "summary.md"
-    env = cli_env(GITHUB_STEP_SUMMARY=str(summary))
+    env = cli_env(GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(summary))
     done = run_here(["evidence.verify", "--bundles", str(bundles), "--json"], tmp_path, env=env)
     assert done.returncode == int(ExitCode.STEP_FAILED)
     document = json.loads(done.stdout)
@@ -202,6 +202,16 @@ def test_a_secret_in_a_bundle_summary_is_masked(project, tmp_path):
     bundles = tmp_path / "bundles"
     downloaded(root, bundles, "leg")
     summary = tmp_path / "summary.md"
-    env = cli_env(DEPLOY_TOKEN=secret, GITHUB_STEP_SUMMARY=str(summary))
+    env = cli_env(DEPLOY_TOKEN=secret, GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(summary))
     done = run_here(["evidence.verify", "--bundles", str(bundles)], tmp_path, env=env)
     assert secret not in done.stdout + done.stderr + summary.read_text()
+
+
+def test_verify_bundles_writes_no_summary_outside_actions(project, tmp_path):
+    bundles = two_legs(project, tmp_path)
+    summary = tmp_path / "summary.md"
+    env = cli_env(CI="true", GITHUB_STEP_SUMMARY=str(summary))
+    assert (
+        run_here(["evidence.verify", "--bundles", str(bundles)], tmp_path, env=env).returncode == 0
+    )
+    assert not summary.exists()

@@ -39,6 +39,8 @@ NOT_FOR_LISTING = (
     "shipyard.smoke",
     "shipyard.scan",
     "shipyard.lock",
+    "shipyard.provenance",
+    "google.protobuf",
 )
 LISTING_MODULES = {
     "shipyard",

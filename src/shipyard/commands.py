@@ -188,9 +188,13 @@ def _print_verification(shown: str, result: Verification, paint: Paint) -> None:
 
     for finding in result.findings:
         print(paint.bad(f"{finding.kind}:") + finding.line[len(finding.kind) + 1 :])
+    for note in result.notes:
+        print(f"note: {note}")
     if result.ok:
-        seals = counted(result.seals, "seal")
-        print(f"evidence: {shown} {paint.good('matches')} {MANIFEST_NAME} and {seals}")
+        checked = counted(result.seals, "seal")
+        if result.attestations:
+            checked += f", {counted(result.attestations, 'attestation')}"
+        print(f"evidence: {shown} {paint.good('matches')} {MANIFEST_NAME} and {checked}")
     else:
         print(f"evidence: {paint.bad(counted(len(result.findings), 'difference'))} in {shown}")
 
@@ -243,7 +247,13 @@ def _verification_document(result: Verification) -> dict[str, object]:
         {"kind": f.kind, "path": f.path, "notes": list(f.notes), "breaks_seal": f.breaks_seal}
         for f in result.findings
     ]
-    return {"ok": result.ok, "seals": result.seals, "findings": findings}
+    return {
+        "ok": result.ok,
+        "seals": result.seals,
+        "attestations": result.attestations,
+        "findings": findings,
+        "notes": list(result.notes),
+    }
 
 
 def _print_json(document: object, redactor: Redactor) -> None:

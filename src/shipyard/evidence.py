@@ -5,6 +5,7 @@ artifacts/<agent>/<YYYY-MM-DD>/logs/<run-id>/<step>.log
 artifacts/<agent>/<YYYY-MM-DD>/runs/<run-id>.json
 artifacts/<agent>/<YYYY-MM-DD>/reports/<run-id>/...
 artifacts/<agent>/<YYYY-MM-DD>/seals/<run-id>.sha256
+artifacts/<agent>/<YYYY-MM-DD>/attestations/<run-id>.intoto.json   (shipyard.provenance)
 artifacts/<agent>/<YYYY-MM-DD>/sha256_manifest.txt
 feedback/<agent>/<YYYY-MM-DD>.md
 
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from shipyard import files
+from shipyard.errors import StepFailed, UsageError
 from shipyard.redact import Redactor
 
 if TYPE_CHECKING:
@@ -56,6 +58,11 @@ _PREFIX_LINE = re.compile(rb"# prefix ([0-9]{1,19}) ([0-9a-f]{64})  logs/heartbe
 
 def new_run_id(moment: datetime) -> str:
     return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
+def is_run_id(text: str) -> bool:
+    """Whether `text` can name a run's files (no `/`, no `..`, no leading dot)."""
+    return _RUN_ID.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)
@@ -427,6 +434,31 @@ def write_manifest(bundle: Bundle) -> str:
         return _write_manifest_data(bundle, dict(zip(relpaths, digests, strict=True)))
 
 
+def add_file(bundle: Bundle, relpath: str, data: bytes) -> str:
+    """Write a file of no run into the bundle after its runs ended (an attestation) and list it
+    in the day's manifest, as a run's end would; return the manifest's sha256.
+
+    Under the day's lock, like `seal_run`, but it writes no seal and rewrites none. Refused when
+    an earlier seal no longer holds (the manifest must then stay as it is, to keep flagging the
+    change), and when another file is already at `relpath`: once listed, a file of no run is
+    never replaced. The same bytes again are no change."""
+    rel = relpath.encode()
+    with locked(bundle):
+        before = _snapshot(bundle)
+        broken = _judge(before).broken
+        if broken:
+            shown = bundle.dir.relative_to(bundle.root).as_posix()
+            raise StepFailed(
+                f"cannot add {relpath}: the evidence in {shown}/ no longer matches its seals"
+                f" ({broken[0]}; `inv evidence.verify` names every difference)"
+            )
+        digest = hashlib.sha256(data).hexdigest()
+        if rel in before.tree.odd or before.digests.get(rel, digest) != digest:
+            raise UsageError(f"{relpath} is already in the bundle, with other content")
+        write_atomic(bundle, bundle.dir / relpath, data)
+        return _write_manifest_data(bundle, {**before.digests, rel: digest})
+
+
 def _write_manifest_data(bundle: Bundle, digests: Mapping[bytes, str]) -> str:
     data = b"".join(manifest_line(rel, digests[rel]) for rel in sorted(digests))
     write_atomic(bundle, bundle.manifest_path, data)
@@ -539,7 +571,14 @@ def _snapshot(bundle: Bundle) -> _Snapshot:
 # --- verifying ----------------------------------------------------------------------------
 
 _FILE_KINDS = ("changed", "missing", "added", "not a regular file")
-_KIND_ORDER = (*_FILE_KINDS, "outside the bundle", "listed twice", "malformed", "unreadable")
+_KIND_ORDER = (
+    *_FILE_KINDS,
+    "outside the bundle",
+    "listed twice",
+    "malformed",
+    "unreadable",
+    "attestation",  # an attestation that does not hold (shipyard.provenance.check)
+)
 
 
 @dataclass(frozen=True)
@@ -561,6 +600,8 @@ class Finding:
 class Verification:
     findings: tuple[Finding, ...]
     seals: int = 0  # how many seals were checked
+    attestations: int = 0  # how many attestations were checked
+    notes: tuple[str, ...] = ()  # what was not checked, and why: no finding
 
     @property
     def ok(self) -> bool:
@@ -590,13 +631,24 @@ class Verification:
 
 
 def verify(bundle: Bundle) -> Verification:
-    """Re-hash the bundle; check it against every seal and the day's manifest.
+    """Re-hash the bundle; check it against every seal and the day's manifest, and check every
+    attestation in it (docs/provenance.md).
 
     Only files found by walking the bundle are opened: a line naming `../x`, `/etc/passwd` or a
     path through a symlink is a finding, and so is every entry that is not a regular file.
     """
+    from shipyard import provenance  # protobuf is imported only to verify
+
     with _steady(bundle):
-        return _judge(_snapshot(bundle))
+        judged = _judge(_snapshot(bundle))
+        attested = provenance.check(bundle)
+    found = [Finding("attestation", each.path, each.problems) for each in attested if each.problems]
+    return replace(
+        judged,
+        findings=_merged((*judged.findings, *found)),
+        attestations=len(attested),
+        notes=tuple(note for each in attested for note in each.notes),
+    )
 
 
 def _judge(state: _Snapshot, *, sealing: bytes | None = None) -> Verification:

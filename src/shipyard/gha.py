@@ -175,8 +175,9 @@ def _run_records(bundle: Bundle) -> list[dict[str, Any]]:
 
 
 def append_summary(environ: Mapping[str, str], text: str) -> None:
-    """`text` at the end of GITHUB_STEP_SUMMARY, when there is one (in Actions)."""
-    _append(environ.get("GITHUB_STEP_SUMMARY"), text)
+    """`text` at the end of GITHUB_STEP_SUMMARY, in GitHub Actions (`CI` alone is not)."""
+    if environ.get("GITHUB_ACTIONS") == "true":
+        _append(environ.get("GITHUB_STEP_SUMMARY"), text)
 
 
 def step_outputs(end: RunEnd) -> dict[str, str]:

@@ -243,6 +243,28 @@ def verify(  # noqa: PLR0917 - invoke turns each parameter into a flag
     return commands.verify_evidence(root, agent, date, output=output, redactor=redactor)
 
 
+@shipyard_task(
+    help={
+        "run": "the run to attest (default: the day's newest that deployed a file)",
+        "date": "UTC day as YYYY-MM-DD (default: the run's, or today)",
+        "config": CONFIG_HELP,
+        "json": JSON_HELP,
+    }
+)
+@_exits
+def attest(
+    c: Context, run: str = "", date: str = "", config: str = "", json: bool = False
+) -> Ended:
+    """Write an in-toto/SLSA provenance statement of a deploy into the evidence."""
+    from shipyard import provenance  # protobuf: not at every start-up
+
+    found = commands.optional_config(config or None)
+    root, agent = _root_and_agent(found)
+    output = commands.output_options(as_json=json)
+    redactor = commands.redactor_for(found)
+    return provenance.attest_command(root, agent, date, run, redactor=redactor, output=output)
+
+
 ENV_HELP = "environment from shipyard.yaml (default: staging, or the only one)"
 
 
@@ -483,7 +505,7 @@ def namespace() -> Collection:
         stop,
         heartbeat,
         deploy,
-        Collection("evidence", verify),
+        Collection("evidence", verify, attest),
         Collection("lock", lock_status, lock_release),
     )
 
