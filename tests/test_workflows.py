@@ -460,7 +460,7 @@ def test_each_gate_runs_on_its_own_runner_and_one_job_verifies_them_all():
     download = next(s for s in evidence["steps"] if s.get("name") == "Download evidence")
     assert download["with"] == {"pattern": "evidence-gate-*", "path": "bundles"}
     verify = next(s for s in evidence["steps"] if s.get("name") == "Verify every bundle")
-    assert verify["run"] == "shipyard evidence.verify --bundles bundles"
+    assert verify["run"] == "inv evidence.verify --bundles bundles"
 
 
 def plan_legs(root: Path, tmp_path: Path) -> list[dict]:
