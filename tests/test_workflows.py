@@ -416,15 +416,36 @@ def test_a_commit_deploys_only_after_its_gates_passed_in_the_same_run(deploy_wor
     assert dispatch["type"] == "environment" and dispatch["default"] == "staging"
 
 
+SARIF_UPLOAD = {"contents": "read", "actions": "read", "security-events": "write"}
+PERMISSIONS = {  # (workflow, job) -> what it may do, beyond `contents: read` for every job
+    ("deploy-staging.yml", "deploy"): {"id-token": "write", "attestations": "write"},
+    ("gates.yml", "sarif"): SARIF_UPLOAD,
+    # a caller grants what the called workflow's jobs ask for; each asks for its own part
+    ("ci.yml", "gates"): SARIF_UPLOAD,
+    ("deploy-staging.yml", "gates"): SARIF_UPLOAD,
+}
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=relative)
 def test_each_job_has_only_the_permissions_it_needs(path):
     document = yaml.safe_load(path.read_text())
     assert document["permissions"] == {}
     for name, job in document["jobs"].items():
-        wanted = {"contents": "read"}
-        if path == DEPLOY and name == "deploy":  # signing the artifact's provenance
-            wanted |= {"id-token": "write", "attestations": "write"}
+        wanted = {"contents": "read", **PERMISSIONS.get((path.name, name), {})}
         assert job["permissions"] == wanted, f"{relative(path)}: job {name}"
+
+
+def test_the_secret_scan_report_goes_to_code_scanning_also_when_it_found_something():
+    sarif = yaml.safe_load(GATES.read_text())["jobs"]["sarif"]
+    assert sarif["needs"] == "gate"
+    assert sarif["if"].startswith("${{ !cancelled() && ")  # a failed scan gate uploads too
+    assert "head.repo.full_name == github.repository" in sarif["if"]  # forks cannot write
+    (upload,) = [s for s in sarif["steps"] if "upload-sarif" in s.get("uses", "")]
+    assert upload["uses"].startswith("github/codeql-action/upload-sarif@")
+    assert upload["with"] == {
+        "sarif_file": "${{ steps.report.outputs.file }}",
+        "category": "secret-scan",
+    }
 
 
 def test_the_deploy_attests_the_artifact_it_deployed(deploy_workflow):
@@ -557,3 +578,39 @@ def test_rollback_dry_run_step_treats_nothing_to_roll_back_as_success(
     assert done.returncode == step_exit, done.stdout + done.stderr
     assert "inv rollback --env staging --dry-run" in done.stdout
     assert ("::notice " in done.stdout) == (inv_exit == 6)
+
+
+def run_step_script(script: str, cwd: Path, tmp_path: Path) -> tuple[int, str, dict[str, str]]:
+    """A `run:` script as the runner runs it (`shell: bash`): its exit code, stdout and the
+    outputs it wrote to GITHUB_OUTPUT."""
+    output = tmp_path / "github_output"
+    output.write_text("")
+    (tmp_path / "step.sh").write_text(script)
+    done = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(tmp_path / "step.sh")],
+        cwd=cwd,
+        env=cli_env(GITHUB_OUTPUT=str(output)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    outputs = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    return done.returncode, done.stdout, outputs
+
+
+def test_the_sarif_job_finds_the_report_in_the_gates_evidence(tmp_path):
+    (step,) = [
+        s
+        for s in yaml.safe_load(GATES.read_text())["jobs"]["sarif"]["steps"]
+        if s.get("id") == "report"
+    ]
+    report = tmp_path / "bundles/evidence-gate-scan-py3.12-1/artifacts/devops/2026-12-02"
+    report = report / "reports/20261202T000000Z-0000/secret-scan.sarif"
+    report.parent.mkdir(parents=True)
+    report.write_text("{}")
+    code, _, outputs = run_step_script(step["run"], tmp_path, tmp_path)
+    assert code == 0 and outputs == {"file": str(report.relative_to(tmp_path))}
+    report.unlink()
+    code, stdout, outputs = run_step_script(step["run"], tmp_path, tmp_path)
+    assert code == 1 and not outputs
+    assert "::error title=secret scan::no secret-scan.sarif" in stdout
