@@ -202,6 +202,7 @@ def test_build_and_list(project):
         "heartbeat",
         "stop",
         "evidence.verify",
+        "evidence.attest",
         "lock.status",
         "lock.release",
         "init",

@@ -255,7 +255,7 @@ def verify(  # noqa: PLR0917 - invoke turns each parameter into a flag
 def attest(
     c: Context, run: str = "", date: str = "", config: str = "", json: bool = False
 ) -> Ended:
-    """Write an in-toto/SLSA provenance statement of a deploy into the evidence."""
+    """Write a deploy's in-toto/SLSA provenance into the evidence."""
     from shipyard import provenance  # protobuf: not at every start-up
 
     found = commands.optional_config(config or None)
