@@ -203,6 +203,8 @@ def test_build_and_list(project):
         "stop",
         "evidence.verify",
         "evidence.attest",
+        "hooks",
+        "proof.check",
         "lock.status",
         "lock.release",
         "init",

@@ -318,6 +318,7 @@ def test_the_scripts_call_inv_and_nox_at_all():
     calls = [str(call) for path in RUN_FILES for call in calls_in(path)]
     expected = [
         "gates.yml: job plan, step 'List the gates': `shipyard gates --list`",
+        "ci.yml: job proof, step 'Proof': `inv proof.check`",
         "deploy-staging.yml: job deploy, step 'Build application': `inv build`",
         "deploy-staging.yml: job deploy, step 'Smoke': `inv smoke --env staging`",
         "deploy-staging.yml: job deploy, step 'Deploy': `inv deploy.staging --no-build`",
@@ -614,3 +615,15 @@ def test_the_sarif_job_finds_the_report_in_the_gates_evidence(tmp_path):
     code, stdout, outputs = run_step_script(step["run"], tmp_path, tmp_path)
     assert code == 1 and not outputs
     assert "::error title=secret scan::no secret-scan.sarif" in stdout
+
+
+def test_pull_requests_run_the_proof_gate_and_an_edited_description_only_that():
+    ci = yaml.safe_load(CI.read_text())
+    assert ci[True]["pull_request"]["types"] == ["opened", "synchronize", "reopened", "edited"]
+    assert ci["jobs"]["gates"]["if"] == "github.event.action != 'edited'"
+    assert "edited" in ci["concurrency"]["group"]  # an edit never cancels a push's gates
+    proof = ci["jobs"]["proof"]
+    assert "if" not in proof
+    (checkout,) = [s for s in proof["steps"] if s.get("uses", "").startswith("actions/checkout@")]
+    assert checkout["with"]["fetch-depth"] == 0  # the base and the commits since
+    assert [s["run"] for s in proof["steps"] if s.get("name") == "Proof"] == ["inv proof.check"]

@@ -94,3 +94,36 @@ def _porcelain_paths(output: str) -> list[str]:
         if entry[:1] in ("R", "C"):
             index += 1  # the rename's source path
     return paths
+
+
+class GitFailed(Exception):
+    """git could not run, or failed: `message` is its last line of stderr, or why it could not."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def output(root: Path, *args: str, stdin: bytes = b"", timeout: float = 60.0) -> bytes:
+    """git's stdout, run in `root`; GitFailed saying why when git is missing, fails or hangs."""
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=root, input=stdin, capture_output=True, timeout=timeout, check=False
+        )
+    except OSError as error:
+        raise GitFailed(f"cannot run git: {error.strerror or error}") from None
+    except subprocess.TimeoutExpired:
+        raise GitFailed(f"git {args[0]} took more than {timeout:g}s") from None
+    if done.returncode != 0:
+        said = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise GitFailed(said[-1] if said else f"git {args[0]} exited {done.returncode}")
+    return done.stdout
+
+
+def top_level(root: Path) -> Path | None:
+    """The top folder of the git work tree holding `root`, or None outside one."""
+    try:
+        top = output(root, "rev-parse", "--show-toplevel").decode("utf-8", "surrogateescape")
+    except GitFailed:
+        return None
+    return Path(top.strip()) if top.strip() else None

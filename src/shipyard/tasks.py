@@ -265,6 +265,50 @@ def attest(
     return provenance.attest_command(root, agent, date, run, redactor=redactor, output=output)
 
 
+@shipyard_task(
+    name="check",
+    help={
+        "base": "compare with this ref (default: a pull request's base in Actions, else "
+        "origin's default branch, origin/main or main)",
+        "config": CONFIG_HELP,
+    },
+)
+@_read_only
+def proof_check(c: Context, base: str = "", config: str = "") -> Ended:
+    """Fail on deploy changes without a committed heartbeat proof."""
+    from shipyard import proof
+
+    found = commands.optional_config(config or None)
+    return proof.proof_command(found, base=base, redactor=commands.redactor_for(found))
+
+
+@shipyard_task(
+    positional=["action"],
+    help={
+        "action": "install, uninstall, or run (what the hook runs)",
+        "force": "install over a pre-push hook Shipyard did not write, setting it aside",
+        "config": CONFIG_HELP,
+        **OUTPUT_HELP,
+    },
+)
+@_exits
+def hooks(  # noqa: PLR0917 - invoke turns each parameter into a flag
+    c: Context,
+    action: str,
+    force: bool = False,
+    config: str = "",
+    verbose: bool = False,
+    quiet: bool = False,
+    no_color: bool = False,
+    json: bool = False,
+) -> Ended:
+    """Install or remove the pre-push hook (the quick gates)."""
+    from shipyard.hooks import hooks_command
+
+    output = commands.output_options(verbose=verbose, quiet=quiet, no_color=no_color, as_json=json)
+    return hooks_command(action, config, force=force, output=output)
+
+
 ENV_HELP = "environment from shipyard.yaml (default: staging, or the only one)"
 
 
@@ -504,9 +548,11 @@ def namespace() -> Collection:
         status,
         stop,
         heartbeat,
+        hooks,
         deploy,
         Collection("evidence", verify, attest),
         Collection("lock", lock_status, lock_release),
+        Collection("proof", proof_check),
     )
 
 

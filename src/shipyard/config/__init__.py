@@ -1,7 +1,8 @@
 """Load and validate `shipyard.yaml` into frozen, typed objects.
 
 The package's public face; one module per job:
-- `model`: what a loaded config is (`Config`, `Step`, `Environment`, `Smoke`) and its defaults.
+- `model`: what a loaded config is (`Config`, `Step`, `Environment`, `Smoke`, `Proof`, `Hooks`)
+  and its defaults.
 - `loading`: which file is the config, and loading it or failing with one `ConfigError` line
   `<file>:<line>: <key.path>: <problem>`.
 - `document`: the file's YAML, each mapping and list remembering its lines.
@@ -20,8 +21,11 @@ from shipyard.config.model import (
     DEFAULT_KILL_GRACE,
     DEFAULT_MAX_ARCHIVE_MEMBERS,
     DEFAULT_MAX_UNPACKED_MIB,
+    DEFAULT_PROOF_PATHS,
     Config,
     Environment,
+    Hooks,
+    Proof,
     Smoke,
     Step,
     log_name,
@@ -36,11 +40,14 @@ __all__ = [
     "DEFAULT_KILL_GRACE",
     "DEFAULT_MAX_ARCHIVE_MEMBERS",
     "DEFAULT_MAX_UNPACKED_MIB",
+    "DEFAULT_PROOF_PATHS",
     "DURATION_EXAMPLES",
     "ENVIRONMENT_FIELDS",
     "START_PLACEHOLDERS",
     "Config",
     "Environment",
+    "Hooks",
+    "Proof",
     "Smoke",
     "Step",
     "find_config",

@@ -35,6 +35,7 @@ __all__ = [
     "matching",
     "one_of",
     "parse_duration",
+    "path_glob",
     "relative_dir",
     "relative_glob",
     "relative_path",
@@ -203,6 +204,40 @@ def relative_glob(value: object, where: Where) -> str:
             value,
         )
     return value
+
+
+def path_glob(value: object, where: Where) -> str:
+    """A glob of paths from the repository's top, as git names them (`deploy/**`,
+    `.github/workflows/*.yml`): not absolute, no `..`, `.` or empty part, no `!` (no
+    negation), not ending in `/` (a folder's files are `folder/**`)."""
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        where.expected("a path glob like deploy/** or .github/workflows/*.yml", value)
+    problem = _glob_problem(value)
+    if problem:
+        where.fail(f"{quote(value)} {problem}")
+    return value
+
+
+def _glob_problem(pattern: str) -> str | None:
+    parts = pattern.split("/")
+    problems = (
+        (pattern != pattern.strip(), "starts or ends with a blank"),
+        (
+            pattern.startswith("/"),
+            "is absolute (globs are matched from the repository's top: leave out the first '/')",
+        ),
+        (
+            pattern.startswith("!"),
+            "starts with '!': there is no negation (list only the paths that need a proof)",
+        ),
+        (pattern.endswith("/"), f"ends with '/' (write {pattern}** for everything under it)"),
+        (".." in parts, "has '..', which leads out of the repository"),
+        (
+            "." in parts or "" in parts,
+            "has a '.' or empty part, which no path git names has (deploy/**, not ./deploy/**)",
+        ),
+    )
+    return next((problem for found, problem in problems if found), None)
 
 
 def relative_path(value: object, where: Where) -> str:

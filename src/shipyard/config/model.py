@@ -17,6 +17,8 @@ DEFAULT_HEARTBEAT_INTERVAL = 15.0
 DEFAULT_KILL_GRACE = 3.0
 DEFAULT_MAX_UNPACKED_MIB = 2048
 DEFAULT_MAX_ARCHIVE_MEMBERS = 100_000
+# What changes need a committed heartbeat log (shipyard.proof): globs from the repository's top.
+DEFAULT_PROOF_PATHS = (".github/workflows/**", "deploy/**", "scripts/ci/**", "shipyard.yaml")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,20 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class Proof:
+    """`proof:`: the changes that `proof.check` asks a committed heartbeat log for."""
+
+    paths: tuple[str, ...] = DEFAULT_PROOF_PATHS  # globs, matched from the repository's top
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """`hooks:`: what the git hooks `shipyard hooks install` writes run."""
+
+    pre_push: tuple[str, ...] | None = None  # step names; None: the gates
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path  # absolute path of the file
     root: Path  # the file's directory: steps run here, evidence is written here
@@ -73,6 +89,13 @@ class Config:
     steps: Mapping[str, Step] = field(default_factory=dict)  # in file order
     gates: tuple[str, ...] = ()
     environments: Mapping[str, Environment] = field(default_factory=dict)
+    proof: Proof = field(default_factory=Proof)
+    hooks: Hooks = field(default_factory=Hooks)
+
+    @property
+    def pre_push_steps(self) -> tuple[str, ...]:
+        """The steps the pre-push hook runs: `hooks.pre_push`, else the gates."""
+        return self.gates if self.hooks.pre_push is None else self.hooks.pre_push
 
     def env_mappings(self) -> tuple[Mapping[str, str], ...]:
         """Every `env:` of the file, each step's and each environment's: their secret-named

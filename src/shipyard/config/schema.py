@@ -22,6 +22,7 @@ from shipyard.config.checks import (
     integer,
     mapping,
     matching,
+    path_glob,
     relative_dir,
     relative_glob,
     require,
@@ -34,6 +35,8 @@ from shipyard.config.model import (
     DEFAULT_HEARTBEAT_INTERVAL,
     Config,
     Environment,
+    Hooks,
+    Proof,
     Smoke,
     Step,
     log_name,
@@ -57,7 +60,10 @@ def build_config(document: object, path: Path) -> Config:
         top.fail(f"expected a mapping of settings (version, steps, ...), got {kind(document)}")
     settings = fields(document, top, _TOP_LEVEL_FIELDS, "a mapping")
     require(settings, top, "version", "add 'version: 1'")
-    gates = _defined_gates(settings.pop("gates", {}), settings.get("steps", {}))
+    steps = settings.get("steps", {})
+    gates = _defined_steps(settings.pop("gates", {}), steps)
+    if "hooks" in settings:
+        settings["hooks"] = _defined_hooks(settings["hooks"], steps)
     if "heartbeat" in settings:
         settings["heartbeat_interval"] = settings.pop("heartbeat")
     return Config(path=path, root=path.parent, gates=gates, **settings)
@@ -84,15 +90,34 @@ def _variable_names(value: object, where: Where) -> tuple[str, ...]:
     return tuple(unique_items(value, where, env_var_name, "a list of environment variable names"))
 
 
-def _gates(value: object, where: Where) -> dict[str, Where]:
+def _step_names(value: object, where: Where) -> dict[str, Where]:
     return unique_items(value, where, text("a step name"), "a list of step names")
 
 
-def _defined_gates(gates: Mapping[str, Where], steps: Mapping[str, Step]) -> tuple[str, ...]:
-    for name, where in gates.items():
+def _defined_steps(names: Mapping[str, Where], steps: Mapping[str, Step]) -> tuple[str, ...]:
+    for name, where in names.items():
         if name not in steps:
             where.fail(f"undefined step {quote(name)} ({did_you_mean(name, list(steps))})")
-    return tuple(gates)
+    return tuple(names)
+
+
+def _proof(value: object, where: Where) -> Proof:
+    settings = fields(value, where, _PROOF_FIELDS, "a mapping like {paths: [deploy/**]}")
+    return Proof(**settings)
+
+
+def _path_globs(value: object, where: Where) -> tuple[str, ...]:
+    return tuple(unique_items(value, where, path_glob, "a list of path globs like deploy/**"))
+
+
+def _hooks(value: object, where: Where) -> dict[str, dict[str, Where]]:
+    """Each hook's step names with their places: that they are defined is checked once the
+    steps are known (`_defined_hooks`)."""
+    return fields(value, where, _HOOKS_FIELDS, "a mapping like {pre_push: [fmt, lint]}")
+
+
+def _defined_hooks(hooks: Mapping[str, Mapping[str, Where]], steps: Mapping[str, Step]) -> Hooks:
+    return Hooks(**{hook: _defined_steps(names, steps) for hook, names in hooks.items()})
 
 
 # --- Steps -----------------------------------------------------------------------------
@@ -209,6 +234,8 @@ _SMOKE_FIELDS: Mapping[str, Check[Any]] = {
     "timeout": duration,
     "contains": text("the text the response must contain"),
 }
+_PROOF_FIELDS: Mapping[str, Check[Any]] = {"paths": _path_globs}
+_HOOKS_FIELDS: Mapping[str, Check[Any]] = {"pre_push": _step_names}
 # The keys every environment may have, whatever its target; a target adds its own.
 ENVIRONMENT_FIELDS: Mapping[str, Check[Any]] = {
     "target": text("the name of a deploy target"),
@@ -228,6 +255,8 @@ _TOP_LEVEL_FIELDS: Mapping[str, Check[Any]] = {
     "heartbeat": _heartbeat,
     "secrets": _variable_names,
     "steps": _steps,
-    "gates": _gates,
+    "gates": _step_names,
     "environments": _environments,
+    "proof": _proof,
+    "hooks": _hooks,
 }
