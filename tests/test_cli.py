@@ -205,6 +205,8 @@ def test_build_and_list(project):
         "evidence.attest",
         "hooks",
         "proof.check",
+        "ci.triage",
+        "audit.github",
         "lock.status",
         "lock.release",
         "init",

@@ -15,6 +15,15 @@ TAIL_LINES = 20
 
 
 @dataclass(frozen=True)
+class Addendum:
+    """What a command adds to its run's entry beyond the steps: `- ` lines under the heading
+    (`Failing run: <url>`), and quoted blocks after the steps, each (title, lines)."""
+
+    lines: Sequence[str] = ()
+    quotes: Sequence[tuple[str, Sequence[str]]] = ()
+
+
+@dataclass(frozen=True)
 class RunSummary:
     run_id: str
     command: str
@@ -24,6 +33,7 @@ class RunSummary:
     results: Sequence[StepResult]
     sealed: Sealed
     warnings: Sequence[str] = ()
+    addendum: Addendum = Addendum()
 
 
 def render(summary: RunSummary, bundle: Bundle) -> str:
@@ -39,6 +49,7 @@ def render(summary: RunSummary, bundle: Bundle) -> str:
         f"- evidence: `{evidence}/` (run record `runs/{summary.run_id}.json`)",
         f"- seal sha256: `{summary.sealed.seal_sha256}` (`seals/{summary.run_id}.sha256`)",
         f"- manifest sha256: `{manifest}`",
+        *(f"- {_one_line(line)}" for line in summary.addendum.lines),
         *(f"- warning: {_one_line(line)}" for line in summary.warnings),
         "",
         *_table(summary.results),
@@ -46,6 +57,8 @@ def render(summary: RunSummary, bundle: Bundle) -> str:
     for result in summary.results:
         if result.status not in (StepStatus.OK, StepStatus.SKIPPED):
             parts += _failure(result)
+    for title, lines in summary.addendum.quotes:
+        parts += _quote(title, lines)
     return "\n".join(parts) + "\n"
 
 
@@ -67,14 +80,14 @@ def _row(result: StepResult) -> str:
 
 
 def _failure(result: StepResult) -> list[str]:
-    return [
-        f"### {result.name}: {result.status.value} (exit {result.exit_code})",
-        "",
-        "```text",
-        *tail(result.log_path, TAIL_LINES),
-        "```",
-        "",
-    ]
+    title = f"{result.name}: {result.status.value} (exit {result.exit_code})"
+    return _quote(title, tail(result.log_path, TAIL_LINES))
+
+
+def _quote(title: str, lines: Sequence[str]) -> list[str]:
+    """A heading and `lines` in a fence that nothing in them can close."""
+    fenced = [line.replace("```", "'''") for line in lines]
+    return [f"### {_one_line(title)}", "", "```text", *fenced, "```", ""]
 
 
 def tail(path: Path, count: int) -> list[str]:

@@ -265,10 +265,12 @@ def finish(
     reporter: Reporter | None = None,
     section: tuple[str, DeployRecord] | None = None,
     with_feedback: bool = True,
+    addendum: feedback.Addendum | None = None,
 ) -> Verdict:
     """Write everything that says how the run ended, all from `verdict`: the run record, the
     seal and manifest, the feedback entry, then the reporter's end (the console's last line,
-    in Actions the summary). `section` is a deploy or rollback's record, e.g. ("deploy", r)."""
+    in Actions the summary). `section` is a deploy or rollback's record, e.g. ("deploy", r);
+    `addendum`, what the command adds to its feedback entry (`Failing run: <url>`)."""
     sha = git_sha(run.root)
     record = run_record(run, results, verdict=verdict, git_sha=sha, section=section)
     where = run.bundle.dir.relative_to(run.root).as_posix()
@@ -282,7 +284,15 @@ def finish(
             warnings.append(f"{where}/{evidence.MANIFEST_NAME} was not rewritten over it")
         if with_feedback:
             summary = feedback.RunSummary(
-                run.run_id, run.command, record["started"], verdict, sha, results, sealed, warnings
+                run.run_id,
+                run.command,
+                record["started"],
+                verdict,
+                sha,
+                results,
+                sealed,
+                warnings,
+                addendum or feedback.Addendum(),
             )
             feedback.append(summary, run.bundle, run.redactor)
     except OSError as error:

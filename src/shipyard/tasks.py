@@ -309,6 +309,49 @@ def hooks(  # noqa: PLR0917 - invoke turns each parameter into a flag
     return hooks_command(action, config, force=force, output=output)
 
 
+@shipyard_task(
+    help={
+        "workflow": "the workflow whose newest failed run to triage: its file or name "
+        "(default: deploy-staging.yml)",
+        "run": "triage this run instead: its number, as in …/actions/runs/<number>",
+        "config": CONFIG_HELP,
+        **{flag: text for flag, text in OUTPUT_HELP.items() if flag != "json"},
+    }
+)
+@_read_only
+def triage(  # noqa: PLR0917 - invoke turns each parameter into a flag
+    c: Context,
+    workflow: str = "deploy-staging.yml",
+    run: str = "",
+    config: str = "",
+    verbose: bool = False,
+    quiet: bool = False,
+    no_color: bool = False,
+) -> Ended:
+    """Name the newest failed run, its failing step and log tail."""
+    from shipyard.triage import triage_command  # through gh: not at every start-up
+
+    output = commands.output_options(verbose=verbose, quiet=quiet, no_color=no_color)
+    return triage_command(load(config or None), workflow=workflow, run_id=run, output=output)
+
+
+@shipyard_task(help={"config": CONFIG_HELP, **OUTPUT_HELP})
+@_read_only
+def github(  # noqa: PLR0917 - invoke turns each parameter into a flag
+    c: Context,
+    config: str = "",
+    verbose: bool = False,
+    quiet: bool = False,
+    no_color: bool = False,
+    json: bool = False,
+) -> Ended:
+    """Audit GitHub: protection, environments, secrets, scanning."""
+    from shipyard.repo_audit import audit_command
+
+    output = commands.output_options(verbose=verbose, quiet=quiet, no_color=no_color, as_json=json)
+    return audit_command(load(config or None), output=output)
+
+
 ENV_HELP = "environment from shipyard.yaml (default: staging, or the only one)"
 
 
@@ -553,6 +596,8 @@ def namespace() -> Collection:
         Collection("evidence", verify, attest),
         Collection("lock", lock_status, lock_release),
         Collection("proof", proof_check),
+        Collection("ci", triage),
+        Collection("audit", github),
     )
 
 
