@@ -32,13 +32,16 @@ The API bodies below follow GitHub's REST reference (the URLs are in README-gh.m
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+try:  # as `fakes.<name>` from the tests, or beside the fake's script
+    from fakes.state_file import read, transaction, write
+except ImportError:
+    from state_file import read, transaction, write  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     import subprocess
@@ -346,42 +349,6 @@ def well_kept(
 
 
 # --- the file ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(f"{path}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def read(path: Path | str) -> dict[str, Any]:
-    """The state as last written (writes are atomic, so no lock is needed to read)."""
-    return json.loads(Path(path).read_text())
-
-
-def _replace(path: Path, state: dict[str, Any]) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(state, indent=2, ensure_ascii=False))
-    os.replace(temp, path)
-
-
-def write(path: Path | str, state: dict[str, Any]) -> None:
-    with _locked(Path(path)):
-        _replace(Path(path), state)
-
-
-@contextlib.contextmanager
-def transaction(path: Path | str) -> Iterator[dict[str, Any]]:
-    """Read the state under the lock, let the caller change it, write it back atomically."""
-    path = Path(path)
-    with _locked(path):
-        state = read(path)
-        yield state
-        _replace(path, state)
 
 
 # --- for tests -------------------------------------------------------------------------
