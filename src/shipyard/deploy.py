@@ -40,7 +40,7 @@ from shipyard.operation import (
     check_serving,
     smoke_title,
 )
-from shipyard.pipeline import Run, finish, guarded, stop_on_signals
+from shipyard.pipeline import Run
 from shipyard.report import ReporterFor
 from shipyard.runner import StepResult
 from shipyard.targets import DeployPlan, Made, Say, Target, TargetFailed, state_dir
@@ -358,9 +358,4 @@ def smoke(
         flow.action(SMOKE, f"start {path.name} on a free 127.0.0.1 port and probe it", smoke_it)
         return flow.verdict()
 
-    with stop_on_signals(run.stop):
-        try:
-            verdict = guarded(run, body)
-        finally:
-            flow.reporter.close()
-        return finish(run, flow.results, verdict, reporter=flow.reporter)
+    return flow.conclude(body)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from shipyard import audit, targets
+from shipyard import audit, feedback, targets
 from shipyard.config import Config, Environment, Step
 from shipyard.errors import ConfigError, ExitCode, Outcome, StepFailed, Verdict, interrupted
 from shipyard.lock import LOCK_DIR, DeployLock
@@ -84,6 +84,24 @@ class Flow:
         self.results.append(result)
         self.reporter.step_finished(result)
         return result
+
+    def conclude(
+        self,
+        body: Callable[[], Verdict],
+        *,
+        addendum: Callable[[], feedback.Addendum | None] = lambda: None,
+    ) -> Verdict:
+        """Run `body` (the run's steps, ending in its verdict) under the run's signals, then
+        write how it ended, whatever ended it (`pipeline.finish`); `addendum`, asked once the
+        steps are over, is what the feedback entry adds."""
+        with stop_on_signals(self.run.stop):  # also while the evidence is written
+            try:
+                verdict = guarded(self.run, body)
+            finally:
+                self.reporter.close()
+            return finish(
+                self.run, self.results, verdict, reporter=self.reporter, addendum=addendum()
+            )
 
     @property
     def interrupted(self) -> bool:

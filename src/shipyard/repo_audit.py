@@ -30,7 +30,7 @@ from shipyard.config import Config, Environment
 from shipyard.errors import OK, ExitCode, Outcome, StepFailed, Verdict, cannot_write
 from shipyard.github import ApiAnswer, Gh, GhError, Say
 from shipyard.operation import Flow
-from shipyard.pipeline import Run, finish, guarded, stop_on_signals
+from shipyard.pipeline import Run
 from shipyard.redact import Redactor
 from shipyard.report import Reporter, ReporterFor, json_text
 
@@ -399,12 +399,7 @@ def audit(config: Config, *, command: str, reporter: ReporterFor) -> Audit:
         _keep_report(run, scene.repo, findings)
         return _verdict(flow, findings)
 
-    with stop_on_signals(run.stop):
-        try:
-            verdict = guarded(run, body)
-        finally:
-            flow.reporter.close()
-        verdict = finish(run, flow.results, verdict, reporter=flow.reporter)
+    verdict = flow.conclude(body)
     return Audit(verdict, run, scenes[0].repo if scenes else None, tuple(findings))
 
 

@@ -23,7 +23,7 @@ from shipyard.errors import UsageError, Verdict
 from shipyard.feedback import Addendum
 from shipyard.github import Gh, GhError, Say
 from shipyard.operation import Flow
-from shipyard.pipeline import Run, finish, guarded, stop_on_signals
+from shipyard.pipeline import Run
 from shipyard.report import ReporterFor
 from shipyard.wording import counted
 
@@ -201,12 +201,7 @@ def triage(
             flow.action(LOG, f"gh run view {failed_run.run_id} --log-failed", read_log)
         return flow.verdict()
 
-    with stop_on_signals(run.stop):
-        try:
-            verdict = guarded(run, body)
-        finally:
-            flow.reporter.close()
-        return finish(run, flow.results, verdict, reporter=flow.reporter, addendum=found.addendum())
+    return flow.conclude(body, addendum=found.addendum)
 
 
 def _find(gh: Gh, found: Triage, run_id: str, say: Say) -> None:
