@@ -25,7 +25,7 @@ from helpers import (
 
 from shipyard.config import load_config
 from shipyard.errors import ConfigError, ExitCode, UsageError
-from shipyard.hooks import MARKER, hooks_command, main
+from shipyard.hooks import MARKER, hooks_command
 
 CONFIG = """\
 version: 1
@@ -331,20 +331,17 @@ def test_a_hook_whose_python_is_gone_stops_the_push_saying_why(
     assert remote_head(remote) == ""
 
 
-def test_the_hook_module_refuses_a_bad_action_with_exit_2(capsys) -> None:
-    with pytest.raises(SystemExit) as ended:
-        main(["remove"])
-    assert ended.value.code == 2
-    assert "invalid choice: 'remove'" in capsys.readouterr().err
+def test_an_unknown_action_is_refused_in_one_line(repo: Path) -> None:
+    done = run_here(["hooks", "remove"], repo)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "remove" in done.stderr
 
 
-def test_the_hook_module_reports_a_refusal_in_one_line(repo: Path, capsys) -> None:
+def test_a_refusal_is_one_line_with_exit_2(repo: Path) -> None:
     foreign_hook(repo)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(repo)
-        code = main(["install", "--config", "shipyard.yaml"])
-    assert code == 2
-    assert capsys.readouterr().err.count("\n") == 1
+    done = run_here(["hooks", "install", "--config", "shipyard.yaml"], repo)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
 
 
 # --- hooks: in shipyard.yaml -------------------------------------------------------------

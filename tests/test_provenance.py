@@ -178,7 +178,7 @@ def test_the_bundle_still_verifies_after_attesting_and_after_a_later_run(project
     later = run_here(["heartbeat", "devops", "--", "true"], project)  # a run with no artifact
     assert later.returncode == 0, later.stderr
     assert sha256sum_check(day).returncode == 0
-    assert evidence.verify(bundle_of(project)).ok
+    assert provenance.verify(bundle_of(project)).ok
     again = attest(project)  # the newest run with an artifact is still the deploy's
     assert again == written
     assert sha256sum_check(day).returncode == 0
@@ -230,7 +230,7 @@ def test_a_changed_seal_fails_the_attestation_too(project):
     seal = written.path.parents[1] / "seals" / f"{written.run_id}.sha256"
     seal.write_bytes(seal.read_bytes() + b"# a comment sha256sum skips\n")
 
-    result = evidence.verify(bundle_of(project))
+    result = provenance.verify(bundle_of(project))
     found = {f.kind: f for f in result.findings if f.path.endswith(".intoto.json")}
     assert f"seals/{written.run_id}.sha256: sha256 " in found["attestation"].line
     assert "is not the seal's" in found["attestation"].line
@@ -242,7 +242,7 @@ def test_an_artifact_rebuilt_with_other_bytes_is_a_finding_one_gone_is_a_note(pr
     artifact = project / "dist" / "webapp-1.0.0.tar.gz"
 
     artifact.unlink()
-    result = evidence.verify(bundle_of(project))
+    result = provenance.verify(bundle_of(project))
     assert result.ok and result.attestations == 1
     assert result.notes == (
         f"attestations/{written.run_id}.intoto.json: artifact dist/webapp-1.0.0.tar.gz is not on"
@@ -250,7 +250,7 @@ def test_an_artifact_rebuilt_with_other_bytes_is_a_finding_one_gone_is_a_note(pr
     )
 
     artifact.write_bytes(b"rebuilt")
-    lines = evidence.verify(bundle_of(project)).lines()
+    lines = provenance.verify(bundle_of(project)).lines()
     assert lines == [
         f"attestation: attestations/{written.run_id}.intoto.json (artifact"
         f" dist/webapp-1.0.0.tar.gz on disk has sha256 {sha256_of(artifact)[:12]}…, not the"
@@ -272,7 +272,7 @@ def test_a_secret_in_the_environment_never_reaches_the_statement(project):
     text = written.path.read_text()
     assert "***" in text
     assert not [form for form in secret_forms(SECRET) if form in text]
-    assert evidence.verify(bundle_of(project)).ok
+    assert provenance.verify(bundle_of(project)).ok
 
 
 def test_no_bundle_no_run_no_artifact_are_usage_errors(project):
@@ -319,7 +319,7 @@ def test_a_statement_is_written_once(project):
             GITHUB_RUN_ID="1",
         )
     assert exit_code_for(refused.value) == ExitCode.USAGE
-    assert evidence.verify(bundle_of(project)).ok
+    assert provenance.verify(bundle_of(project)).ok
     assert written.path.read_text().count("urn:shipyard:builder:local") == 1
 
 

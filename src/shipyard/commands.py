@@ -161,7 +161,7 @@ def verify_evidence(
 ) -> ExitCode:
     """Re-hash a day's bundle against every run's seal and the day's manifest; name every file
     changed, missing, added or not a regular file, and the seal or manifest that says so."""
-    from shipyard import evidence
+    from shipyard import evidence, provenance  # protobuf: only to verify
     from shipyard.console import Output, paint_for
 
     output = output or Output()
@@ -172,7 +172,7 @@ def verify_evidence(
     shown = bundle.dir.relative_to(root).as_posix()
     if not bundle.dir.is_dir():
         raise UsageError(f"no evidence for {date}: {shown}/ does not exist")
-    result = evidence.verify(bundle)
+    result = provenance.verify(bundle)
     ended = ExitCode.OK if result.ok else ExitCode.STEP_FAILED
     if output.as_json:
         document = {"date": date, "evidence": f"{shown}/", **_verification_document(result)}
@@ -209,7 +209,7 @@ def verify_bundles(
     """Verify every bundle found under `under` (each `artifacts/<agent>/<date>/` holding a
     manifest, as the evidence of CI runners downloads), a line each; in GitHub Actions, one
     step summary of every step those bundles ran. Exit 1 when any bundle differs."""
-    from shipyard import evidence, gha
+    from shipyard import evidence, gha, provenance
     from shipyard.console import Output, paint_for
 
     output = output or Output()
@@ -224,7 +224,7 @@ def verify_bundles(
     for manifest in manifests:
         day = manifest.parent
         bundle = evidence.Bundle(day.parent.parent.parent, day.parent.name, day.name)
-        checked.append((day.relative_to(under).as_posix(), bundle, evidence.verify(bundle)))
+        checked.append((day.relative_to(under).as_posix(), bundle, provenance.verify(bundle)))
     ok = all(result.ok for _, _, result in checked)
     gha.append_summary(environ, redactor.mask(gha.evidence_summary(under, checked)))
     if output.as_json:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from shipyard import evidence, reporters
+from shipyard import evidence, provenance, reporters
 from shipyard.config import Config, Environment
 from shipyard.deploy import deploy
 from shipyard.errors import ExitCode
@@ -113,7 +113,7 @@ def _rollback_check(step: dict[str, Any] | None, record: dict[str, Any]) -> Chec
 def _manifest_check(bundle: evidence.Bundle) -> Check:
     shown = bundle.dir.relative_to(bundle.root).as_posix()
     if shutil.which("sha256sum") is None:
-        result = evidence.verify(bundle)
+        result = provenance.verify(bundle)
         return Check(
             "evidence", result.ok, f"{shown}: {'verified' if result.ok else result.lines()[0]}"
         )

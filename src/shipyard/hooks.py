@@ -6,18 +6,17 @@ evidence, and stops the push when one fails. `uninstall` removes it; `run` is wh
 runs. A hook Shipyard did not write is never overwritten or removed: `install --force` sets it
 aside as `pre-push.before-shipyard`, and `uninstall` puts it back.
 
-The hook calls `python -m shipyard.hooks run` with the Python that installed it (as
+The hook calls `python -m shipyard hooks run` with the Python that installed it (as
 pre-commit's hook calls its own), so a push needs no activated virtualenv.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 from shipyard import config as config_module
 from shipyard import git
 from shipyard.config import Config
-from shipyard.errors import ConfigError, ExitCode, ShipyardError, UsageError, Verdict
+from shipyard.errors import ConfigError, ExitCode, UsageError, Verdict
 
 if TYPE_CHECKING:
     from shipyard.console import Output
@@ -185,7 +184,7 @@ def hook_script(config_argument: str, python: str) -> str:
 config={config}
 python={interpreter}
 if [ -x "$python" ]; then
-    "$python" -m shipyard.hooks run --config "$config"
+    "$python" -m shipyard hooks run --config "$config"
 elif command -v shipyard >/dev/null 2>&1; then
     shipyard hooks run --config "$config"
 else
@@ -229,30 +228,3 @@ def _project_root(explicit: str, environ: Mapping[str, str]) -> Path:
         if explicit or environ.get(config_module.CONFIG_ENV_VAR):
             raise
         return Path.cwd()
-
-
-# --- `python -m shipyard.hooks`: what the hook calls -----------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m shipyard.hooks", description="Install, remove or run the pre-push hook."
-    )
-    parser.add_argument("action", choices=ACTIONS)
-    parser.add_argument("--config", default="", help="shipyard.yaml to use")
-    parser.add_argument("--force", action="store_true", help="set aside a hook not ours")
-    arguments = parser.parse_args(argv)
-    from shipyard.errors import exit_code_for
-    from shipyard.tasks import private_umask
-
-    private_umask()
-    try:
-        ended = hooks_command(arguments.action, arguments.config, force=arguments.force)
-    except ShipyardError as error:
-        print(error.message, file=sys.stderr)
-        return exit_code_for(error)
-    return int(ended.exit_code if isinstance(ended, Verdict) else ended)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

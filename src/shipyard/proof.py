@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shipyard import evidence, git
+from shipyard import evidence, git, provenance
 from shipyard.config import DEFAULT_PROOF_PATHS, Config
 from shipyard.errors import ExitCode, UsageError
 from shipyard.redact import Redactor
@@ -291,7 +291,7 @@ def bundle_problems(top: Path, prefix: str, agent: str, day: str) -> tuple[str, 
         bundle = evidence.Bundle(root, agent, day)
         folder = bundle.dir.relative_to(scratch).as_posix()
         write_committed(top, folder, Path(scratch))
-        result = evidence.verify(bundle)
+        result = provenance.verify(bundle)
     if not result.ok:
         findings = [f"{finding.kind} {finding.path}" for finding in result.findings]
         return (f"does not verify as committed ({shortened(findings)})",)

@@ -435,6 +435,12 @@ class Checked:
     notes: tuple[str, ...] = ()  # what could not be checked here, and why: not a problem
 
 
+def verify(bundle: Bundle) -> evidence.Verification:
+    """`evidence.verify` of the bundle, its attestations checked too: what `inv evidence.verify`
+    and `inv contract` report."""
+    return evidence.verify(bundle, attestations=check)
+
+
 def check(bundle: Bundle) -> list[Checked]:
     """Check every attestation of a bundle with the bundle alone: its schema, its subjects'
     digests (the run's seal in the bundle, the artifact's in the run record, and the artifact
