@@ -361,7 +361,13 @@ class FakeGh:
     def __init__(self, directory: Path, token: str, state: dict[str, Any] | None = None) -> None:
         self.path = directory.resolve() / "gh-state.json"
         write(self.path, state if state is not None else new_state())
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("GH_", "GITHUB_"))}
+        # Not the caller's CI either: gh words its errors for automation when CI is set (a
+        # test that wants that sets it).
+        inherited = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("GH_", "GITHUB_")) and k != "CI"
+        }
         python_bin = str(Path(sys.executable).parent)
         self.env = {
             **inherited,
