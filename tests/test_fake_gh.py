@@ -59,7 +59,7 @@ def test_in_actions_the_auth_help_names_github_token(gh: FakeGh) -> None:
 
 
 def test_auth_status_logged_in_shows_the_account_and_hides_the_token(tmp_path: Path) -> None:
-    token = "ghp_" + "a1b2c3d4e5" * 4
+    token = "ghp_" + "a1b2c3d4e5" * 4  # pragma: allowlist secret
     gh = FakeGh(tmp_path, token=token)
     result = gh.run("auth", "status")
     assert result.returncode == 0

@@ -130,7 +130,7 @@ def new_run(
     created: str = T0,
     title: str = "Deploy the new landing page",
     branch: str = "main",
-    sha: str = "4c1e2f0a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e",
+    sha: str = "4c1e2f0a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e",  # pragma: allowlist secret
     attempt: int = 1,
     workflow_id: int = WORKFLOW_ID,
     repository: str = REPOSITORY,
